@@ -1,0 +1,86 @@
+"""Ready-made example models, each with its data attached.
+
+::
+
+    from pavi_viz import examples
+    examples.list()                      # ['gre', 'eight_schools', 'radon', ...]
+    model = examples.load("gre", G=50)   # a PlateModel; options are the builder's keywords
+    examples.describe()["radon"]         # a one-line description
+
+Each example lives in its own small module with a ``build(**options)`` function.
+The modules are imported on first use: listing the examples imports no torch.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pavi_viz.model import PlateModel
+
+# name -> (module, builder function, description constant), in menu order:
+# the simplest model first, then real data, then the richer simulated ones.
+_EXAMPLES: dict[str, tuple[str, str, str]] = {
+    "gre": ("gre", "build", "DESCRIPTION"),
+    "eight_schools": ("eight_schools", "build", "DESCRIPTION"),
+    "radon": ("radon", "build_radon", "RADON_DESCRIPTION"),
+    "radon_uranium": ("radon", "build_radon_uranium", "RADON_URANIUM_DESCRIPTION"),
+    "spikes": ("spikes", "build", "DESCRIPTION"),
+    "mixture": ("mixture", "build", "DESCRIPTION"),
+}
+
+
+def list() -> builtins.list[str]:  # noqa: A001 - the public name the API asks for
+    """The names of the examples, in menu order."""
+    return builtins.list(_EXAMPLES)
+
+
+def _entry(name: str) -> tuple[Any, str, str]:
+    try:
+        module, builder, description = _EXAMPLES[name]
+    except (KeyError, TypeError):
+        raise KeyError(f"unknown example {name!r}; the examples are: {', '.join(_EXAMPLES)}") from None
+    return importlib.import_module(f"{__name__}.{module}"), builder, description
+
+
+def _builder(name: str) -> Callable[..., PlateModel]:
+    module, builder, _ = _entry(name)
+    return getattr(module, builder)
+
+
+def options(name: str) -> dict[str, Any]:
+    """The options of example ``name`` with their default values."""
+    parameters = inspect.signature(_builder(name)).parameters
+    return {k: p.default for k, p in parameters.items()}
+
+
+def load(name: str, **options: Any) -> PlateModel:
+    """Example ``name``, built with ``options`` and with its data attached.
+
+    Raises:
+        KeyError: for an unknown name (the message lists the known ones).
+        TypeError: for an option the example does not take (named in the message).
+    """
+    builder = _builder(name)
+    known = inspect.signature(builder).parameters
+    unknown = [k for k in options if k not in known]
+    if unknown:
+        takes = ", ".join(known) if known else "no options"
+        raise TypeError(f"example {name!r} has no option {', '.join(map(repr, unknown))}; it takes: {takes}")
+    return builder(**options)
+
+
+def describe() -> dict[str, str]:
+    """Each example's name and a one-line description."""
+    out = {}
+    for name in _EXAMPLES:
+        module, _, description = _entry(name)
+        out[name] = getattr(module, description)
+    return out
+
+
+__all__ = ["describe", "list", "load", "options"]

@@ -1,0 +1,319 @@
+"""Plate index structure: nesting, ragged membership, batches and frames.
+
+A *plate* is a set of indexed copies. Plates nest in two ways:
+
+* **regular** nesting: each element of the outer plate has ``size`` members of the
+  inner one (``obs`` of size N inside ``group`` of size G: G * N observations); a
+  variable in the inner plate lists both plates and has tensor dims ``(G, N)``;
+* **ragged** nesting: the inner plate has ``size`` members in all, and an index
+  array (``membership``) gives the outer element of each (919 houses in 85
+  counties); a variable in the inner plate lists only it and has one dim ``(919,)``.
+
+A :class:`PlateBatch` selects some elements of some plates; a :class:`Frame` is the
+view of the model through one batch: batched sizes, the ``size / batch`` weights
+that make batched sums unbiased, and the index maps that align a parent's tensor
+with a child's plates. Everything is vectorized: no Python loop runs over plate
+elements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+#: A batch: the selected element indices (sorted, int64) for each batched plate.
+#: Plates that are not keys are taken whole.
+PlateBatch = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class PlateInfo:
+    """A compiled plate.
+
+    Attributes:
+        name: the plate's name.
+        size: its number of elements (for a regular nested plate, per outer element).
+        parent: the plate it nests in, or ``None``.
+        membership: for a ragged plate, the outer element of each member, shape
+            ``(size,)``, int64; ``None`` otherwise.
+    """
+
+    name: str
+    size: int
+    parent: str | None = None
+    membership: Tensor | None = None
+
+    @property
+    def ragged(self) -> bool:
+        return self.membership is not None
+
+
+class _Members:
+    """The members of each outer element of a ragged plate, grouped (CSR layout)."""
+
+    def __init__(self, membership: Tensor, outer_size: int) -> None:
+        self.order = torch.argsort(membership, stable=True)
+        self.counts = torch.bincount(membership, minlength=outer_size)
+        self.starts = torch.cumsum(self.counts, 0) - self.counts
+
+    def of(self, outer: Tensor) -> Tensor:
+        """Sorted members of the outer elements ``outer``, shape ``(total,)``."""
+        lengths = self.counts[outer]
+        total = int(lengths.sum())
+        first = torch.repeat_interleave(self.starts[outer], lengths, output_size=total)
+        offset_in_group = torch.arange(total, device=outer.device) - torch.repeat_interleave(
+            torch.cumsum(lengths, 0) - lengths, lengths, output_size=total
+        )
+        return torch.sort(self.order[first + offset_in_group]).values
+
+
+class PlateStructure:
+    """The plates of a model, ordered outer to inner.
+
+    Args:
+        plates: the compiled plates; parents must come before their children.
+    """
+
+    def __init__(self, plates: Sequence[PlateInfo], device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.plates: dict[str, PlateInfo] = {p.name: p for p in plates}
+        self._members = {
+            p.name: _Members(p.membership, self.plates[p.parent].size)
+            for p in plates
+            if p.ragged
+        }
+
+    def __getitem__(self, name: str) -> PlateInfo:
+        return self.plates[name]
+
+    def __iter__(self):
+        return iter(self.plates.values())
+
+    def ragged_ancestors(self, name: str) -> list[str]:
+        """The plates reached from ``name`` by following ragged links outwards."""
+        chain = []
+        plate = self.plates[name]
+        while plate.ragged:
+            chain.append(plate.parent)
+            plate = self.plates[plate.parent]
+        return chain
+
+    def closure(self, plates: Sequence[str]) -> list[str]:
+        """``plates`` with the ragged ancestors they sit in (each term's full plate set)."""
+        out = list(plates)
+        for name in plates:
+            out += [a for a in self.ragged_ancestors(name) if a not in out]
+        return out
+
+    def to(self, device: torch.device | str) -> PlateStructure:
+        """The same structure with its index arrays on ``device``."""
+        return PlateStructure(
+            [
+                PlateInfo(p.name, p.size, p.parent, None if p.membership is None else p.membership.to(device))
+                for p in self
+            ],
+            device,
+        )
+
+    def sample_batch(
+        self,
+        sizes: Mapping[str, int],
+        generator: torch.Generator | None = None,
+    ) -> PlateBatch:
+        """Draw a random batch, uniformly without replacement.
+
+        Args:
+            sizes: the number of elements to draw for each plate; plates left out, or
+                asked for at least their size, are taken whole. For a ragged plate the
+                outer plate is drawn first, then ``sizes[plate]`` members among the
+                members of the drawn outer elements (all of them when left out).
+            generator: the random source.
+
+        Returns:
+            The selected, sorted indices of each batched plate.
+        """
+        unknown = set(sizes) - set(self.plates)
+        if unknown:
+            raise KeyError(f"batch sizes name unknown plates: {sorted(unknown)}")
+        batch: PlateBatch = {}
+        for plate in self:
+            if plate.ragged and plate.parent in batch:
+                candidates = self._members[plate.name].of(batch[plate.parent])
+            elif plate.name in sizes and sizes[plate.name] < plate.size:
+                candidates = None
+            else:
+                continue
+            wanted = sizes.get(plate.name)
+            pool = plate.size if candidates is None else len(candidates)
+            if wanted is not None and wanted < pool:
+                if wanted < 1:
+                    raise ValueError(f"batch size of plate {plate.name!r} must be at least 1")
+                pick = torch.randperm(pool, generator=generator, device=self.device)[:wanted]
+                chosen = pick if candidates is None else candidates[pick]
+                batch[plate.name] = torch.sort(chosen).values
+            elif candidates is not None:
+                batch[plate.name] = candidates
+        return batch
+
+    def frame(self, batch: PlateBatch | None = None) -> Frame:
+        """The view of the model through ``batch`` (the whole model when ``None``)."""
+        return Frame(self, batch or {})
+
+
+class Frame:
+    """The model seen through one batch of plate elements.
+
+    Attributes:
+        sizes: the batched size of each plate.
+        weights: for each plate, (elements a term sums over in the full model) /
+            (elements in the batch), given the batch of its outer plate; a term's
+            weight is the product over the plates it sits in.
+    """
+
+    def __init__(self, structure: PlateStructure, batch: PlateBatch) -> None:
+        self.structure = structure
+        self.batch = batch
+        unknown = set(batch) - set(structure.plates)
+        if unknown:
+            raise KeyError(f"the batch names unknown plates: {sorted(unknown)}")
+        self.sizes: dict[str, int] = {}
+        self.weights: dict[str, float] = {}
+        self._positions: dict[str, Tensor] = {}
+        self._local: dict[tuple[str, str], Tensor] = {}
+        for plate in structure:
+            self._add(plate)
+
+    def _add(self, plate: PlateInfo) -> None:
+        name = plate.name
+        idx = self.batch.get(name)
+        if idx is not None:
+            if idx.dim() != 1 or idx.dtype != torch.int64:
+                raise ValueError(f"batch of plate {name!r} must be a 1-d int64 tensor")
+            if len(idx) == 0:
+                raise ValueError(f"batch of plate {name!r} is empty")
+            if int(idx.min()) < 0 or int(idx.max()) >= plate.size:
+                raise IndexError(f"batch of plate {name!r} holds indices outside 0..{plate.size - 1}")
+        if plate.ragged and plate.parent in self.batch:
+            outer = self.batch[plate.parent]
+            pool = int(self.structure._members[name].counts[outer].sum())
+            if idx is None:
+                idx = self.structure._members[name].of(outer)
+                self.batch = {**self.batch, name: idx}
+            self.sizes[name] = len(idx)
+            self.weights[name] = pool / len(idx)
+            # Checks that every member's outer element is in the outer batch.
+            self.local_index(name, plate.parent)
+        else:
+            self.sizes[name] = plate.size if idx is None else len(idx)
+            self.weights[name] = plate.size / self.sizes[name]
+
+    def indices(self, plate: str) -> Tensor | None:
+        """The selected elements of ``plate``, or ``None`` when it is whole."""
+        return self.batch.get(plate)
+
+    def batch_shape(self, plates: Sequence[str]) -> tuple[int, ...]:
+        """The batched tensor shape of a variable living in ``plates``."""
+        return tuple(self.sizes[p] for p in plates)
+
+    def weight(self, plates: Sequence[str]) -> float:
+        """The scale that makes a batched sum over ``plates`` unbiased."""
+        w = 1.0
+        for p in self.structure.closure(plates):
+            w *= self.weights[p]
+        return w
+
+    def _position(self, plate: str) -> Tensor | None:
+        """Map from a plate's global index to its position in the batch (-1: absent)."""
+        idx = self.batch.get(plate)
+        if idx is None:
+            return None
+        if plate not in self._positions:
+            pos = torch.full((self.structure[plate].size,), -1, dtype=torch.int64, device=idx.device)
+            pos[idx] = torch.arange(len(idx), device=idx.device)
+            self._positions[plate] = pos
+        return self._positions[plate]
+
+    def local_index(self, plate: str, ancestor: str) -> Tensor:
+        """For each batched element of ``plate``, the batch position of its ``ancestor``.
+
+        ``ancestor`` must be reached from ``plate`` through ragged links.
+
+        Returns:
+            int64 tensor of shape ``(sizes[plate],)``.
+        """
+        key = (plate, ancestor)
+        if key not in self._local:
+            info = self.structure[plate]
+            idx = self.batch.get(plate)
+            glob = torch.arange(info.size, device=self.structure.device) if idx is None else idx
+            current = info
+            while current.name != ancestor:
+                glob = current.membership[glob]
+                current = self.structure[current.parent]
+            pos = self._position(ancestor)
+            if pos is not None:
+                glob = pos[glob]
+                if bool((glob < 0).any()):
+                    raise ValueError(
+                        f"the batch of plate {plate!r} holds members whose {ancestor!r} "
+                        f"is not in the batch of {ancestor!r}"
+                    )
+            self._local[key] = glob
+        return self._local[key]
+
+    def select(self, tensor: Tensor, plates: Sequence[str], sample_dims: int = 0) -> Tensor:
+        """Restrict a full-size tensor to the batch.
+
+        Args:
+            tensor: shape ``(*sample, *plate sizes, *event)``.
+            plates: the plates of its plate dims.
+            sample_dims: the number of leading sample dims.
+        """
+        for dim, plate in enumerate(plates, start=sample_dims):
+            idx = self.batch.get(plate)
+            if idx is not None:
+                tensor = tensor.index_select(dim, idx)
+        return tensor
+
+    def align(
+        self,
+        tensor: Tensor,
+        source: Sequence[str],
+        target: Sequence[str],
+        event_rank: int,
+    ) -> Tensor:
+        """Lay a parent's tensor out along a child's plates.
+
+        Args:
+            tensor: shape ``(*sample, *batch_shape(source), *event)``, with
+                ``len(event) == event_rank`` and any number of leading sample dims.
+            source: the parent's plates.
+            target: the child's plates; each source plate must be among them or be a
+                ragged ancestor of one of them.
+            event_rank: the number of event dims.
+
+        Returns:
+            shape ``(*sample, *b, *event)`` where ``b`` broadcasts to
+            ``batch_shape(target)`` (1 on the child plates the parent is not in).
+        """
+        n_sample = tensor.dim() - len(source) - event_rank
+        dims: list[int] = []
+        for i, plate in enumerate(source):
+            if plate in target:
+                dims.append(target.index(plate))
+                continue
+            child = next(p for p in target if plate in self.structure.ragged_ancestors(p))
+            tensor = tensor.index_select(n_sample + i, self.local_index(child, plate))
+            dims.append(target.index(child))
+        order = sorted(range(len(dims)), key=dims.__getitem__)
+        if order != list(range(len(dims))):
+            tail = list(range(n_sample + len(source), tensor.dim()))
+            tensor = tensor.permute(list(range(n_sample)) + [n_sample + i for i in order] + tail)
+        present = sorted(dims)
+        for j in range(len(target)):
+            if j not in present:
+                tensor = tensor.unsqueeze(n_sample + j)
+        return tensor

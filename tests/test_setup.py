@@ -1,0 +1,164 @@
+"""The project set-up: headless imports, set-up files in sync, and the
+dashboard actually served by ``panel serve`` (what ``make app`` runs)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD_LIBS = ("panel", "holoviews", "bokeh")
+
+
+def _loaded_modules(code: str) -> set[str]:
+    """Run ``code`` in a fresh interpreter; return the top-level modules loaded."""
+    script = code + "\nimport json, sys\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return set(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+# --- the package is importable headless ------------------------------------------
+
+
+def test_import_is_headless_and_lazy():
+    loaded = _loaded_modules("import pavi_viz; assert pavi_viz.__version__")
+    assert "pavi_viz" in loaded
+    for lib in DASHBOARD_LIBS:
+        assert lib not in loaded, f"`import pavi_viz` imported {lib}"
+    assert "torch" not in loaded, "`import pavi_viz` should load the model layer lazily"
+
+
+def test_model_layer_is_headless():
+    loaded = _loaded_modules(
+        "import pavi_viz\n"
+        "pavi_viz.PlateModel, pavi_viz.Plate, pavi_viz.Variable, pavi_viz.Covariate, pavi_viz.ModelError\n"
+        "pavi_viz.examples.list()\n"
+    )
+    for lib in DASHBOARD_LIBS:
+        assert lib not in loaded, f"the model layer or the examples imported {lib}"
+
+
+def test_lazy_names_resolve():
+    import pavi_viz
+    import pavi_viz.examples
+    import pavi_viz.model
+
+    for name in ("Plate", "Variable", "Covariate", "PlateModel", "ModelError"):
+        assert getattr(pavi_viz, name) is getattr(pavi_viz.model, name)
+        assert name in dir(pavi_viz)
+    assert pavi_viz.examples is sys.modules["pavi_viz.examples"]
+    with pytest.raises(AttributeError, match="no_such_name"):
+        pavi_viz.no_such_name  # noqa: B018
+
+
+def test_installed_version_matches_package():
+    import pavi_viz
+
+    try:
+        installed = metadata.version("pavi-viz")
+    except metadata.PackageNotFoundError:
+        pytest.skip("pavi-viz is not installed (run `make install`)")
+    assert installed == pavi_viz.__version__
+
+
+# --- the set-up files agree ------------------------------------------------------
+
+
+def _constraints() -> dict[str, str]:
+    pins = {}
+    for line in (REPO_ROOT / "requirements" / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[_normalise(name)] = version.strip()
+    return pins
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_environment_yml_matches_constraints():
+    pins = _constraints()
+    assert pins["torch"] == "2.13.0", "torch must stay pinned (an unpinned torch pulls CUDA)"
+    conda_names = {"pytorch": "torch"}
+    checked = []
+    for line in (REPO_ROOT / "environment.yml").read_text().splitlines():
+        match = re.fullmatch(r"\s*-\s*([A-Za-z0-9_.-]+)\s*=\s*([0-9][^\s#]*)\s*(#.*)?", line)
+        if match and match.group(1) != "python":
+            name = conda_names.get(match.group(1), _normalise(match.group(1)))
+            assert pins.get(name) == match.group(2), f"{name}: environment.yml and constraints.txt differ"
+            checked.append(name)
+    assert "torch" in checked and "panel" in checked
+
+
+# --- the dashboard is served ------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode("utf-8", "replace")
+
+
+@pytest.mark.ui
+@pytest.mark.timeout(180)
+def test_dashboard_is_served(artifacts_dir):
+    port = _free_port()
+    url = f"http://localhost:{port}/dashboard"
+    log_path = artifacts_dir / "panel-serve.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "panel", "serve", "apps/dashboard.py", "--port", str(port)],
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            status, html = None, ""
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if server.poll() is not None:
+                    pytest.fail(f"panel serve exited with {server.returncode}:\n{log_path.read_text()}")
+                try:
+                    status, html = _get(url)
+                    break
+                except OSError:  # not listening yet
+                    time.sleep(0.5)
+            assert status == 200, f"GET {url} -> {status}\n{log_path.read_text()}"
+            # The title is the template's: a script that fails still gets a 200
+            # page, but titled "Bokeh Application", with the traceback in the log.
+            assert "<title>pavi_viz</title>" in html, log_path.read_text()
+            assert "Traceback" not in log_path.read_text()
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()

@@ -10,7 +10,7 @@ batched size of each of its plates.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -155,6 +155,8 @@ class CompiledModel:
         self, var: CompiledVariable, values: Mapping[str, Tensor], frame: Frame, sample_shape: tuple[int, ...]
     ) -> Distribution:
         def lookup(parent: str) -> Value:
+            if parent not in values:  # a covariate whose data is not attached (yet)
+                raise ModelError(f"no data for covariate {parent!r}, which {var.name!r} needs", parent)
             rank = self._event_ranks[parent]
             aligned = frame.align(values[parent], self._plates_of[parent], var.plates, rank)
             return Value(aligned, rank)
@@ -280,19 +282,38 @@ class CompiledModel:
         Returns:
             Each variable's draws, shape ``(*sample_shape, *batch_shape, *event_shape)``.
         """
-        frame = self.frame(batch)
+        return self._sample(self.variables, sample_shape, self.frame(batch), seed)
+
+    def _sample(
+        self, names: Iterable[str], sample_shape: Sequence[int], frame: Frame, seed: int | None
+    ) -> dict[str, Tensor]:
+        """Ancestral draws of the variables ``names`` (parents before children)."""
         values = {k: v for k, v in self.batch_data(frame).items() if k not in self.variables}
         with _seeded(seed, self.device):
-            for name in self.variables:
-                values[name] = self.distribution(name, values, frame, sample_shape).sample()
-        return {name: values[name] for name in self.variables}
+            for name in names:
+                dist = self.distribution(name, values, frame, sample_shape)
+                try:
+                    values[name] = dist.sample()
+                except (RuntimeError, ValueError) as err:  # e.g. a negative Poisson rate
+                    raise ModelError(f"cannot draw {name!r} from {self.variables[name].info.name}: {err}",
+                                     name) from err
+        return {name: values[name] for name in names}
 
     def dry_run(self) -> None:
-        """Evaluate the model once on a small batch, reporting what fails as a ModelError."""
+        """Evaluate the model once on a small batch, reporting what fails as a ModelError.
+
+        Variables that need a covariate with no data attached, and their descendants,
+        are skipped: a model being built may lack data (``require_data=False``).
+        """
         sizes = {p.name: DRY_RUN_BATCH for p in self.plates}
         batch = self.sample_batch(sizes, torch.Generator(self.device).manual_seed(0))
-        draws = self.sample_prior((DRY_RUN_BATCH,), batch=batch, seed=0)
-        if all(n in self.data for n in self.observed_names):
+        runnable: list[str] = []
+        for name, var in self.variables.items():  # parents come first
+            inputs = {n for p in var.params.values() if isinstance(p, Expression) for n in p.names}
+            if all(n in self.data or n in runnable for n in inputs):
+                runnable.append(name)
+        draws = self._sample(runnable, (DRY_RUN_BATCH,), self.frame(batch), seed=0)
+        if all(n in self.data for n in self.observed_names) and len(runnable) == len(self.variables):
             self.log_joint_terms({n: draws[n] for n in self.latent_names}, batch=batch)
 
 

@@ -52,18 +52,31 @@ class PlateInfo:
 
 
 class _Members:
-    """The members of each outer element of a ragged plate, grouped (CSR layout)."""
+    """The members of each outer element of a ragged plate, grouped (CSR layout).
 
-    def __init__(self, membership: Tensor, outer_size: int) -> None:
+    The groups are found by binary search in the sorted membership rather than in
+    per-outer-element arrays: those would be as large as the outer plate, which a
+    model file may declare huge while listing only a few members.
+    """
+
+    def __init__(self, membership: Tensor) -> None:
         self.order = torch.argsort(membership, stable=True)
-        self.counts = torch.bincount(membership, minlength=outer_size)
-        self.starts = torch.cumsum(self.counts, 0) - self.counts
+        self.sorted = membership[self.order]
+
+    def span(self, outer: Tensor) -> tuple[Tensor, Tensor]:
+        """For each outer element, where its members start in ``order`` and how many it has."""
+        starts = torch.searchsorted(self.sorted, outer)
+        return starts, torch.searchsorted(self.sorted, outer, right=True) - starts
+
+    def count(self, outer: Tensor) -> int:
+        """The number of members of the outer elements ``outer``, all together."""
+        return int(self.span(outer)[1].sum())
 
     def of(self, outer: Tensor) -> Tensor:
         """Sorted members of the outer elements ``outer``, shape ``(total,)``."""
-        lengths = self.counts[outer]
+        starts, lengths = self.span(outer)
         total = int(lengths.sum())
-        first = torch.repeat_interleave(self.starts[outer], lengths, output_size=total)
+        first = torch.repeat_interleave(starts, lengths, output_size=total)
         offset_in_group = torch.arange(total, device=outer.device) - torch.repeat_interleave(
             torch.cumsum(lengths, 0) - lengths, lengths, output_size=total
         )
@@ -80,11 +93,7 @@ class PlateStructure:
     def __init__(self, plates: Sequence[PlateInfo], device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
         self.plates: dict[str, PlateInfo] = {p.name: p for p in plates}
-        self._members = {
-            p.name: _Members(p.membership, self.plates[p.parent].size)
-            for p in plates
-            if p.ragged
-        }
+        self._members = {p.name: _Members(p.membership) for p in plates if p.ragged}
 
     def __getitem__(self, name: str) -> PlateInfo:
         return self.plates[name]
@@ -151,16 +160,34 @@ class PlateStructure:
             if wanted is not None and wanted < pool:
                 if wanted < 1:
                     raise ValueError(f"batch size of plate {plate.name!r} must be at least 1")
-                pick = torch.randperm(pool, generator=generator, device=self.device)[:wanted]
+                pick = _choose(pool, wanted, generator, self.device)
                 chosen = pick if candidates is None else candidates[pick]
                 batch[plate.name] = torch.sort(chosen).values
             elif candidates is not None:
+                # Possibly empty: the drawn outer elements may have no members.
                 batch[plate.name] = candidates
         return batch
 
     def frame(self, batch: PlateBatch | None = None) -> Frame:
         """The view of the model through ``batch`` (the whole model when ``None``)."""
         return Frame(self, batch or {})
+
+
+def _choose(pool: int, wanted: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """``wanted`` distinct elements of ``range(pool)``, drawn uniformly, in random order.
+
+    ``randperm(pool)`` costs time and memory in proportion to the pool, far too much
+    for a small batch of a huge plate. Then draw with replacement until enough distinct
+    elements turn up: by symmetry every set of a given size is equally likely, so a
+    random ``wanted`` of them are a uniform draw without replacement.
+    """
+    if 4 * wanted >= pool:
+        return torch.randperm(pool, generator=generator, device=device)[:wanted]
+    chosen = torch.empty(0, dtype=torch.int64, device=device)
+    while len(chosen) < wanted:
+        draws = torch.randint(pool, (2 * wanted,), generator=generator, device=device)
+        chosen = torch.unique(torch.cat([chosen, draws]))
+    return chosen[torch.randperm(len(chosen), generator=generator, device=device)[:wanted]]
 
 
 class Frame:
@@ -181,7 +208,7 @@ class Frame:
             raise KeyError(f"the batch names unknown plates: {sorted(unknown)}")
         self.sizes: dict[str, int] = {}
         self.weights: dict[str, float] = {}
-        self._positions: dict[str, Tensor] = {}
+        self._sorted: dict[str, tuple[Tensor, Tensor]] = {}
         self._local: dict[tuple[str, str], Tensor] = {}
         for plate in structure:
             self._add(plate)
@@ -192,21 +219,25 @@ class Frame:
         if idx is not None:
             if idx.dim() != 1 or idx.dtype != torch.int64:
                 raise ValueError(f"batch of plate {name!r} must be a 1-d int64 tensor")
-            if len(idx) == 0:
-                raise ValueError(f"batch of plate {name!r} is empty")
-            if int(idx.min()) < 0 or int(idx.max()) >= plate.size:
+            if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= plate.size):
                 raise IndexError(f"batch of plate {name!r} holds indices outside 0..{plate.size - 1}")
         if plate.ragged and plate.parent in self.batch:
             outer = self.batch[plate.parent]
-            pool = int(self.structure._members[name].counts[outer].sum())
+            pool = self.structure._members[name].count(outer)
             if idx is None:
                 idx = self.structure._members[name].of(outer)
                 self.batch = {**self.batch, name: idx}
+            elif len(idx) == 0 and pool:
+                raise ValueError(f"batch of plate {name!r} is empty")
             self.sizes[name] = len(idx)
-            self.weights[name] = pool / len(idx)
+            # When the outer batch holds no members at all, the plate's terms are
+            # empty sums (zero, as in the full sum restricted to that batch).
+            self.weights[name] = pool / len(idx) if len(idx) else 1.0
             # Checks that every member's outer element is in the outer batch.
             self.local_index(name, plate.parent)
         else:
+            if idx is not None and len(idx) == 0:
+                raise ValueError(f"batch of plate {name!r} is empty")
             self.sizes[name] = plate.size if idx is None else len(idx)
             self.weights[name] = plate.size / self.sizes[name]
 
@@ -225,16 +256,20 @@ class Frame:
             w *= self.weights[p]
         return w
 
-    def _position(self, plate: str) -> Tensor | None:
-        """Map from a plate's global index to its position in the batch (-1: absent)."""
+    def _position(self, plate: str, elements: Tensor) -> Tensor | None:
+        """The positions in the batch of a plate's ``elements`` (global indices; -1: absent),
+        or ``None`` when the plate is whole."""
         idx = self.batch.get(plate)
         if idx is None:
             return None
-        if plate not in self._positions:
-            pos = torch.full((self.structure[plate].size,), -1, dtype=torch.int64, device=idx.device)
-            pos[idx] = torch.arange(len(idx), device=idx.device)
-            self._positions[plate] = pos
-        return self._positions[plate]
+        if len(idx) == 0:
+            return torch.full_like(elements, -1)
+        # A binary search in the sorted batch: a lookup table would be as large as the plate.
+        if plate not in self._sorted:
+            self._sorted[plate] = torch.sort(idx)
+        values, order = self._sorted[plate]
+        at = torch.searchsorted(values, elements).clamp(max=len(values) - 1)
+        return torch.where(values[at] == elements, order[at], -1)
 
     def local_index(self, plate: str, ancestor: str) -> Tensor:
         """For each batched element of ``plate``, the batch position of its ``ancestor``.
@@ -253,9 +288,9 @@ class Frame:
             while current.name != ancestor:
                 glob = current.membership[glob]
                 current = self.structure[current.parent]
-            pos = self._position(ancestor)
+            pos = self._position(ancestor, glob)
             if pos is not None:
-                glob = pos[glob]
+                glob = pos
                 if bool((glob < 0).any()):
                     raise ValueError(
                         f"the batch of plate {plate!r} holds members whose {ancestor!r} "

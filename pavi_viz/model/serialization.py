@@ -9,8 +9,10 @@ reads them.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,8 @@ SCHEMA = "pavi_viz.model"
 SCHEMA_VERSION = 1
 #: Files larger than this are refused before parsing.
 MAX_FILE_BYTES = 256 * 2**20
+#: Whole numbers beyond this fit no float: JSON allows them, torch and numpy do not.
+_LARGEST_INT = int(sys.float_info.max)
 
 _TOP_KEYS = {"schema", "version", "name", "description", "plates", "covariates", "variables", "data", "truth"}
 _PLATE_KEYS = {"name", "size", "nested_in", "membership"}
@@ -48,7 +52,8 @@ def model_to_dict(model: PlateModel, include_data: bool = True) -> dict[str, Any
             {
                 "name": v.name,
                 "distribution": v.distribution,
-                "params": dict(v.params),
+                # deep: list-valued parameters must not be shared with the model
+                "params": copy.deepcopy(dict(v.params)),
                 "plates": list(v.plates),
                 "event_shape": list(v.event_shape),
                 "observed": v.observed,
@@ -74,20 +79,29 @@ def _plate_to_dict(plate: Any) -> dict[str, Any]:
 
 def model_from_json(source: str | Path) -> PlateModel:
     """Load a model from JSON text or a file path (a ``.json`` name or an existing file)."""
-    if isinstance(source, Path) or (isinstance(source, str) and not source.lstrip().startswith("{")):
+    # Text that opens like JSON (or is blank) is JSON: taken as a path, a long "[[[..."
+    # fails with the OS's "file name too long" instead of a clear error.
+    is_path = isinstance(source, Path) or (isinstance(source, str) and source.lstrip()[:1] not in ("{", "[", ""))
+    if is_path:
         path = Path(source)
-        if not path.is_file():
-            raise ModelError(f"no model file at {str(path)!r}")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise ModelError(f"model file {str(path)!r} is larger than {MAX_FILE_BYTES // 2**20} MiB")
-        text = path.read_text(encoding="utf-8", errors="replace")
+        shown = repr(str(path)[:200])
+        try:
+            if not path.is_file():
+                raise ModelError(f"no model file at {shown}")
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise ModelError(f"model file {shown} is larger than {MAX_FILE_BYTES // 2**20} MiB")
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as err:
+            raise ModelError(f"cannot read the model file {shown}: {err.strerror or err}") from None
     else:
         text = source
     if len(text) > MAX_FILE_BYTES:
         raise ModelError(f"model text is larger than {MAX_FILE_BYTES // 2**20} MiB")
     try:
         spec = json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as err:
+    except ModelError:
+        raise
+    except ValueError as err:  # bad syntax, bad encoding, or an integer of thousands of digits
         raise ModelError(f"the model file is not valid JSON: {err}") from None
     except RecursionError:
         raise ModelError("the model file is nested too deeply") from None
@@ -221,6 +235,8 @@ def _numbers(value: Any, where: str, depth: int | None) -> Any:
             stack.extend((x, level + 1) for x in item)
         elif isinstance(item, bool) or not isinstance(item, (int, float)):
             raise ModelError(f"{where} must hold numbers only, found {item!r:.60}")
+        elif isinstance(item, int) and abs(item) > _LARGEST_INT:  # math.isfinite would overflow
+            raise ModelError(f"{where} holds a number too large to represent: {str(item)[:20]}...")
         elif not math.isfinite(item):
             raise ModelError(f"{where} must be finite")
         elif depth is not None and level != depth:

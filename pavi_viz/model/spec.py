@@ -119,7 +119,9 @@ class Variable(param.Parameterized):
     """
 
     name = param.String(default="", constant=False, doc="The variable's name.")
-    distribution = param.Selector(default="Normal", objects=list(DISTRIBUTIONS), doc="Its distribution.")
+    # Text rather than a fixed menu: an unknown name is reported by validation, with
+    # the variable's name, since the builder must be able to hold invalid states.
+    distribution = param.String(default="Normal", doc=f"Its distribution: one of {', '.join(DISTRIBUTIONS)}.")
     params = param.Dict(default={}, doc="Distribution parameters: constants, parent names or expressions.")
     plates = param.List(default=[], item_type=str, doc="Plates it lives in, outer to inner.")
     event_shape = param.List(default=[], item_type=int, doc="Shape of one ground variable's value.")
@@ -136,11 +138,6 @@ class Variable(param.Parameterized):
         params: Mapping[str, ParamValue] | None = None,
         **dist_params: ParamValue,
     ) -> None:
-        # An unknown distribution is reported by validation, with the variable's name,
-        # rather than refused here: the builder must be able to hold invalid states.
-        selector = type(self).param["distribution"]
-        if distribution not in selector.objects:
-            selector.objects = [*selector.objects, distribution]
         super().__init__(
             name=name,
             distribution=distribution,
@@ -368,7 +365,7 @@ def _as_tensors(values: Mapping[str, Any]) -> dict[str, Tensor]:
     for name, value in values.items():
         try:
             array = value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value, dtype=float))
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:
             raise ModelError(f"data {name!r} is not an array of numbers ({err})", culprit=name) from None
         out[name] = array.to(torch.get_default_dtype())
     return out

@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch.distributions import constraints
 
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
 
 #: Plates and variables larger than this are refused (a guard against malformed files).
 MAX_ELEMENTS = 2**31 - 1
+#: One ground variable's value may hold at most this many numbers: event dims are never
+#: batched, so the dry run (and every training step) holds them whole.
+MAX_EVENT_ELEMENTS = 2**20
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _POSITIVE_CONSTRAINTS = (constraints.positive, constraints.nonnegative, constraints.unit_interval,
@@ -80,7 +84,8 @@ class _Checker:
         self.check_names()
         self.check_plates()
         for cov in self.model.covariates:
-            self.check_plate_list(cov.name, "covariate", cov.plates)
+            if self.check_plate_list(cov.name, "covariate", cov.plates):
+                self.check_size(cov.name, cov.plates, cov.event_shape)
             self.check_event_shape(cov.name, cov.event_shape)
         for var in self.model.variables:
             self.check_variable(var)
@@ -144,7 +149,11 @@ class _Checker:
             self.add(f"ragged plate {name!r} sits in {outer.name!r}, which is regularly nested: "
                      "a ragged plate's outer plate must be top-level or ragged itself", name)
             return
-        members = torch.as_tensor(plate.membership)
+        try:  # floats: whole numbers too large for int64, or given as 2.0, are still checked below
+            members = torch.as_tensor(np.asarray(plate.membership, dtype=np.float64))
+        except (TypeError, ValueError, OverflowError):
+            self.add(f"plate {name!r}: membership must be an array of whole numbers", name)
+            return
         if members.dim() != 1 or len(members) != plate.size:
             self.add(f"plate {name!r}: its membership array must list one outer element per member "
                      f"({plate.size}), got shape {tuple(members.shape)}", name)
@@ -189,11 +198,27 @@ class _Checker:
     def check_event_shape(self, owner: str, shape: Sequence[int]) -> None:
         if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in shape):
             self.add(f"{owner!r} has event shape {list(shape)}; each entry must be a positive whole number", owner)
+        elif math.prod(shape) > MAX_EVENT_ELEMENTS:
+            self.add(f"{owner!r} has event shape {list(shape)}: {math.prod(shape)} elements per ground "
+                     f"variable, more than the {MAX_EVENT_ELEMENTS} supported", owner)
+
+    def check_size(self, owner: str, plates: Sequence[str], shape: Sequence[int]) -> None:
+        """Refuse a variable or covariate whose full value would be too large to hold."""
+        sizes = [self.plates[p].size for p in plates] + list(shape)
+        valid = all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= MAX_ELEMENTS for n in sizes)
+        if not valid or math.prod(shape) > MAX_EVENT_ELEMENTS:
+            return  # a bad plate size or event shape is reported on its own
+        total = math.prod(sizes)
+        if total > MAX_ELEMENTS:
+            self.add(f"{owner!r} has {total} elements in all (plates {list(plates)}, event shape "
+                     f"{list(shape)}), more than the {MAX_ELEMENTS} supported", owner)
 
     # -- variables ---------------------------------------------------------------
     def check_variable(self, var: Variable) -> None:
         name = var.name
         plates_ok = self.check_plate_list(name, "variable", var.plates)
+        if plates_ok:
+            self.check_size(name, var.plates, var.event_shape)
         self.check_event_shape(name, var.event_shape)
         info = DISTRIBUTIONS.get(var.distribution)
         if info is None:
@@ -386,7 +411,3 @@ def _describe(constraint: constraints.Constraint) -> str:
         constraints.real: "a real number",
     }
     return names.get(constraint, str(constraint))
-
-
-def is_finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

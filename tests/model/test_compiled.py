@@ -19,6 +19,7 @@ BATCH_SIZES = [
     pytest.param({"county": 3, "house": 10}, id="ragged-subsampled"),
     pytest.param({"county": 3}, id="ragged-all-members"),
     pytest.param({"house": 5}, id="ragged-alone"),
+    pytest.param({"county": 1, "house": 2}, id="ragged-some-empty"),  # county 5 has no houses
     pytest.param({"county": 2, "house": 3, "group": 2, "obs": 3, "animal": 1, "neuron": 2, "trial": 2},
                  id="everything"),
 ]
@@ -141,6 +142,17 @@ def test_batched_log_joint_exact_expectation(build) -> None:
             value = compiled.log_joint(restrict(compiled, latents, batch), batch=batch)
             expectation += value / (len(pairs) * len(subsets))
     torch.testing.assert_close(expectation, full)
+
+
+def test_batch_of_an_outer_element_without_members(compiled_full: CompiledModel,
+                                                   truth_full: dict[str, torch.Tensor]) -> None:
+    # county 5 has no houses: the house terms are empty sums
+    batch = {"county": torch.tensor([5])}
+    terms = compiled_full.log_joint_terms(restrict(compiled_full, truth_full, batch), batch=batch)
+    assert float(terms["y"]) == 0.0
+    assert torch.isfinite(terms["a"])
+    draws = compiled_full.sample_prior((2,), batch=batch)
+    assert draws["y"].shape == (2, 0) and draws["a"].shape == (2, 1)
 
 
 def test_batched_terms_are_scaled(compiled_full: CompiledModel, truth_full: dict[str, torch.Tensor]) -> None:

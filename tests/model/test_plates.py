@@ -109,6 +109,66 @@ def test_sample_batch_ragged_subsamples_members(structure: PlateStructure) -> No
     assert seen_subsample
 
 
+def test_sample_batch_ragged_outer_without_members() -> None:
+    # county 1 has no houses: drawing it alone gives an empty house batch, which a frame
+    # accepts (the house terms are then empty sums)
+    structure = PlateStructure([PlateInfo("county", 3), PlateInfo("house", 4, "county", idx(0, 0, 2, 2))])
+    gen = torch.Generator().manual_seed(0)
+    batches = [structure.sample_batch({"county": 1}, gen) for _ in range(30)]
+    empty = [b for b in batches if torch.equal(b["county"], idx(1))]
+    assert empty, "county 1 was never drawn"
+    for batch in empty:
+        assert len(batch["house"]) == 0
+        frame = structure.frame(batch)
+        assert frame.sizes["house"] == 0
+        assert frame.batch_shape(["house"]) == (0,)
+        assert frame.local_index("house", "county").shape == (0,)
+        assert frame.align(torch.ones(1), ["county"], ["house"], 0).shape == (0,)
+    # the same with member subsampling, and a frame built from the county batch alone
+    assert len(structure.sample_batch({"county": 1, "house": 1}, torch.Generator().manual_seed(1))["county"]) == 1
+    assert structure.frame({"county": idx(1)}).sizes["house"] == 0
+    # but an empty house batch is refused when the counties do have houses
+    with pytest.raises(ValueError, match="empty"):
+        structure.frame({"county": idx(0), "house": idx()})
+
+
+def test_sample_batch_small_batch_of_a_huge_plate() -> None:
+    # neither time nor memory in proportion to the plate: a billion-element plate is fine
+    structure = PlateStructure([
+        PlateInfo("subject", 10**12),
+        PlateInfo("visit", 4, "subject", torch.tensor([0, 5, 10**12 - 1, 5])),
+    ])
+    batch = structure.sample_batch({"subject": 3}, torch.Generator().manual_seed(0))
+    subjects = batch["subject"]
+    assert len(subjects) == 3 and len(torch.unique(subjects)) == 3
+    assert torch.equal(subjects, torch.sort(subjects).values)
+    assert int(subjects.max()) < 10**12
+    frame = structure.frame({"subject": idx(5, 10**12 - 1)})
+    assert torch.equal(frame.indices("visit"), idx(1, 2, 3))
+    assert torch.equal(frame.local_index("visit", "subject"), idx(0, 1, 0))
+    assert frame.weights["subject"] == 10**12 / 2
+
+
+def test_sample_batch_small_batches_are_uniform() -> None:
+    # batches of 3 among 100: drawn with replacement then deduplicated; still uniform
+    structure = PlateStructure([PlateInfo("p", 100)])
+    gen = torch.Generator().manual_seed(8)
+    n = 3000
+    counts = torch.zeros(100)
+    first = torch.zeros(100)
+    for _ in range(n):
+        chosen = structure.sample_batch({"p": 3}, gen)["p"]
+        assert len(torch.unique(chosen)) == 3
+        counts[chosen] += 1
+        first[chosen[0]] += 1
+    # each element with probability 3/100: 90 expected draws, sd about 9.3
+    assert float((counts - 90).abs().max()) < 5 * 9.3
+    # the chi-square statistic of the counts has mean ~99 and sd ~14
+    assert float(((counts - 90) ** 2 / 90).sum()) < 99 + 5 * 14
+    # the smallest of three is more often a small index: the batch is sorted
+    assert first[:50].sum() > first[50:].sum()
+
+
 def test_sample_batch_ragged_alone_draws_among_all_members(structure: PlateStructure) -> None:
     batch = structure.sample_batch({"house": 3}, torch.Generator().manual_seed(4))
     assert set(batch) == {"house"} and len(batch["house"]) == 3

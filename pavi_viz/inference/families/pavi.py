@@ -1,0 +1,171 @@
+"""Plate-amortized families: one conditional flow per template variable.
+
+All the ground variables of a template variable share one conditional normalizing
+flow, followed by the bijection onto the variable's support. What tells the copies
+apart is their *encoding* ``e_i^n`` and the draws of their parents, which form the
+flow's context (so the family keeps the posterior's hierarchy, unlike mean-field).
+The two families differ in where encodings come from:
+
+* :class:`PaviF`: a free, learnable vector per ground variable;
+* :class:`PaviE`: computed from the data below the ground variable by a
+  permutation-invariant set encoder (:mod:`pavi_viz.inference.encoders`), so the
+  parameter count does not grow with the plates.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from pavi_viz.inference.encoders import DataEncoder
+from pavi_viz.inference.families.base import VariationalFamily
+from pavi_viz.inference.flows import make_flow
+from pavi_viz.model.compiled import CompiledModel, CompiledVariable
+from pavi_viz.model.plates import Frame
+
+
+class PlateAmortizedFamily(VariationalFamily):
+    """The shared machinery of PAVI-F and PAVI-E.
+
+    Args:
+        model: the compiled model.
+        encoding_size: the length of each ground variable's encoding.
+        flow: the flow kind (``"maf"`` or ``"nsf"``).
+        transforms: the number of flow layers.
+        hidden: the hidden layer sizes of the flows' conditioners.
+    """
+
+    def __init__(
+        self,
+        model: CompiledModel,
+        encoding_size: int = 16,
+        flow: str = "maf",
+        transforms: int = 3,
+        hidden: tuple[int, ...] = (64, 64),
+    ) -> None:
+        super().__init__(model)
+        self.encoding_size = encoding_size
+        self.latent_parents = {
+            name: [p for p in model.variables[name].parents if p in model.latent_names]
+            for name in model.latent_names
+        }
+        self.flows = nn.ModuleDict(
+            {
+                name: make_flow(
+                    flow,
+                    features=self.unconstrained_size(name),
+                    context=encoding_size + sum(self.unconstrained_size(p) for p in parents),
+                    transforms=transforms,
+                    hidden=hidden,
+                )
+                for name, parents in self.latent_parents.items()
+            }
+        )
+
+    def encodings(self, var: CompiledVariable, frame: Frame) -> Tensor:
+        """The encodings of the batch's ground variables of ``var``, shape ``(*batch_shape, encoding_size)``."""
+        raise NotImplementedError
+
+    def draw_unconstrained(
+        self, var: CompiledVariable, frame: Frame, particles: int, parents: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        batch_shape = frame.batch_shape(var.plates)
+        pieces = [self.encodings(var, frame).expand(particles, *batch_shape, self.encoding_size)]
+        for parent in self.latent_parents[var.name]:
+            aligned = frame.align(parents[parent], self.model.plates_of(parent), var.plates, event_rank=1)
+            pieces.append(aligned.expand(particles, *batch_shape, aligned.shape[-1]))
+        context = torch.cat(pieces, -1)
+        z, log_q = self.flows[var.name](context.reshape(-1, context.shape[-1])).rsample_and_log_prob()
+        return z.reshape(particles, *batch_shape, -1), log_q.reshape(particles, *batch_shape)
+
+
+class PaviF(PlateAmortizedFamily):
+    """PAVI with free encodings: one learnable vector per ground variable.
+
+    Memory grows with the plates (``encoding_size`` numbers per ground variable), far
+    less than a separate flow per ground variable would need.
+    """
+
+    name = "pavi-f"
+
+    def __init__(self, model: CompiledModel, encoding_size: int = 16, **options) -> None:
+        super().__init__(model, encoding_size=encoding_size, **options)
+        self.free_encodings = nn.ParameterDict(
+            {
+                name: nn.Parameter(
+                    0.1 * torch.randn(
+                        *(model.plates[p].size for p in model.variables[name].plates),
+                        encoding_size,
+                        device=model.device,
+                    )
+                )
+                for name in model.latent_names
+            }
+        )
+
+    def encodings(self, var: CompiledVariable, frame: Frame) -> Tensor:
+        return frame.select(self.free_encodings[var.name], var.plates)
+
+
+class PaviE(PlateAmortizedFamily):
+    """PAVI with encodings computed from the data by a set encoder.
+
+    The parameter count does not grow with plate sizes, and the encoder carries over
+    to other datasets of the same model.
+
+    Args:
+        model: the compiled model.
+        encoding_size: the length of each ground variable's encoding.
+        encoder_hidden: the width of the set encoder's hidden layers.
+        **options: flow options, as for :class:`PlateAmortizedFamily`.
+    """
+
+    name = "pavi-e"
+
+    def __init__(
+        self,
+        model: CompiledModel,
+        encoding_size: int = 16,
+        encoder_hidden: int = 32,
+        refresh_every: int = 20,
+        **options,
+    ) -> None:
+        super().__init__(model, encoding_size=encoding_size, **options)
+        self.encoder = DataEncoder(model, encoding_size, encoder_hidden)
+        self.refresh_every = refresh_every
+        self._encoded: tuple[Frame, dict[str, Tensor]] | None = None
+        self._full: dict | None = None
+        # Training draws (with gradients) so far, and their count when _full was made.
+        self._training_draws = 0
+        self._full_at = -1
+
+    def encodings(self, var: CompiledVariable, frame: Frame) -> Tensor:
+        # All latents of one draw share the frame: encode its data once.
+        if self._encoded is None or self._encoded[0] is not frame:
+            self._encoded = (frame, self.encoder(frame, self._full_summaries(frame)))
+        return self._encoded[1][var.name]
+
+    def _full_summaries(self, frame: Frame) -> dict | None:
+        """The whole data's summaries, when ``frame`` needs them.
+
+        While training they are refreshed every ``refresh_every`` draws (between
+        refreshes they lag a little behind the encoder's weights); outside training
+        they are refreshed after any training draw, so that a fixed family gives
+        exact, batch-independent encodings.
+        """
+        if not self.encoder.partial(frame):
+            return None
+        age = self._training_draws - self._full_at
+        stale = age >= self.refresh_every if torch.is_grad_enabled() else age > 0
+        if self._full is None or stale:
+            self._full = self.encoder.full_summaries()
+            self._full_at = self._training_draws
+        return self._full
+
+    def sample(self, frame: Frame, particles: int = 1, given: dict[str, Tensor] | None = None):
+        if torch.is_grad_enabled():
+            self._training_draws += 1
+        try:
+            return super().sample(frame, particles, given)
+        finally:
+            self._encoded = None  # never keep a graph or a frame alive between steps

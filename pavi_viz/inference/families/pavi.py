@@ -70,6 +70,9 @@ class PlateAmortizedFamily(VariationalFamily):
         self, var: CompiledVariable, frame: Frame, particles: int, parents: dict[str, Tensor]
     ) -> tuple[Tensor, Tensor]:
         batch_shape = frame.batch_shape(var.plates)
+        if 0 in batch_shape:  # drawn outer elements without members: nothing to draw
+            empty = torch.zeros(particles, *batch_shape, device=self.model.device)
+            return empty.unsqueeze(-1).expand(*empty.shape, self.unconstrained_size(var.name)), empty
         pieces = [self.encodings(var, frame).expand(particles, *batch_shape, self.encoding_size)]
         for parent in self.latent_parents[var.name]:
             aligned = frame.align(parents[parent], self.model.plates_of(parent), var.plates, event_rank=1)

@@ -1,0 +1,362 @@
+"""Training checkpoints: plain files that ``torch.load(path, weights_only=True)`` reads.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts only (no pickled
+objects, so loading one never runs code):
+
+* ``model``: the model's name, its *fingerprint* (see :func:`model_fingerprint`) and a
+  short description (plate sizes, variable names, data shapes) for error messages;
+* ``family``: the family's name, the options it was built with and its ``state_dict``;
+* ``optimizer``: the Adam optimizer's ``state_dict``;
+* ``step``, ``total_steps`` and the ``history`` (a dict of lists);
+* ``rng``: torch's global CPU random state, the batch generator's state, and the CUDA
+  state when training ran on a GPU: with them a resumed run draws the same batches
+  and noise as an uninterrupted one;
+* ``schedule``: the learning-rate schedule (its name, base rate and length);
+* ``training``: the running bookkeeping (smoothed ELBO, early-stopping counters,
+  elapsed time) and the settings of the run.
+
+:func:`load_checkpoint` checks that the checkpoint was made for the model at hand
+(the same plates, variables, parameters and data shapes; the data values and the
+model's name may differ) and rebuilds a :class:`~pavi_viz.inference.training.TrainingState`
+that ``fit(..., resume=state)`` continues.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from pavi_viz.model.compiled import CompiledModel
+
+if TYPE_CHECKING:
+    from pavi_viz.inference.families.base import VariationalFamily
+    from pavi_viz.inference.training import TrainingState
+    from pavi_viz.model.spec import PlateModel
+
+#: The ``format`` entry of every checkpoint, and its version.
+CHECKPOINT_FORMAT = "pavi_viz.checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or that was made for another model or family."""
+
+
+# -- model fingerprints -------------------------------------------------------------
+def model_description(model: PlateModel | CompiledModel) -> dict[str, Any]:
+    """The structure of a model as plain data: what a checkpoint must agree with.
+
+    Plates (sizes, nesting, a hash of ragged memberships), covariates, variables
+    (distribution, plates, event shape, parameters as expression text or constants)
+    and the shapes of the attached data. Not the data values, nor the model's name or
+    description: a family trained on one dataset may be resumed on another of the same
+    shape.
+    """
+    compiled = _as_compiled(model)
+    plates = []
+    for plate in compiled.plates:
+        membership = None
+        if plate.membership is not None:
+            membership = hashlib.sha256(plate.membership.cpu().numpy().tobytes()).hexdigest()
+        plates.append([plate.name, plate.size, plate.parent, membership])
+    variables = []
+    for name, var in compiled.variables.items():
+        params = {
+            k: (v.tolist() if isinstance(v, Tensor) else f"expr:{v.text}") for k, v in sorted(var.params.items())
+        }
+        variables.append([name, var.info.name, list(var.plates), list(var.event_shape), var.observed, params])
+    covariates = [
+        [name, list(compiled.plates_of(name)), compiled._event_ranks[name]]
+        for name in sorted(compiled._plates_of)
+        if name not in compiled.variables
+    ]
+    data = {k: list(v.shape) for k, v in sorted(compiled.data.items())}
+    return {"plates": plates, "covariates": covariates, "variables": variables, "data_shapes": data}
+
+
+def model_fingerprint(model: PlateModel | CompiledModel) -> str:
+    """The sha256 of :func:`model_description` as canonical JSON (hex digits)."""
+    text = json.dumps(model_description(model), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _as_compiled(model: PlateModel | CompiledModel) -> CompiledModel:
+    if isinstance(model, CompiledModel):
+        return model
+    return model.compile()
+
+
+def _model_entry(compiled: CompiledModel) -> dict[str, Any]:
+    return {
+        "name": compiled.name,
+        "fingerprint": model_fingerprint(compiled),
+        "plates": {p.name: p.size for p in compiled.plates},
+        "variables": list(compiled.variables),
+        "data_shapes": {k: list(v.shape) for k, v in compiled.data.items()},
+    }
+
+
+def check_model(saved: Mapping[str, Any], compiled: CompiledModel, what: str = "checkpoint") -> None:
+    """Raise a :class:`CheckpointError` unless ``saved`` (a checkpoint's ``model``
+    entry) describes ``compiled``; the message names both models and how they differ."""
+    fingerprint = model_fingerprint(compiled)
+    if saved.get("fingerprint") == fingerprint:
+        return
+    here = _model_entry(compiled)
+    differences = []
+    for plate, size in here["plates"].items():
+        if plate not in saved.get("plates", {}):
+            differences.append(f"plate {plate!r} is not in the checkpoint's model")
+        elif saved["plates"][plate] != size:
+            differences.append(f"plate {plate!r} has size {size} here, {saved['plates'][plate]} in the {what}")
+    gone = [p for p in saved.get("plates", {}) if p not in here["plates"]]
+    if gone:
+        differences.append(f"the {what}'s model has plate(s) {gone} that this one lacks")
+    if list(saved.get("variables", [])) != here["variables"]:
+        differences.append(f"variables {here['variables']} here, {list(saved.get('variables', []))} in the {what}")
+    for name, shape in here["data_shapes"].items():
+        other = saved.get("data_shapes", {}).get(name)
+        if other is not None and list(other) != shape:
+            differences.append(f"data {name!r} has shape {shape} here, {list(other)} in the {what}")
+    if not differences:
+        differences.append("their distributions, parameters or data differ")
+    raise CheckpointError(
+        f"the {what} was made for model {saved.get('name')!r}, not for model {compiled.name!r} "
+        f"(fingerprints {str(saved.get('fingerprint'))[:12]} and {fingerprint[:12]}): " + "; ".join(differences)
+    )
+
+
+# -- saving ------------------------------------------------------------------------
+def checkpoint_dict(state: TrainingState) -> dict[str, Any]:
+    """The plain dict that :func:`save_checkpoint` writes for ``state``."""
+    rng = state.rng or {}
+    out = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "torch_version": str(torch.__version__),
+        "model": _model_entry(state.model),
+        "family": {
+            "name": state.family_name,
+            "options": dict(state.family_options),
+            "state": state.family.state_dict(),
+        },
+        "optimizer": {"kind": type(state.optimizer).__name__, "state": state.optimizer.state_dict()},
+        "step": int(state.step),
+        "total_steps": int(state.total_steps),
+        "history": state.history.to_dict(),
+        "rng": {
+            "torch": rng.get("torch"),
+            "cuda": rng.get("cuda"),
+            "generator": state.generator.get_state() if state.generator is not None else None,
+            "generator_device": str(state.model.device),
+        },
+        "schedule": {
+            "name": state.settings.get("schedule"),
+            "lr": float(state.settings.get("lr", state.optimizer.param_groups[0]["lr"])),
+            "total_steps": int(state.total_steps),
+        },
+        "training": {
+            "elbo": float(state.elbo),
+            "smoothed_elbo": float(state.smoothed_elbo),
+            "best_smoothed_elbo": float(state.best_smoothed_elbo),
+            "steps_since_best": int(state.steps_since_best),
+            "elapsed": float(state.elapsed),
+            "seed": state.settings.get("seed"),
+            "settings": dict(state.settings),
+        },
+    }
+    _check_plain(out, "checkpoint")
+    return out
+
+
+def save_checkpoint(path: str | Path, state: TrainingState) -> Path:
+    """Write ``state`` to ``path`` with ``torch.save`` (atomically: a reader never sees
+    a half-written file); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = checkpoint_dict(state)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(content, file)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+_SCALARS = (str, int, float, bool, type(None), torch.Size, torch.dtype)
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Refuse anything ``torch.load(weights_only=True)`` would not read back (exact types:
+    a subclass of str or dict would be pickled as its own class)."""
+    kind = type(value)
+    if kind in (dict, collections.OrderedDict):
+        for k, v in value.items():
+            if type(k) not in (str, int):
+                raise CheckpointError(f"cannot checkpoint {where}: key {k!r} is not a string or an integer")
+            _check_plain(v, f"{where}[{k!r}]")
+    elif kind in (list, tuple):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif kind not in _SCALARS and kind not in (Tensor, torch.nn.Parameter):
+        raise CheckpointError(
+            f"cannot checkpoint {where}: a {kind.__name__} is not a tensor, number, string, list or dict"
+        )
+
+
+# -- loading -----------------------------------------------------------------------
+def read_checkpoint(path: str | Path, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
+    """The raw content of a checkpoint, read with ``weights_only=True`` and checked for its format."""
+    try:
+        raw = torch.load(Path(path), map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {err}") from err
+    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a pavi_viz training checkpoint")
+    if raw.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has format version {raw.get('version')}; this pavi_viz reads version "
+            f"{CHECKPOINT_VERSION}"
+        )
+    return raw
+
+
+def load_checkpoint(
+    path: str | Path,
+    model: PlateModel | CompiledModel,
+    family: VariationalFamily | None = None,
+    *,
+    device: str | torch.device = "auto",
+) -> TrainingState:
+    """The training state saved at ``path``, rebuilt for ``model``.
+
+    Args:
+        path: the checkpoint file.
+        model: the model it was made for (a :class:`PlateModel` is compiled on
+            ``device``; a compiled model is used as it is).
+        family: load into this family instead of building one from the saved name
+            and options (it must be of the saved kind).
+        device: where to compile a :class:`PlateModel` (``"auto"``: CUDA when present).
+
+    Raises:
+        CheckpointError: the file is no checkpoint, or it was made for another model
+            (the message names both) or another family.
+    """
+    from pavi_viz.inference.families import make_family
+    from pavi_viz.inference.training import (
+        History,
+        TrainingState,
+        _derived_seed,
+        resolve_device,
+    )
+
+    if family is not None:
+        compiled = family.model
+        if not isinstance(model, CompiledModel) or model is not compiled:
+            check_model(_model_entry(_as_compiled(model)), compiled, what="family")
+    elif isinstance(model, CompiledModel):
+        compiled = model
+    else:
+        compiled = model.compile(device=resolve_device(device))
+    raw = read_checkpoint(path, map_location=compiled.device)
+    check_model(raw["model"], compiled)
+
+    saved_family = raw["family"]
+    name, options = saved_family["name"], dict(saved_family.get("options") or {})
+    if family is None:
+        # Building a family draws its initial weights: leave the caller's random state alone.
+        with torch.random.fork_rng(devices=_cuda_devices(compiled.device)):
+            family = make_family(name, compiled, **options)
+    elif family.name != name:
+        raise CheckpointError(f"the checkpoint holds a {name!r} family, not a {family.name!r} one")
+    try:
+        family.load_state_dict(saved_family["state"])
+    except RuntimeError as err:
+        raise CheckpointError(
+            f"the checkpoint's {name!r} family does not fit one built with options {options}: {err}"
+        ) from err
+
+    schedule = raw.get("schedule") or {}
+    optimizer = torch.optim.Adam(family.parameters(), lr=float(schedule.get("lr", 1e-2)))
+    try:
+        optimizer.load_state_dict(raw["optimizer"]["state"])
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"the checkpoint's optimizer state does not fit the family: {err}") from err
+
+    training = raw.get("training") or {}
+    settings = dict(training.get("settings") or {})
+    rng = raw.get("rng") or {}
+    generator = torch.Generator(device=compiled.device)
+    state_bytes = rng.get("generator")
+    restored = False
+    if state_bytes is not None and torch.device(rng.get("generator_device", "cpu")).type == compiled.device.type:
+        try:
+            generator.set_state(state_bytes.cpu())
+            restored = True
+        except RuntimeError:
+            pass
+    if not restored:
+        seed = settings.get("seed")
+        generator.manual_seed(_derived_seed((0 if seed is None else int(seed)) + int(raw["step"])))
+        if state_bytes is not None:
+            warnings.warn(
+                f"the checkpoint's batch generator ran on {rng.get('generator_device')}, not on "
+                f"{compiled.device}: a resumed run will draw other batches than an uninterrupted one",
+                stacklevel=2,
+            )
+    cuda = rng.get("cuda")
+    return TrainingState(
+        step=int(raw["step"]),
+        total_steps=int(raw["total_steps"]),
+        elbo=float(training.get("elbo", float("nan"))),
+        smoothed_elbo=float(training.get("smoothed_elbo", float("nan"))),
+        steps_per_second=0.0,
+        family=family,
+        optimizer=optimizer,
+        model=compiled,
+        history=History.from_dict(raw["history"]),
+        family_name=name,
+        family_options=options,
+        generator=generator,
+        rng={
+            "torch": None if rng.get("torch") is None else rng["torch"].cpu(),
+            "cuda": None if cuda is None or compiled.device.type != "cuda" else cuda.cpu(),
+        },
+        best_smoothed_elbo=float(training.get("best_smoothed_elbo", float("-inf"))),
+        steps_since_best=int(training.get("steps_since_best", 0)),
+        elapsed=float(training.get("elapsed", 0.0)),
+        settings=settings,
+    )
+
+
+def _cuda_devices(device: torch.device) -> list[torch.device]:
+    return [device] if device.type == "cuda" else []
+
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "CheckpointError",
+    "check_model",
+    "checkpoint_dict",
+    "load_checkpoint",
+    "model_description",
+    "model_fingerprint",
+    "read_checkpoint",
+    "save_checkpoint",
+]

@@ -1,0 +1,608 @@
+"""Posterior draws and summaries of a fitted family, as xarray objects.
+
+:class:`Posterior` turns a variational family into what users and dashboards read:
+
+* :meth:`Posterior.sample`: an :class:`xarray.Dataset` of joint draws, one data
+  variable per latent with dims ``("sample", *plates, *event dims)``; event dims are
+  named ``f"{variable}_dim_{i}"``;
+* :meth:`Posterior.summary`: mean, sd and quantiles of every ground variable,
+  without ever holding all the draws;
+* :meth:`Posterior.predictive`: posterior predictive draws of the observed variables;
+  :meth:`Posterior.observed_data` the data itself;
+* :meth:`Posterior.to_datatree`: an ArviZ ``DataTree`` (optional extra
+  ``pavi-viz[export]``), and :meth:`Posterior.to_netcdf` / :func:`load_netcdf`.
+
+**Memory.** Draws are taken without gradients and in *chunks*, so that torch never
+holds more than about ``chunk_elements`` drawn numbers at a time (the family's own
+working memory is a family-dependent multiple of that: the flows' hidden layers, for
+instance). The variables outside the chunked plate (the global ones) are drawn once,
+with the first chunk, and every later chunk is drawn *given* them: the chunks make
+up one joint draw from the family. Chunks run over the elements of the top-level
+plate that holds the most drawn numbers (the members of a ragged plate nested in it
+come along with their outer element; other top-level plates are taken whole); when a
+single element's draws exceed the bound, the draws are split in groups too. See
+:meth:`Posterior.chunks`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+from torch import Tensor
+
+from pavi_viz.inference.families.base import VariationalFamily
+from pavi_viz.model.compiled import CompiledModel
+from pavi_viz.model.plates import Frame
+
+#: Default bound on the numbers drawn in one chunk (draws x ground variables x event size).
+CHUNK_ELEMENTS = 2**20
+#: Dimension names the results use for themselves; plates may not take them.
+RESERVED_DIMS = ("sample", "stat", "chain", "draw")
+#: NetCDF engines tried in this order when none is named (both need the ``export`` extra).
+NETCDF_ENGINES = ("h5netcdf", "netcdf4")
+_EXTRA_HINT = "install the optional extra: pip install 'pavi-viz[export]'"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One step of a chunked draw.
+
+    Attributes:
+        frame: the plate elements drawn (``frame.batch`` holds the chunked plate's
+            indices and the ragged members that come along; empty for the whole model).
+        part: the index of the chunk's element range (chunks of one range differ
+            only in ``draws``).
+        draws: which of the ``n`` draws the chunk takes.
+        values: the numbers drawn for one draw: ground variables times event size,
+            summed over the variables drawn.
+    """
+
+    frame: Frame
+    part: int
+    draws: slice
+    values: int
+
+    @property
+    def particles(self) -> int:
+        return self.draws.stop - self.draws.start
+
+    @property
+    def size(self) -> int:
+        """The numbers drawn in this chunk, all variables and draws together."""
+        return self.particles * self.values
+
+
+@dataclass(frozen=True)
+class _Plan:
+    chunks: tuple[Chunk, ...]
+    plate: str | None  # the chunked plate; None when the model is drawn whole
+    fixed: tuple[str, ...]  # latents drawn with the first range and given to the others
+
+
+class Posterior:
+    """Draws, summaries and exports of a variational family's posterior.
+
+    Args:
+        model: the compiled model the family was built for.
+        family: the (fitted) variational family.
+        coords: coordinate values by dim name: a plate's name (county names, subject
+            ids; one per element, or per outer element's member for a regularly
+            nested plate) or an event dim (``"beta_dim_0": ["uranium", "floor"]``).
+            Dims left out are numbered from 0.
+    """
+
+    def __init__(
+        self,
+        model: CompiledModel,
+        family: VariationalFamily,
+        coords: Mapping[str, Sequence] | None = None,
+    ) -> None:
+        if list(family.model.latent_names) != list(model.latent_names):
+            raise ValueError(
+                f"the family was built for a model with latents {family.model.latent_names}, "
+                f"not {model.latent_names}"
+            )
+        clash = [p for p in model.plates.plates if p in RESERVED_DIMS]
+        if clash:
+            raise ValueError(f"plates may not be called {clash}: the results use these dim names")
+        self.model = model
+        self.family = family
+        names = [*model.variables, *(k for k in model.data if k not in model.variables)]  # and covariates
+        self._dims = {name: self._dims_of(name) for name in names}
+        sizes: dict[str, int] = {}
+        for name, dims in self._dims.items():
+            sizes.update(zip(dims, self._shape_of(name), strict=True))
+        self._sizes = sizes
+        coords = dict(coords or {})
+        unknown = sorted(set(coords) - set(sizes))
+        if unknown:
+            raise ValueError(f"coords name unknown dims {unknown}; the dims are {sorted(sizes)}")
+        self.coords: dict[str, np.ndarray] = {}
+        for dim, size in sizes.items():
+            values = np.asarray(coords[dim]) if dim in coords else np.arange(size)
+            if values.shape != (size,):
+                raise ValueError(f"coords of {dim!r} hold {values.shape} values, expected ({size},)")
+            self.coords[dim] = values
+        self._plans: dict[tuple[int, int, bool], _Plan] = {}
+
+    # -- structure --------------------------------------------------------------
+    def _dims_of(self, name: str) -> tuple[str, ...]:
+        """A variable's or covariate's dims, without the sample dim."""
+        plates = self.model.plates_of(name)
+        if name in self.model.variables:
+            rank = len(self.model.variables[name].event_shape)
+        else:
+            rank = self.model.data[name].dim() - len(plates)
+        return (*plates, *(f"{name}_dim_{i}" for i in range(rank)))
+
+    def _shape_of(self, name: str) -> tuple[int, ...]:
+        """The full-size shape of a variable's or covariate's value, without the sample dim."""
+        batch = tuple(self.model.plates[p].size for p in self.model.plates_of(name))
+        if name in self.model.variables:
+            return batch + tuple(self.model.variables[name].event_shape)
+        return tuple(self.model.data[name].shape) if name in self.model.data else batch
+
+    def _event_size(self, name: str) -> int:
+        return math.prod(self.model.variables[name].event_shape)
+
+    def _root(self, plate: str) -> str:
+        while self.model.plates[plate].parent is not None:
+            plate = self.model.plates[plate].parent
+        return plate
+
+    def _per_element(self, plate: str, top: str) -> np.ndarray | int:
+        """The number of elements of ``plate`` that one element of the top-level plate
+        ``top`` holds (for a plate outside ``top``'s tree: all of them)."""
+        info = self.model.plates[plate]
+        if plate == top:
+            return 1
+        if self._root(plate) != top:
+            return info.size
+        members = None
+        while info.ragged:  # follow ragged links outwards to top
+            members = info.membership if members is None else info.membership[members]
+            info = self.model.plates[info.parent]
+            if info.name == top:
+                counts = torch.bincount(members.cpu(), minlength=self.model.plates[top].size)
+                return counts.numpy().astype(np.float64)
+        # A regular link: the plate's outer plate is among the variable's plates, so
+        # its per-outer size multiplies that one's count. (A ragged plate behind a
+        # regular link counts all its members: an overestimate, never an underestimate.)
+        return self.model.plates[plate].size
+
+    def _values(self, frame: Frame, names: Sequence[str]) -> int:
+        """The numbers one draw of ``names`` holds in ``frame``."""
+        return sum(
+            math.prod(frame.batch_shape(self.model.plates_of(n))) * self._event_size(n) for n in names
+        )
+
+    def _plan(self, n: int, chunk_elements: int, observed: bool) -> _Plan:
+        if n < 1:
+            raise ValueError(f"the number of draws must be at least 1, not {n}")
+        if chunk_elements < 1:
+            raise ValueError(f"chunk_elements must be at least 1, not {chunk_elements}")
+        key = (n, chunk_elements, observed)
+        if key not in self._plans:
+            if len(self._plans) > 16:
+                self._plans.clear()
+            self._plans[key] = self._make_plan(n, chunk_elements, observed)
+        return self._plans[key]
+
+    def _make_plan(self, n: int, bound: int, observed: bool) -> _Plan:
+        model = self.model
+        names = model.latent_names + (model.observed_names if observed else [])
+        # Per top-level plate: the numbers one draw holds for each of its elements, and
+        # for the variables outside its tree.
+        best: tuple[float, str, np.ndarray, float] | None = None
+        for plate in model.plates:
+            if plate.parent is not None:
+                continue
+            per = np.zeros(plate.size)
+            outside = 0.0
+            for name in names:
+                plates = model.plates_of(name)
+                if any(self._root(q) == plate.name for q in plates):
+                    factor: np.ndarray | int = 1
+                    for q in plates:
+                        factor = factor * self._per_element(q, plate.name)
+                    per = per + factor * self._event_size(name)
+                else:
+                    outside += math.prod(model.plates[q].size for q in plates) * self._event_size(name)
+            total = float(per.sum())
+            if best is None or total > best[0]:
+                best = (total, plate.name, per, outside)
+        whole = model.frame()
+        if best is None or best[0] == 0 or n * self._values(whole, names) <= bound:
+            return self._whole_plan(n, bound, whole, names)
+        _, top, per, outside = best
+        worst = float(per.max()) + outside
+        group = min(n, max(1, int(bound // worst)))
+        budget = bound / group - outside
+        cumulative = np.cumsum(per)
+        ranges = []
+        start = 0
+        while start < len(per):
+            reached = (cumulative[start - 1] if start else 0.0) + budget
+            stop = max(int(np.searchsorted(cumulative, reached + 1e-9, side="right")), start + 1)
+            ranges.append((start, stop))
+            start = stop
+        chunks = []
+        for part, (start, stop) in enumerate(ranges):
+            indices = torch.arange(start, stop, device=model.device)
+            frame = model.frame({top: indices}) if len(ranges) > 1 else whole
+            values = self._values(frame, names)
+            for first in range(0, n, group):
+                chunks.append(Chunk(frame, part, slice(first, min(n, first + group)), values))
+        fixed = tuple(
+            name for name in model.latent_names if not any(self._root(q) == top for q in model.plates_of(name))
+        )
+        return _Plan(tuple(chunks), top if len(ranges) > 1 else None, fixed if len(ranges) > 1 else ())
+
+    def _whole_plan(self, n: int, bound: int, whole: Frame, names: Sequence[str]) -> _Plan:
+        values = self._values(whole, names)
+        group = min(n, max(1, bound // max(values, 1)))
+        chunks = tuple(Chunk(whole, 0, slice(first, min(n, first + group)), values) for first in range(0, n, group))
+        return _Plan(chunks, None, ())
+
+    def chunks(self, n: int = 1000, chunk_elements: int = CHUNK_ELEMENTS, predictive: bool = False) -> Iterator[Chunk]:
+        """The chunks that :meth:`sample` and :meth:`summary` (or, with ``predictive``,
+        :meth:`predictive`) walk through for ``n`` draws.
+
+        Each chunk's :attr:`Chunk.size` is at most ``chunk_elements``, unless one draw
+        of a single element of the chunked plate (with the variables outside it) is
+        larger by itself.
+        """
+        return iter(self._plan(n, chunk_elements, predictive).chunks)
+
+    # -- drawing ------------------------------------------------------------------
+    def _walk(
+        self, n: int, chunk_elements: int, seed: int | None, observed: bool
+    ) -> Iterator[tuple[Chunk, dict[str, Tensor], bool]]:
+        """Draw chunk by chunk; yields each chunk, its draws (on the model's device) and
+        whether the fixed (global) variables were drawn in it (rather than given)."""
+        plan = self._plan(n, chunk_elements, observed)
+        model = self.model
+        fixed: dict[int, dict[str, Tensor]] = {}
+        with torch.no_grad(), _seeded(seed, model.device):
+            for chunk in plan.chunks:
+                known = fixed.get(chunk.draws.start)
+                given = None if known is None else {k: v.to(model.device) for k, v in known.items()}
+                draw = self.family.sample(chunk.frame, chunk.particles, given=given)
+                values = dict(draw.values)
+                if known is None and plan.fixed:
+                    # Kept off the device: the other chunks of these draws get them back.
+                    fixed[chunk.draws.start] = {k: values[k].cpu() for k in plan.fixed}
+                if observed:
+                    context = {**model.batch_data(chunk.frame), **values}
+                    for name in model.observed_names:
+                        dist = model.distribution(name, context, chunk.frame, (chunk.particles,))
+                        values[name] = context[name] = dist.sample()
+                yield chunk, values, known is None
+
+    def _positions(self, frame: Frame, name: str) -> tuple | None:
+        """Where a chunk's values of ``name`` go in the full arrays (after the leading dim)."""
+        plates = self.model.plates_of(name)
+        indices = [frame.indices(p) for p in plates]
+        if all(i is None for i in indices):
+            return None
+        grids = [
+            np.arange(self.model.plates[p].size) if i is None else i.cpu().numpy() for p, i in zip(plates, indices)
+        ]
+        return np.ix_(*grids)
+
+    def _collect(
+        self, n: int, chunk_elements: int, seed: int | None, names: Sequence[str], observed: bool
+    ) -> dict[str, np.ndarray]:
+        """The full draws of ``names``, assembled from the chunks."""
+        dtype = _numpy_dtype(self.model.dtype)
+        out = {name: np.empty((n, *self._shape_of(name)), dtype=dtype) for name in names}
+        fixed = set(self._plan(n, chunk_elements, observed).fixed)
+        with contextlib.closing(self._walk(n, chunk_elements, seed, observed)) as walk:
+            for chunk, values, drew_fixed in walk:
+                self._write(out, chunk, values, drew_fixed, names, fixed)
+        return out
+
+    def _write(self, out, chunk, values, drew_fixed, names, fixed) -> None:
+        for name in names:
+            if name in fixed and not drew_fixed:
+                continue
+            array = values[name].cpu().numpy()
+            target = out[name][chunk.draws]
+            where = self._positions(chunk.frame, name)
+            if where is None:
+                target[...] = array
+            else:
+                target[(slice(None), *where)] = array
+
+    def _dataset(
+        self, arrays: Mapping[str, np.ndarray], lead: tuple[str, ...], lead_coords: Mapping[str, Any]
+    ) -> xr.Dataset:
+        variables = {name: ((*lead, *self._dims[name]), array) for name, array in arrays.items()}
+        used = {d for name in arrays for d in self._dims[name]}
+        coords = {**lead_coords, **{d: self.coords[d] for d in self._dims_order() if d in used}}
+        return xr.Dataset(variables, coords=coords, attrs=self._attrs())
+
+    def _dims_order(self) -> list[str]:
+        return list(self._sizes)
+
+    def _attrs(self) -> dict[str, str]:
+        return {"model": self.model.name, "family": self.family.name, "created_by": "pavi_viz"}
+
+    def _names(self, variables: Sequence[str] | None, allowed: Sequence[str], kind: str) -> list[str]:
+        if variables is None:
+            return list(allowed)
+        if isinstance(variables, str):
+            variables = [variables]
+        unknown = [v for v in variables if v not in allowed]
+        if unknown:
+            raise ValueError(f"{unknown} are not {kind} variables of the model; choose among {list(allowed)}")
+        return [v for v in allowed if v in variables]
+
+    def sample(
+        self,
+        n: int = 1000,
+        chunk_elements: int = CHUNK_ELEMENTS,
+        seed: int | None = None,
+        variables: Sequence[str] | None = None,
+    ) -> xr.Dataset:
+        """``n`` joint draws of the latent variables.
+
+        Args:
+            n: the number of draws.
+            chunk_elements: bounds the numbers drawn at once in torch (see :meth:`chunks`);
+                the result holds all the draws, in numpy.
+            seed: makes the draws reproducible (torch's global RNG is left as it was).
+            variables: the latents to return (all by default; all are drawn anyway).
+
+        Returns:
+            A Dataset with one data variable per latent, dims
+            ``("sample", *plates, *event dims)``, and the coords of every dim.
+        """
+        names = self._names(variables, self.model.latent_names, "latent")
+        arrays = self._collect(n, chunk_elements, seed, names, observed=False)
+        return self._dataset(arrays, ("sample",), {"sample": np.arange(n)})
+
+    def predictive(
+        self,
+        n: int = 100,
+        chunk_elements: int = CHUNK_ELEMENTS,
+        seed: int | None = None,
+        latents: bool = False,
+    ) -> xr.Dataset:
+        """Posterior predictive draws of the observed variables.
+
+        Each draw takes a joint posterior draw of the latents, then draws the observed
+        variables from the model given it (in topological order, an observed variable
+        given the replicated draws of its observed parents).
+
+        Args:
+            n: the number of draws.
+            chunk_elements: as for :meth:`sample` (the observed values count too).
+            seed: makes the draws reproducible.
+            latents: also return the latent draws the predictive draws were made from.
+
+        Returns:
+            A Dataset with dims ``("sample", *plates, *event dims)`` per variable.
+        """
+        names = self.model.observed_names + (self.model.latent_names if latents else [])
+        arrays = self._collect(n, chunk_elements, seed, names, observed=True)
+        return self._dataset(arrays, ("sample",), {"sample": np.arange(n)})
+
+    def observed_data(self) -> xr.Dataset:
+        """The observed variables' data, dims ``(*plates, *event dims)``."""
+        arrays = {
+            name: self.model.data[name].cpu().numpy() for name in self.model.observed_names if name in self.model.data
+        }
+        return self._dataset(arrays, (), {})
+
+    def constant_data(self) -> xr.Dataset:
+        """The covariates' data, dims ``(*plates, *event dims)``."""
+        arrays = {
+            name: value.cpu().numpy() for name, value in self.model.data.items() if name not in self.model.variables
+        }
+        return self._dataset(arrays, (), {})
+
+    # -- summaries ------------------------------------------------------------------
+    def summary(
+        self,
+        n: int = 1000,
+        quantiles: Sequence[float] = (0.05, 0.5, 0.95),
+        chunk_elements: int = CHUNK_ELEMENTS,
+        variables: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> xr.Dataset:
+        """Mean, standard deviation and quantiles of every ground latent variable.
+
+        Computed from ``n`` joint draws, chunk by chunk: only the statistics are kept,
+        never all the draws of all the elements.
+
+        Args:
+            n: the number of draws the statistics are estimated from.
+            quantiles: the quantile levels, in [0, 1] (linear interpolation, as numpy's
+                default).
+            chunk_elements: bounds the numbers drawn at once (see :meth:`chunks`).
+            variables: the latents to summarise (all by default).
+            seed: makes the draws reproducible; with the same ``n``, ``chunk_elements``
+                and seed, the statistics are those of :meth:`sample`'s draws.
+
+        Returns:
+            A Dataset with one data variable per latent, dims
+            ``("stat", *plates, *event dims)``. The ``stat`` coord holds
+            ``"mean"``, ``"sd"`` (ddof=1) and one label per quantile
+            (``"5%"``, ``"50%"``, ``"95%"``); a ``quantile`` coord along it holds the
+            levels (NaN for mean and sd). Select with ``summary["alpha"].sel(stat="mean")``.
+        """
+        names = self._names(variables, self.model.latent_names, "latent")
+        levels = [float(q) for q in quantiles]
+        if any(not 0.0 <= q <= 1.0 for q in levels):
+            raise ValueError(f"quantiles must lie in [0, 1], not {levels}")
+        labels = ["mean", "sd", *(_quantile_label(q) for q in levels)]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"quantiles must be distinct, not {levels}")
+        dtype = _numpy_dtype(self.model.dtype)
+        out = {name: np.empty((len(labels), *self._shape_of(name)), dtype=dtype) for name in names}
+        plan = self._plan(n, chunk_elements, observed=False)
+        fixed = set(plan.fixed)
+        pending: dict[str, list[Tensor]] = {}
+        pending_part: Chunk | None = None
+
+        def flush() -> None:
+            if pending_part is None:
+                return
+            for name, pieces in pending.items():
+                draws = pieces[0] if len(pieces) == 1 else torch.cat([p.cpu() for p in pieces])
+                stats = _stats(draws, levels).cpu().numpy()
+                where = self._positions(pending_part.frame, name)
+                if where is None:
+                    out[name][...] = stats
+                else:
+                    out[name][(slice(None), *where)] = stats
+            pending.clear()
+
+        with contextlib.closing(self._walk(n, chunk_elements, seed, observed=False)) as walk:
+            for chunk, values, drew_fixed in walk:
+                if pending_part is not None and chunk.part != pending_part.part:
+                    flush()
+                pending_part = chunk
+                split = chunk.particles < n
+                for name in names:
+                    if name in fixed and not drew_fixed:
+                        continue
+                    # Draws split in groups are gathered on the CPU, one element range at a time.
+                    pending.setdefault(name, []).append(values[name].cpu() if split else values[name])
+        flush()
+        lead = {"stat": labels, "quantile": ("stat", [math.nan, math.nan, *levels])}
+        result = self._dataset(out, ("stat",), lead)
+        result.attrs["draws"] = n
+        return result
+
+    # -- export -----------------------------------------------------------------------
+    def to_datatree(
+        self,
+        n: int = 1000,
+        predictive: int | None = 100,
+        chunk_elements: int = CHUNK_ELEMENTS,
+        seed: int | None = None,
+    ):
+        """The posterior as an ArviZ ``xarray.DataTree`` (``arviz_base.from_dict``).
+
+        Groups: ``posterior`` (dims ``("chain", "draw", *plates, *event dims)``, one
+        chain), ``observed_data``, ``constant_data`` (the covariates, when the model has
+        any) and, unless ``predictive`` is None, ``posterior_predictive`` with
+        ``predictive`` draws. When ``predictive == n`` the predictive draws are made
+        from the posterior group's own draws; otherwise from draws of their own.
+
+        Needs the optional extra ``pavi-viz[export]`` (arviz-base).
+        """
+        try:
+            import arviz_base
+        except ImportError as err:
+            raise ImportError(f"Posterior.to_datatree needs arviz-base: {_EXTRA_HINT}") from err
+        latents = self.model.latent_names
+        observed = self.model.observed_names
+        if predictive is not None and predictive == n:
+            both = self._collect(n, chunk_elements, seed, latents + observed, observed=True)
+            posterior = {k: both[k] for k in latents}
+            replicated = {k: both[k] for k in observed}
+        else:
+            posterior = self._collect(n, chunk_elements, seed, latents, observed=False)
+            replicated = None
+            if predictive is not None:
+                replicated = self._collect(predictive, chunk_elements, seed, observed, observed=True)
+        groups: dict[str, dict[str, np.ndarray]] = {"posterior": {k: v[None] for k, v in posterior.items()}}
+        if replicated is not None:
+            groups["posterior_predictive"] = {k: v[None] for k, v in replicated.items()}
+        observed_data = {k: self.model.data[k].cpu().numpy() for k in observed if k in self.model.data}
+        if observed_data:
+            groups["observed_data"] = observed_data
+        constants = {k: v.cpu().numpy() for k, v in self.model.data.items() if k not in self.model.variables}
+        if constants:
+            groups["constant_data"] = constants
+        names = {k for group in groups.values() for k in group}
+        dims = {k: list(self._dims[k]) for k in names}
+        attrs = self._attrs()
+        return arviz_base.from_dict(
+            groups,
+            coords={d: self.coords[d] for d in self._dims_order()},
+            dims=dims,
+            attrs={"/": attrs, **{g: dict(attrs) for g in groups}},
+        )
+
+    def to_netcdf(
+        self,
+        path: str | Path,
+        n: int = 1000,
+        chunk_elements: int = CHUNK_ELEMENTS,
+        seed: int | None = None,
+        engine: str | None = None,
+    ) -> None:
+        """Write :meth:`sample` ``(n)`` to a NetCDF-4 file; read it back with :func:`load_netcdf`.
+
+        Args:
+            engine: an xarray NetCDF engine; by default ``h5netcdf``, else ``netcdf4``
+                (the optional extra ``pavi-viz[export]`` installs h5netcdf).
+        """
+        engine = engine or _netcdf_engine()
+        self.sample(n, chunk_elements, seed).to_netcdf(path, engine=engine)
+
+
+def load_netcdf(path: str | Path, engine: str | None = None) -> xr.Dataset:
+    """A Dataset written by :meth:`Posterior.to_netcdf`, read fully into memory (the file is closed)."""
+    with xr.open_dataset(path, engine=engine or _netcdf_engine()) as dataset:
+        return dataset.load()
+
+
+def _netcdf_engine() -> str:
+    import importlib.util
+
+    for engine in NETCDF_ENGINES:
+        if importlib.util.find_spec(engine.replace("netcdf4", "netCDF4")) is not None:
+            return engine
+    raise ImportError(f"writing NetCDF files needs h5netcdf (or netCDF4): {_EXTRA_HINT}")
+
+
+def _stats(draws: Tensor, levels: Sequence[float]) -> Tensor:
+    """Mean, sd (ddof=1) and quantiles along dim 0, stacked along a new dim 0."""
+    n = draws.shape[0]
+    mean = draws.mean(0)
+    sd = draws.std(0, correction=1) if n > 1 else torch.full_like(mean, math.nan)
+    rows = [mean, sd]
+    if levels:
+        ordered = draws.sort(0).values
+        position = torch.tensor(levels, dtype=torch.float64) * (n - 1)
+        low = position.floor().long()
+        high = position.ceil().long()
+        fraction = (position - low).to(draws.dtype).to(draws.device)
+        shape = (-1,) + (1,) * (draws.dim() - 1)
+        below = ordered[low.to(draws.device)]
+        above = ordered[high.to(draws.device)]
+        rows += list(below + fraction.view(shape) * (above - below))
+    return torch.stack(rows)
+
+
+def _quantile_label(level: float) -> str:
+    return f"{100 * level:g}%"
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return torch.empty((), dtype=dtype).numpy().dtype
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device):
+    """Run with torch's global RNG seeded, restoring its state afterwards."""
+    if seed is None:
+        yield
+        return
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

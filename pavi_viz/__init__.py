@@ -28,7 +28,7 @@ _LAZY_ATTRS: dict[str, str] = {
     "FitResult": "pavi_viz.inference",
 }
 # subpackages reachable as attributes without an explicit import
-_LAZY_SUBMODULES: frozenset[str] = frozenset({"model", "examples"})
+_LAZY_SUBMODULES: frozenset[str] = frozenset({"model", "inference", "examples"})
 
 __all__ = ["__version__", *_LAZY_ATTRS, *sorted(_LAZY_SUBMODULES)]
 

@@ -13,15 +13,15 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def quickstart_blocks() -> list[str]:
     text = README.read_text()
-    section = text[text.index("## Quickstart") : text.index("## Layout")]
+    section = text[text.index("## Quickstart") : text.index("## Layout")]  # and "Fitting with PAVI"
     return re.findall(r"```python\n(.*?)```", section, flags=re.S)
 
 
 def test_quickstart_has_code() -> None:
-    assert len(quickstart_blocks()) >= 2
+    assert len(quickstart_blocks()) >= 3
 
 
-@pytest.mark.parametrize("index", range(2))
+@pytest.mark.parametrize("index", range(3))
 def test_quickstart_block_runs(index: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     script = tmp_path / f"quickstart_{index}.py"
     script.write_text(quickstart_blocks()[index])

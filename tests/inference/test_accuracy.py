@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import pavi_viz
 from pavi_viz.examples import gre
@@ -20,13 +19,6 @@ from pavi_viz.examples import gre
 REFERENCE = Path(__file__).resolve().parents[1] / "data" / "eight_schools_reference_draws.json"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Small models train fastest on one core; the CI machine has two.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("family", ["pavi-e", "pavi-f"])

@@ -10,30 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import pavi_viz
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def fits():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = {}
     for name in ["radon", "radon_uranium"]:
         model = pavi_viz.examples.load(name)
         result = pavi_viz.fit(model, "pavi-e", steps=800, lr=1e-2, particles=4, seed=0,
                               schedule="cosine", batch={"county": 20})
         out[name] = (model, result, result.posterior.summary(n=1000))
-    torch.set_num_threads(threads)
     return out
 
 

@@ -33,15 +33,6 @@ from pavi_viz.inference.training import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread; CPU results then also match run to run."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def gre():
     return pavi_viz.examples.load("gre", G=10, N=5, D=1)

@@ -24,11 +24,12 @@ METHODS = {"pavi-e", "pavi-f", "mean-field", "pyro-autonormal"}
     reason="needs the bench extra (pyro-ppl, matplotlib)",
 )
 def test_quick_benchmark_writes_every_method(tmp_path):
-    # One size, one learning rate, a 1 s budget; --eval-groups 50 < G makes the flow
-    # families' evaluation take the subset path (the summary path is covered by G <= 50... not here).
+    # One learning rate, a 1 s budget. With --eval-groups 50 the flow families are
+    # evaluated with Posterior.summary at G = 40 and on a subset of groups at G = 100
+    # (our families only).
     cmd = [
         sys.executable, str(SCRIPT), "--quick",
-        "--sizes", "100", "--lrs", "0.03", "--budget-seconds", "1", "--eval-draws", "50",
+        "--sizes", "40", "--ours-only-sizes", "100", "--lrs", "0.03", "--budget-seconds", "1", "--eval-draws", "50",
         "--eval-groups", "50", "--device", "cpu", "--out", str(tmp_path),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=220)
@@ -41,7 +42,10 @@ def test_quick_benchmark_writes_every_method(tmp_path):
         assert run["steps"] > 0 and run["parameters"] > 0
         assert run["curve"] and run["final_error"] is not None
         assert run["peak_mb"] is not None
-    assert set(report["best"]["100"]) == METHODS
+    assert set(report["best"]["40"]) == METHODS
+    assert set(report["best"]["100"]) == METHODS - {"pyro-autonormal"}
+    how = {(r["G"], r["method"]): r["eval_how"] for r in runs}
+    assert how[40, "pavi-e"].startswith("Posterior.summary") and "subset" in how[100, "pavi-e"]
     assert report["machine"]["torch"] and report["machine"]["cpu_count"]
     png = tmp_path / "scaling.png"
     assert png.exists() and png.stat().st_size > 1000

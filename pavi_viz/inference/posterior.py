@@ -39,7 +39,7 @@ import xarray as xr
 from torch import Tensor
 
 from pavi_viz.inference.families.base import VariationalFamily
-from pavi_viz.model.compiled import CompiledModel
+from pavi_viz.model.compiled import CompiledModel, seeded
 from pavi_viz.model.plates import Frame
 
 #: Default bound on the numbers drawn in one chunk (draws x ground variables x event size).
@@ -271,7 +271,7 @@ class Posterior:
         plan = self._plan(n, chunk_elements, observed)
         model = self.model
         fixed: dict[int, dict[str, Tensor]] = {}
-        with torch.no_grad(), _seeded(seed, model.device):
+        with torch.no_grad(), seeded(seed, model.device):
             for chunk in plan.chunks:
                 known = fixed.get(chunk.draws.start)
                 given = None if known is None else {k: v.to(model.device) for k, v in known.items()}
@@ -594,15 +594,3 @@ def _quantile_label(level: float) -> str:
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
     return torch.empty((), dtype=dtype).numpy().dtype
-
-
-@contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device):
-    """Run with torch's global RNG seeded, restoring its state afterwards."""
-    if seed is None:
-        yield
-        return
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield

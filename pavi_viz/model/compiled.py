@@ -289,7 +289,7 @@ class CompiledModel:
     ) -> dict[str, Tensor]:
         """Ancestral draws of the variables ``names`` (parents before children)."""
         values = {k: v for k, v in self.batch_data(frame).items() if k not in self.variables}
-        with _seeded(seed, self.device):
+        with seeded(seed, self.device):
             for name in names:
                 dist = self.distribution(name, values, frame, sample_shape)
                 try:
@@ -378,7 +378,7 @@ def _topological(variables: dict[str, CompiledVariable]) -> dict[str, CompiledVa
 
 
 @contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device):
+def seeded(seed: int | None, device: torch.device):
     """Run with torch's global RNG seeded, restoring its state afterwards."""
     if seed is None:
         yield

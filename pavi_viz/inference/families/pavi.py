@@ -14,6 +14,9 @@ The two families differ in where encodings come from:
 
 from __future__ import annotations
 
+import math
+import time
+
 import torch
 from torch import Tensor, nn
 
@@ -22,6 +25,10 @@ from pavi_viz.inference.families.base import VariationalFamily
 from pavi_viz.inference.flows import make_flow
 from pavi_viz.model.compiled import CompiledModel, CompiledVariable
 from pavi_viz.model.plates import Frame
+
+
+#: The largest share of PAVI-E's training time spent refreshing whole-data summaries.
+REFRESH_SHARE = 0.1
 
 
 class PlateAmortizedFamily(VariationalFamily):
@@ -120,6 +127,10 @@ class PaviE(PlateAmortizedFamily):
         model: the compiled model.
         encoding_size: the length of each ground variable's encoding.
         encoder_hidden: the width of the set encoder's hidden layers.
+        refresh_every: the least number of training draws between two refreshes of
+            the whole data's summaries; refreshes are spaced further apart when needed
+            to keep their cost under :data:`REFRESH_SHARE` of the training time, so that
+            the cost of a step does not grow with the data.
         **options: flow options, as for :class:`PlateAmortizedFamily`.
     """
 
@@ -141,6 +152,10 @@ class PaviE(PlateAmortizedFamily):
         # Training draws (with gradients) so far, and their count when _full was made.
         self._training_draws = 0
         self._full_at = -1
+        # Seconds a refresh takes, and between two training draws (moving average).
+        self._refresh_seconds = 0.0
+        self._draw_seconds: float | None = None
+        self._last_draw: float | None = None
 
     def encodings(self, var: CompiledVariable, frame: Frame) -> Tensor:
         # All latents of one draw share the frame: encode its data once.
@@ -159,15 +174,29 @@ class PaviE(PlateAmortizedFamily):
         if not self.encoder.partial(frame):
             return None
         age = self._training_draws - self._full_at
-        stale = age >= self.refresh_every if torch.is_grad_enabled() else age > 0
+        if torch.is_grad_enabled():
+            spacing = self.refresh_every
+            if self._draw_seconds:
+                spacing = max(spacing, math.ceil(self._refresh_seconds / (REFRESH_SHARE * self._draw_seconds)))
+            stale = age >= spacing
+        else:
+            stale = age > 0
         if self._full is None or stale:
+            start = time.perf_counter()
             self._full = self.encoder.full_summaries()
+            self._refresh_seconds = time.perf_counter() - start
             self._full_at = self._training_draws
         return self._full
 
     def sample(self, frame: Frame, particles: int = 1, given: dict[str, Tensor] | None = None):
         if torch.is_grad_enabled():
             self._training_draws += 1
+            now = time.perf_counter()
+            if self._last_draw is not None:
+                # The time of a training step, without the refresh it may have included.
+                between = now - self._last_draw - (self._refresh_seconds if self._full_at == self._training_draws - 1 else 0)
+                self._draw_seconds = between if self._draw_seconds is None else 0.9 * self._draw_seconds + 0.1 * between
+            self._last_draw = now
         try:
             return super().sample(frame, particles, given)
         finally:

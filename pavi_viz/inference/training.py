@@ -792,13 +792,21 @@ def _train(
 
     def run_callbacks() -> bool:
         """Call every callback; whether one asked to stop."""
-        nonlocal final_called
+        nonlocal final_called, start
         final_called = state.finished
+        called = time.perf_counter()
         for callback in callbacks:
             try:
                 callback(state)
             except StopTraining:
                 state.stop_requested = True
+        # Time spent in callbacks is not training time: leave it out of the elapsed
+        # time and of the throughput (shift the clock's origin and the recent ticks).
+        spent = time.perf_counter() - called
+        start += spent
+        shifted = [t + spent for t in ticks]
+        ticks.clear()
+        ticks.extend(shifted)
         return state.stop_requested
 
     def capture_rng() -> None:

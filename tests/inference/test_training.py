@@ -7,6 +7,8 @@ import itertools
 import math
 import shutil
 
+import time
+
 import pytest
 import torch
 
@@ -152,6 +154,16 @@ def test_seed_none_draws_a_fresh_seed_that_is_kept(gre):
 
 
 # -- callbacks -------------------------------------------------------------------------
+def test_time_in_callbacks_is_not_training_time(gre):
+    def slow(state):
+        time.sleep(0.3)
+
+    result = fit(gre, "mean-field", steps=20, callbacks=[slow], callback_every=10, seed=0)
+    clock = result.history["time"]
+    assert clock[10] - clock[9] < 0.2  # the sleep after step 10 is left out
+    assert result.elapsed < 0.5
+
+
 def test_callbacks_are_called_every_k_steps_and_at_the_end(gre):
     seen: list[tuple[int, bool, int]] = []
 

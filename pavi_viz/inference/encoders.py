@@ -118,18 +118,62 @@ class DataEncoder(nn.Module):
         return out
 
     @torch.no_grad()
-    def full_summaries(self) -> dict[Level, Tensor]:
+    def full_summaries(self, chunk_elements: int = 2**18) -> dict[Level, Tensor]:
         """Every pooled summary of the whole data, for batches that see only part of it.
 
-        Memory: the whole data's embeddings, ``hidden`` numbers per datum, exist for
-        the duration of the call.
+        The data is embedded chunk by chunk over the outermost plate of each observed
+        variable, so that at most about ``chunk_elements`` data elements (times
+        ``hidden``) are embedded at once. A summary that still lies along that plate is
+        written back at the chunk's positions; the one that averages over it is the
+        chunks' average weighted by their numbers of elements.
         """
-        frame = self.model.frame()
-        pooled = self._embedded(frame)
-        for v, sources in self.sources.items():
-            for o in sources:
-                self._pool(o, self.model.plates_of(v), frame, pooled, None)
-        return {key: value for key, value in pooled.items() if key[1] != self.model.plates_of(key[0])}
+        out: dict[Level, Tensor] = {}
+        for o in self.model.observed_names:
+            targets = {self.model.plates_of(v) for v, sources in self.sources.items() if o in sources}
+            roots = {self._root(p) for p in self.model.plates_of(o)}
+            if len(roots) != 1:  # crossing top-level plates: no single plate to chunk over
+                out.update(self._summaries_of(o, targets, self.model.frame()))
+                continue
+            root = self.model.plates[roots.pop()]
+            per_element = max(1, self.model.data[o].numel() // root.size)
+            step = max(1, chunk_elements // per_element)
+            for start in range(0, root.size, step):
+                chunk = torch.arange(start, min(root.size, start + step), device=self.model.device)
+                frame = self.model.frame({root.name: chunk})
+                for key, value in self._summaries_of(o, targets, frame).items():
+                    self._gather(out, key, value, frame, len(chunk) / root.size)
+        return out
+
+    def _summaries_of(self, observed: str, targets: set[tuple[str, ...]], frame: Frame) -> dict[Level, Tensor]:
+        """``observed``'s pooled summaries at every level leading to ``targets`` (not its own level)."""
+        raw = self._raw_features(observed, frame)
+        features = (raw - getattr(self, f"mean_{observed}")) / getattr(self, f"scale_{observed}")
+        own = (observed, self.model.plates_of(observed))
+        pooled = {own: self.embed[observed](features)}
+        for target in targets:
+            self._pool(observed, target, frame, pooled, None)
+        del pooled[own]
+        return pooled
+
+    def _gather(self, out: dict[Level, Tensor], key: Level, value: Tensor, frame: Frame, share: float) -> None:
+        """Add one chunk's summary at ``key`` to the whole data's."""
+        level = key[1]
+        batched = [i for i, p in enumerate(level) if frame.indices(p) is not None]
+        if not batched:  # averaged over the chunked plate: a weighted average of chunks
+            out[key] = out[key] + share * value if key in out else share * value
+            return
+        (dim,) = batched  # the chunked plate, or a ragged plate inside it, but never both
+        if key not in out:
+            shape = list(value.shape)
+            shape[dim] = self.model.plates[level[dim]].size
+            out[key] = value.new_zeros(shape)
+        out[key].index_copy_(dim, frame.indices(level[dim]), value)
+
+    def _root(self, plate: str) -> str:
+        """The top-level plate that ``plate`` nests in (itself when top-level)."""
+        while self.model.plates[plate].parent is not None:
+            plate = self.model.plates[plate].parent
+        return plate
 
     def partial(self, frame: Frame) -> bool:
         """Whether some summary averages over plate elements that ``frame`` leaves out."""

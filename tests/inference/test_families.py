@@ -152,3 +152,18 @@ def test_normal_sanity() -> None:
     lhs = torch.distributions.LogNormal(0.1, 0.4).log_prob(x)
     rhs = Normal(0.1, 0.4).log_prob(x.log()) - x.log()
     torch.testing.assert_close(lhs, rhs)
+
+
+@pytest.mark.parametrize(
+    ("example", "options"),
+    [("gre", {"G": 12, "N": 6, "D": 2}), ("radon", {}), ("spikes", {"A": 5, "min_neurons": 1, "max_neurons": 4, "T": 3})],
+)
+def test_whole_data_summaries_are_the_same_chunked(example, options) -> None:
+    model = pavi_viz.examples.load(example, **options).compile()
+    torch.manual_seed(0)
+    encoder = make_family("pavi-e", model).encoder
+    whole = encoder.full_summaries(chunk_elements=10**9)
+    chunked = encoder.full_summaries(chunk_elements=7)  # a chunk per outer element or so
+    assert whole.keys() == chunked.keys()
+    for key in whole:
+        torch.testing.assert_close(chunked[key], whole[key], rtol=1e-5, atol=1e-6)

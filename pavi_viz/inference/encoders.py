@@ -146,10 +146,8 @@ class DataEncoder(nn.Module):
 
     def _summaries_of(self, observed: str, targets: set[tuple[str, ...]], frame: Frame) -> dict[Level, Tensor]:
         """``observed``'s pooled summaries at every level leading to ``targets`` (not its own level)."""
-        raw = self._raw_features(observed, frame)
-        features = (raw - getattr(self, f"mean_{observed}")) / getattr(self, f"scale_{observed}")
         own = (observed, self.model.plates_of(observed))
-        pooled = {own: self.embed[observed](features)}
+        pooled = {own: self._embed(observed, frame)}
         for target in targets:
             self._pool(observed, target, frame, pooled, None)
         del pooled[own]
@@ -180,12 +178,13 @@ class DataEncoder(nn.Module):
         return any(not _complete(self.model.plates[p], frame) for p in frame.batch)
 
     def _embedded(self, frame: Frame) -> dict[Level, Tensor]:
-        pooled = {}
-        for o in self.model.observed_names:
-            raw = self._raw_features(o, frame)
-            features = (raw - getattr(self, f"mean_{o}")) / getattr(self, f"scale_{o}")
-            pooled[o, self.model.plates_of(o)] = self.embed[o](features)
-        return pooled
+        return {(o, self.model.plates_of(o)): self._embed(o, frame) for o in self.model.observed_names}
+
+    def _embed(self, observed: str, frame: Frame) -> Tensor:
+        """The embedding of each of ``observed``'s batched data, shape ``(*batch_shape, hidden)``."""
+        raw = self._raw_features(observed, frame)
+        features = (raw - getattr(self, f"mean_{observed}")) / getattr(self, f"scale_{observed}")
+        return self.embed[observed](features)
 
     def _pool(
         self,

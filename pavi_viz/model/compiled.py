@@ -228,11 +228,7 @@ class CompiledModel:
             if name not in values:
                 raise ModelError(f"no data for observed variable {name!r}", name)
             log_prob = self.distribution(name, values, frame, sample_shape).log_prob(values[name])
-            # Not log_prob.sum(()): torch reads an empty dim list as "all dims", which
-            # would also sum a global variable's terms over the sample dims.
-            dims = tuple(range(len(sample_shape), log_prob.dim()))
-            summed = log_prob.sum(dims) if dims else log_prob
-            terms[name] = summed * frame.weight(var.plates)
+            terms[name] = sum_over_plates(log_prob, len(sample_shape)) * frame.weight(var.plates)
         return terms
 
     def log_joint(
@@ -375,6 +371,14 @@ def _topological(variables: dict[str, CompiledVariable]) -> dict[str, CompiledVa
     for name in variables:
         visit(name)
     return ordered
+
+
+def sum_over_plates(terms: Tensor, sample_dims: int) -> Tensor:
+    """Sum per-element terms of shape ``(*sample, *batch_shape)`` over the batch dims."""
+    # Not terms.sum(()): torch reads an empty dim list as "all dims", which would also
+    # sum a global variable's terms over the sample dims.
+    dims = tuple(range(sample_dims, terms.dim()))
+    return terms.sum(dims) if dims else terms
 
 
 @contextlib.contextmanager

@@ -15,8 +15,9 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Transform
 
-from pavi_viz.model.compiled import CompiledModel, CompiledVariable
+from pavi_viz.model.compiled import CompiledModel, CompiledVariable, sum_over_plates
 from pavi_viz.model.plates import Frame
 
 
@@ -58,10 +59,15 @@ class VariationalFamily(nn.Module):
         frame = model.frame(batch)
         context = {**model.batch_data(frame), **model.sample_prior((1,), batch=batch, seed=0)}
         self.unconstrained_shapes: dict[str, tuple[int, ...]] = {}
+        # Supports that do not depend on parameters have one bijection for every draw:
+        # keep it rather than rebuild the distribution each step to read it off.
+        self._fixed_transforms: dict[str, Transform] = {}
         for name in model.latent_names:
             transform = model.support_transform(name, context, frame, (1,))
             event = torch.Size(model.variables[name].event_shape)
             self.unconstrained_shapes[name] = tuple(transform.inverse_shape(event))
+            if model.variables[name].info.support is not None:
+                self._fixed_transforms[name] = transform
 
     def unconstrained_size(self, name: str) -> int:
         """The number of free coordinates of one ground variable of ``name``."""
@@ -106,7 +112,10 @@ class VariationalFamily(nn.Module):
         context = {**self.model.batch_data(frame), **values}
         for name in self.model.latent_names:
             var = self.model.variables[name]
-            transform = self.model.support_transform(name, context, frame, (particles,))
+            if name in self._fixed_transforms:
+                transform = self._fixed_transforms[name]
+            else:
+                transform = self.model.support_transform(name, context, frame, (particles,))
             if name in given:
                 z = transform.inv(given[name])
                 unconstrained[name] = z.reshape(*z.shape[: z.dim() - len(var.event_shape)], -1)
@@ -117,9 +126,7 @@ class VariationalFamily(nn.Module):
             # Change of variables: log q(value) = log q(z) - log |det d value / d z|.
             log_det = transform.log_abs_det_jacobian(shaped, value)
             log_det = _sum_rightmost(log_det, log_det.dim() - log_density.dim())
-            terms = log_density - log_det
-            batch_dims = tuple(range(1, terms.dim()))
-            log_q[name] = (terms.sum(batch_dims) if batch_dims else terms) * frame.weight(var.plates)
+            log_q[name] = sum_over_plates(log_density - log_det, 1) * frame.weight(var.plates)
             values[name] = context[name] = value
             unconstrained[name] = z
         return Draw(values={n: values[n] for n in self.model.latent_names}, unconstrained=unconstrained, log_q=log_q)

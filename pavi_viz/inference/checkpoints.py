@@ -8,9 +8,10 @@ objects, so loading one never runs code):
 * ``family``: the family's name, the options it was built with and its ``state_dict``;
 * ``optimizer``: the Adam optimizer's ``state_dict``;
 * ``step``, ``total_steps`` and the ``history`` (a dict of lists);
-* ``rng``: torch's global CPU random state, the batch generator's state, and the CUDA
-  state when training ran on a GPU: with them a resumed run draws the same batches
-  and noise as an uninterrupted one;
+* ``rng``: the states of the run's two generators, ``generator`` (the plate batches)
+  and ``noise_generator`` (the family's sampling noise), and the device they ran on
+  (``generator_device``): with them a resumed run draws the same batches and noise
+  as an uninterrupted one;
 * ``schedule``: the learning-rate schedule (its name, base rate and length);
 * ``training``: the running bookkeeping (smoothed ELBO, early-stopping counters,
   elapsed time) and the settings of the run.
@@ -24,6 +25,7 @@ that ``fit(..., resume=state)`` continues.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import json
 import os
@@ -36,16 +38,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from pavi_viz.model.compiled import CompiledModel
+from pavi_viz.model.compiled import CompiledModel, seeded
 
 if TYPE_CHECKING:
     from pavi_viz.inference.families.base import VariationalFamily
     from pavi_viz.inference.training import TrainingState
     from pavi_viz.model.spec import PlateModel
 
-#: The ``format`` entry of every checkpoint, and its version.
+#: The ``format`` entry of every checkpoint, and its version. Version 2: the sampling
+#: noise comes from a generator of the run's own (``rng.noise_generator``), no longer
+#: from torch's global random state (version 1's ``rng.torch``).
 CHECKPOINT_FORMAT = "pavi_viz.checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 class CheckpointError(ValueError):
@@ -139,7 +143,6 @@ def check_model(saved: Mapping[str, Any], compiled: CompiledModel, what: str = "
 # -- saving ------------------------------------------------------------------------
 def checkpoint_dict(state: TrainingState) -> dict[str, Any]:
     """The plain dict that :func:`save_checkpoint` writes for ``state``."""
-    rng = state.rng or {}
     out = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -155,9 +158,8 @@ def checkpoint_dict(state: TrainingState) -> dict[str, Any]:
         "total_steps": int(state.total_steps),
         "history": state.history.to_dict(),
         "rng": {
-            "torch": rng.get("torch"),
-            "cuda": rng.get("cuda"),
             "generator": state.generator.get_state() if state.generator is not None else None,
+            "noise_generator": state.noise_generator.get_state() if state.noise_generator is not None else None,
             "generator_device": str(state.model.device),
         },
         "schedule": {
@@ -228,10 +230,18 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device | None = 
         raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {err}") from err
     if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a pavi_viz training checkpoint")
-    if raw.get("version") != CHECKPOINT_VERSION:
+    version = raw.get("version")
+    if version != CHECKPOINT_VERSION:
+        older = isinstance(version, int) and version < CHECKPOINT_VERSION
+        hint = (
+            " (written by an older pavi_viz, whose runs drew their noise from torch's global random state: "
+            "it cannot be resumed exactly; train anew, or resume it with the pavi_viz that wrote it)"
+            if older
+            else ""
+        )
         raise CheckpointError(
-            f"checkpoint {str(path)!r} has format version {raw.get('version')}; this pavi_viz reads version "
-            f"{CHECKPOINT_VERSION}"
+            f"checkpoint {str(path)!r} has format version {version}; this pavi_viz reads version "
+            f"{CHECKPOINT_VERSION}{hint}"
         )
     return raw
 
@@ -279,8 +289,9 @@ def load_checkpoint(
     saved_family = raw["family"]
     name, options = saved_family["name"], dict(saved_family.get("options") or {})
     if family is None:
-        # Building a family draws its initial weights: leave the caller's random state alone.
-        with torch.random.fork_rng(devices=_cuda_devices(compiled.device)):
+        # Building a family draws initial weights (replaced by the saved ones) from the
+        # global generator: seeded, to leave the caller's and other threads' draws alone.
+        with seeded(0, compiled.device):
             family = make_family(name, compiled, **options)
     elif family.name != name:
         raise CheckpointError(f"the checkpoint holds a {name!r} family, not a {family.name!r} one")
@@ -301,25 +312,29 @@ def load_checkpoint(
     training = raw.get("training") or {}
     settings = dict(training.get("settings") or {})
     rng = raw.get("rng") or {}
-    generator = torch.Generator(device=compiled.device)
-    state_bytes = rng.get("generator")
-    restored = False
-    if state_bytes is not None and torch.device(rng.get("generator_device", "cpu")).type == compiled.device.type:
-        try:
-            generator.set_state(state_bytes.cpu())
-            restored = True
-        except RuntimeError:
-            pass
-    if not restored:
-        seed = settings.get("seed")
-        generator.manual_seed(_derived_seed((0 if seed is None else int(seed)) + int(raw["step"])))
-        if state_bytes is not None:
-            warnings.warn(
-                f"the checkpoint's batch generator ran on {rng.get('generator_device')}, not on "
-                f"{compiled.device}: a resumed run will draw other batches than an uninterrupted one",
-                stacklevel=2,
-            )
-    cuda = rng.get("cuda")
+    seed = settings.get("seed")
+    fallback = (0 if seed is None else int(seed)) + int(raw["step"])
+    same_device = torch.device(rng.get("generator_device", "cpu")).type == compiled.device.type
+    generators, lost = {}, []
+    for key, stream, what in (("generator", "batches", "batches"), ("noise_generator", "noise", "sampling noise")):
+        generator = torch.Generator(device=compiled.device)
+        state_bytes = rng.get(key)
+        restored = False
+        if state_bytes is not None and same_device:
+            with contextlib.suppress(RuntimeError):
+                generator.set_state(state_bytes.cpu())
+                restored = True
+        if not restored:
+            generator.manual_seed(_derived_seed(fallback, stream))
+            if state_bytes is not None:
+                lost.append(what)
+        generators[key] = generator
+    if lost:
+        warnings.warn(
+            f"the checkpoint's generator states (saved on {rng.get('generator_device')}) do not fit "
+            f"{compiled.device}: a resumed run will draw other {' and '.join(lost)} than an uninterrupted one",
+            stacklevel=2,
+        )
     return TrainingState(
         step=int(raw["step"]),
         total_steps=int(raw["total_steps"]),
@@ -332,20 +347,13 @@ def load_checkpoint(
         history=History.from_dict(raw["history"]),
         family_name=name,
         family_options=options,
-        generator=generator,
-        rng={
-            "torch": None if rng.get("torch") is None else rng["torch"].cpu(),
-            "cuda": None if cuda is None or compiled.device.type != "cuda" else cuda.cpu(),
-        },
+        generator=generators["generator"],
+        noise_generator=generators["noise_generator"],
         best_smoothed_elbo=float(training.get("best_smoothed_elbo", float("-inf"))),
         steps_since_best=int(training.get("steps_since_best", 0)),
         elapsed=float(training.get("elapsed", 0.0)),
         settings=settings,
     )
-
-
-def _cuda_devices(device: torch.device) -> list[torch.device]:
-    return [device] if device.type == "cuda" else []
 
 
 __all__ = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from pavi_viz.inference.families.base import VariationalFamily
@@ -25,14 +26,21 @@ class ElboEstimate:
     terms: dict[str, Tensor]
 
 
-def elbo(model: CompiledModel, family: VariationalFamily, frame: Frame, particles: int = 1) -> ElboEstimate:
+def elbo(
+    model: CompiledModel,
+    family: VariationalFamily,
+    frame: Frame,
+    particles: int = 1,
+    generator: torch.Generator | None = None,
+) -> ElboEstimate:
     """Estimate E_q[log p(theta, x) - log q(theta)] on the batch ``frame``.
 
     Both the model's terms and the family's log densities are scaled by
     ``size / batch`` for every plate they sit in, so the estimate is unbiased for the
-    full model's ELBO.
+    full model's ELBO. The family's ``particles`` draws take their noise from
+    ``generator`` (on the model's device; ``None``: torch's global generator).
     """
-    draw = family.sample(frame, particles)
+    draw = family.sample(frame, particles, generator=generator)
     log_p = model.log_joint_terms(draw.values, frame=frame)
     terms = {name: log_p[name] - draw.log_q.get(name, 0.0) for name in log_p}
     value = sum(terms.values()).mean()

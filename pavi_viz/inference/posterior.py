@@ -22,6 +22,14 @@ plate that holds the most drawn numbers (the members of a ragged plate nested in
 come along with their outer element; other top-level plates are taken whole); when a
 single element's draws exceed the bound, the draws are split in groups too. See
 :meth:`Posterior.chunks`.
+
+**Random numbers.** With a ``seed``, the family's noise comes from a generator of the
+call's own, seeded by it; the posterior predictive's draws of the observed variables
+come from ``torch.distributions``' ``sample()``, which only reads torch's global
+generator: each chunk seeds it (from the call's generator) and draws from it holding
+:data:`~pavi_viz.model.compiled.GLOBAL_RNG_LOCK`. So the same seed gives the same
+draws also when other threads draw at the same time, and the caller's global random
+state is left as it was. Without a seed, everything comes from the global generator.
 """
 
 from __future__ import annotations
@@ -190,11 +198,12 @@ class Posterior:
         if chunk_elements < 1:
             raise ValueError(f"chunk_elements must be at least 1, not {chunk_elements}")
         key = (n, chunk_elements, observed)
-        if key not in self._plans:
+        plan = self._plans.get(key)  # (read once: another thread may clear the cache)
+        if plan is None:
             if len(self._plans) > 16:
                 self._plans.clear()
-            self._plans[key] = self._make_plan(n, chunk_elements, observed)
-        return self._plans[key]
+            plan = self._plans[key] = self._make_plan(n, chunk_elements, observed)
+        return plan
 
     def _make_plan(self, n: int, bound: int, observed: bool) -> _Plan:
         model = self.model
@@ -270,21 +279,23 @@ class Posterior:
         whether the fixed (global) variables were drawn in it (rather than given)."""
         plan = self._plan(n, chunk_elements, observed)
         model = self.model
+        generator = None if seed is None else torch.Generator(model.device).manual_seed(seed)
         fixed: dict[int, dict[str, Tensor]] = {}
-        with torch.no_grad(), seeded(seed, model.device):
+        with torch.no_grad():
             for chunk in plan.chunks:
                 known = fixed.get(chunk.draws.start)
                 given = None if known is None else {k: v.to(model.device) for k, v in known.items()}
-                draw = self.family.sample(chunk.frame, chunk.particles, given=given)
+                draw = self.family.sample(chunk.frame, chunk.particles, given=given, generator=generator)
                 values = dict(draw.values)
                 if known is None and plan.fixed:
                     # Kept off the device: the other chunks of these draws get them back.
                     fixed[chunk.draws.start] = {k: values[k].cpu() for k in plan.fixed}
                 if observed:
                     context = {**model.batch_data(chunk.frame), **values}
-                    for name in model.observed_names:
-                        dist = model.distribution(name, context, chunk.frame, (chunk.particles,))
-                        values[name] = context[name] = dist.sample()
+                    with seeded(_next_seed(generator), model.device):  # sample() takes no generator
+                        for name in model.observed_names:
+                            dist = model.distribution(name, context, chunk.frame, (chunk.particles,))
+                            values[name] = context[name] = dist.sample()
                 yield chunk, values, known is None
 
     def _positions(self, frame: Frame, name: str) -> tuple | None:
@@ -359,7 +370,8 @@ class Posterior:
             n: the number of draws.
             chunk_elements: bounds the numbers drawn at once in torch (see :meth:`chunks`);
                 the result holds all the draws, in numpy.
-            seed: makes the draws reproducible (torch's global RNG is left as it was).
+            seed: makes the draws reproducible, also while other threads draw (see
+                the module's notes on random numbers); ``None``: torch's global generator.
             variables: the latents to return (all by default; all are drawn anyway).
 
         Returns:
@@ -386,7 +398,7 @@ class Posterior:
         Args:
             n: the number of draws.
             chunk_elements: as for :meth:`sample` (the observed values count too).
-            seed: makes the draws reproducible.
+            seed: makes the draws reproducible, as for :meth:`sample`.
             latents: also return the latent draws the predictive draws were made from.
 
         Returns:
@@ -430,8 +442,9 @@ class Posterior:
                 default).
             chunk_elements: bounds the numbers drawn at once (see :meth:`chunks`).
             variables: the latents to summarise (all by default).
-            seed: makes the draws reproducible; with the same ``n``, ``chunk_elements``
-                and seed, the statistics are those of :meth:`sample`'s draws.
+            seed: makes the draws reproducible, as for :meth:`sample`; with the same
+                ``n``, ``chunk_elements`` and seed, the statistics are those of
+                :meth:`sample`'s draws.
 
         Returns:
             A Dataset with one data variable per latent, dims
@@ -567,6 +580,13 @@ def _netcdf_engine() -> str:
         if importlib.util.find_spec(engine.replace("netcdf4", "netCDF4")) is not None:
             return engine
     raise ImportError(f"writing NetCDF files needs h5netcdf (or netCDF4): {_EXTRA_HINT}")
+
+
+def _next_seed(generator: torch.Generator | None) -> int | None:
+    """A seed for torch's global generator drawn from ``generator`` (``None`` for none)."""
+    if generator is None:
+        return None
+    return int(torch.randint(2**62, (), generator=generator, device=generator.device))
 
 
 def _stats(draws: Tensor, levels: Sequence[float]) -> Tensor:

@@ -14,12 +14,15 @@ state, a progress bar, and checkpoints that resume bit for bit on the CPU::
     result.history["elbo"][-1], result.stopped_early
     result.posterior                  # a Posterior over the fitted family
 
-Random numbers: the family's initial weights, the flows' noise and the batches all
-come from ``seed``. Training runs inside :func:`torch.random.fork_rng`, so the
-caller's global random state is the same after :func:`fit` as before it. The flows
-(zuko) draw their noise from torch's *global* generator, which is process-wide: two
-fits running at once in threads of one process share it, and are then not
-reproducible (each still trains correctly).
+Random numbers: the family's initial weights, the sampling noise and the batches all
+come from ``seed``, and the same seed gives the same run, also when several fits run
+at once in threads of one process. The noise and the batches come from two
+generators of the run's own (``state.noise_generator``, ``state.generator``), never
+from torch's global one. Only building the family draws from the global generator
+(torch's layers initialise their weights from it): that happens seeded, inside
+:func:`torch.random.fork_rng` and holding
+:data:`~pavi_viz.model.compiled.GLOBAL_RNG_LOCK`, so concurrent fits build their
+families one at a time and the caller's global random state is left as it was.
 
 The last good state: before each Adam step whose ELBO and gradients are finite, the
 parameters and Adam's moments are copied into reused buffers (every step for
@@ -56,7 +59,7 @@ from pavi_viz.inference.checkpoints import (
 )
 from pavi_viz.inference.elbo import elbo
 from pavi_viz.inference.families import FAMILIES, VariationalFamily, make_family
-from pavi_viz.model.compiled import CompiledModel
+from pavi_viz.model.compiled import CompiledModel, seeded
 
 if TYPE_CHECKING:
     from pavi_viz.inference.posterior import Posterior
@@ -193,8 +196,9 @@ class TrainingState:
         lr: the learning rate of the latest step.
         elapsed: seconds of training so far, resumed runs included.
         family_name, family_options: how to rebuild the family (for checkpoints).
-        generator: the random source of the plate batches.
-        rng: torch's global random state (``"torch"``, ``"cuda"``) as of ``step``.
+        generator: the random source of the plate batches (on the model's device).
+        noise_generator: the random source of the family's sampling noise (on the
+            model's device).
         best_smoothed_elbo, steps_since_best: the early-stopping bookkeeping.
         settings: the run's settings (lr, particles, batch sizes, schedule, clip, seed...).
     """
@@ -215,7 +219,7 @@ class TrainingState:
     family_name: str = ""
     family_options: dict[str, Any] = field(default_factory=dict)
     generator: torch.Generator | None = None
-    rng: dict[str, Tensor | None] = field(default_factory=dict)
+    noise_generator: torch.Generator | None = None
     best_smoothed_elbo: float = float("-inf")
     steps_since_best: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
@@ -362,9 +366,10 @@ def lr_factor(schedule: str | None, step: int, total: int) -> float:
     raise ValueError(f"unknown schedule {schedule!r}; choose one of {list(SCHEDULES)}")
 
 
-def _derived_seed(seed: int) -> int:
-    """A seed for the batch generator, unrelated to (but fixed by) ``seed``."""
-    digest = hashlib.sha256(f"pavi_viz.fit.batches/{seed}".encode()).digest()
+def _derived_seed(seed: int, stream: str = "batches") -> int:
+    """A seed for one of a run's generators (``stream``: ``"batches"`` or ``"noise"``),
+    unrelated to (but fixed by) ``seed`` and to the other streams' seeds."""
+    digest = hashlib.sha256(f"pavi_viz.fit.{stream}/{seed}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
 
@@ -645,63 +650,57 @@ def fit(
     elif isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be a whole number or None, got {seed!r}")
 
-    with torch.random.fork_rng(devices=[compiled.device] if compiled.device.type == "cuda" else []):
-        if resume is None:
-            torch.manual_seed(seed)
-            if isinstance(family, VariationalFamily):
-                built, name = family, family.name
-            else:
-                name = str(family)
-                built = make_family(name, compiled, **options)
-            optimizer = torch.optim.Adam(built.parameters(), lr=lr)
-            generator = torch.Generator(device=compiled.device)
-            generator.manual_seed(_derived_seed(seed))
-            state = TrainingState(
-                step=0,
-                total_steps=steps,
-                elbo=float("nan"),
-                smoothed_elbo=float("nan"),
-                steps_per_second=0.0,
-                family=built,
-                optimizer=optimizer,
-                model=compiled,
-                history=History(),
-                family_name=name,
-                family_options=options,
-                generator=generator,
-            )
+    if resume is None:
+        if isinstance(family, VariationalFamily):
+            built, name = family, family.name
         else:
-            state = _resumed_state(resume, compiled, family, family_options)
-            if state.rng.get("torch") is not None:
-                torch.set_rng_state(state.rng["torch"])
-            if state.rng.get("cuda") is not None and compiled.device.type == "cuda":
-                torch.cuda.set_rng_state(state.rng["cuda"], compiled.device)
-            seed = state.settings.get("seed", seed)
-        state.total_steps = steps
-        state.stop_requested = state.finished = False
-        state.settings = {
-            "lr": float(lr),
-            "particles": particles,
-            "batch": dict(sizes),
-            "schedule": schedule,
-            "clip": None if clip is None else float(clip),
-            "seed": seed,
-            "early_stopping": early_stopping,
-        }
-        return _train(
-            state,
-            sizes=sizes,
-            particles=particles,
-            lr=float(lr),
-            schedule=schedule,
-            clip=clip,
-            early_stopping=early_stopping,
-            callbacks=tuple(callbacks),
-            callback_every=callback_every,
-            progress=_is_terminal(sys.stderr) if progress is None else bool(progress),
-            checkpoint=checkpoint,
-            checkpoint_every=checkpoint_every,
+            name = str(family)
+            # The initial weights come from torch's global generator: seed it, one fit at a time.
+            with seeded(seed, compiled.device):
+                built = make_family(name, compiled, **options)
+        state = TrainingState(
+            step=0,
+            total_steps=steps,
+            elbo=float("nan"),
+            smoothed_elbo=float("nan"),
+            steps_per_second=0.0,
+            family=built,
+            optimizer=torch.optim.Adam(built.parameters(), lr=lr),
+            model=compiled,
+            history=History(),
+            family_name=name,
+            family_options=options,
+            generator=torch.Generator(compiled.device).manual_seed(_derived_seed(seed, "batches")),
+            noise_generator=torch.Generator(compiled.device).manual_seed(_derived_seed(seed, "noise")),
         )
+    else:
+        state = _resumed_state(resume, compiled, family, family_options)
+        seed = state.settings.get("seed", seed)
+    state.total_steps = steps
+    state.stop_requested = state.finished = False
+    state.settings = {
+        "lr": float(lr),
+        "particles": particles,
+        "batch": dict(sizes),
+        "schedule": schedule,
+        "clip": None if clip is None else float(clip),
+        "seed": seed,
+        "early_stopping": early_stopping,
+    }
+    return _train(
+        state,
+        sizes=sizes,
+        particles=particles,
+        lr=float(lr),
+        schedule=schedule,
+        clip=clip,
+        early_stopping=early_stopping,
+        callbacks=tuple(callbacks),
+        callback_every=callback_every,
+        progress=_is_terminal(sys.stderr) if progress is None else bool(progress),
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+    )
 
 
 def _is_terminal(stream: Any) -> bool:
@@ -809,14 +808,7 @@ def _train(
         ticks.extend(shifted)
         return state.stop_requested
 
-    def capture_rng() -> None:
-        state.rng = {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(model.device) if model.device.type == "cuda" else None,
-        }
-
     def result(reason: str) -> FitResult:
-        capture_rng()
         return FitResult(
             family=family,
             model=model,
@@ -845,7 +837,7 @@ def _train(
             frame = model.frame(model.sample_batch(sizes, state.generator))
             optimizer.zero_grad(set_to_none=True)
             try:
-                estimate = elbo(model, family, frame, particles)
+                estimate = elbo(model, family, frame, particles, state.noise_generator)
             except ValueError as err:  # ModelError included
                 if not _is_divergence(err, family):
                     raise
@@ -915,13 +907,11 @@ def _train(
                 stop_reason = stop
                 break
             if checkpoint_every is not None and number % checkpoint_every == 0 and number < total:
-                capture_rng()
                 save_checkpoint(checkpoint, state)
         state.finished = True
         if callbacks and not final_called:
             run_callbacks()
         if checkpoint is not None:
-            capture_rng()
             save_checkpoint(checkpoint, state)
         return result(stop_reason)
     except DivergenceError as err:

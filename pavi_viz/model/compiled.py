@@ -10,6 +10,7 @@ batched size of each of its plates.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
 
 #: Batch size per plate used by the dry run that validation performs.
 DRY_RUN_BATCH = 2
+#: Held by whoever seeds torch's process-wide (global) random generator and draws from
+#: it (:func:`seeded`), so that seeded work in concurrent threads stays reproducible.
+#: Re-entrant: a seeded block may call another (building a variational family inside
+#: ``fit``'s seeded block draws a seeded prior sample).
+GLOBAL_RNG_LOCK = threading.RLock()
 
 
 @dataclass(frozen=True)
@@ -383,11 +389,16 @@ def sum_over_plates(terms: Tensor, sample_dims: int) -> Tensor:
 
 @contextlib.contextmanager
 def seeded(seed: int | None, device: torch.device):
-    """Run with torch's global RNG seeded, restoring its state afterwards."""
+    """Run with torch's global RNG seeded, restoring its state afterwards.
+
+    Holds :data:`GLOBAL_RNG_LOCK` throughout: other threads' seeded blocks wait, so
+    each draws the same numbers as it would alone (unseeded draws from the global RNG
+    elsewhere are not held back). ``seed=None`` leaves the global RNG as it is, unlocked.
+    """
     if seed is None:
         yield
         return
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield

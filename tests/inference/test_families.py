@@ -47,6 +47,21 @@ def test_draws_have_batch_shapes_and_lie_in_the_support(compiled, family, exampl
         assert bool(support.check(draw.values[name]).all()), name
 
 
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_draws_take_their_noise_from_the_generator_given(compiled, family) -> None:
+    model = compiled["radon"]
+    torch.manual_seed(0)
+    fam = make_family(family, model)
+    frame = model.frame(model.sample_batch({"county": 5}, torch.Generator().manual_seed(0)))
+    before = torch.get_rng_state()
+    with torch.no_grad():
+        a, b, c = (fam.sample(frame, 3, generator=torch.Generator().manual_seed(s)) for s in (1, 1, 2))
+    assert torch.equal(torch.get_rng_state(), before)  # the global generator is left alone
+    for name in model.latent_names:
+        assert torch.equal(a.values[name], b.values[name]) and torch.equal(a.log_q[name], b.log_q[name])
+        assert not torch.equal(a.values[name], c.values[name])
+
+
 def test_mean_field_log_density_is_the_transformed_gaussian(compiled) -> None:
     model = compiled["eight_schools"]
     fam = MeanField(model)

@@ -51,8 +51,8 @@ class Recording(PaviF):
         super().__init__(model, **options)
         self.calls = []
 
-    def sample(self, frame, particles=1, given=None):
-        draw = super().sample(frame, particles, given)
+    def sample(self, frame, particles=1, given=None, generator=None):
+        draw = super().sample(frame, particles, given, generator)
         self.calls.append((dict(frame.batch), particles, given, draw))
         return draw
 
@@ -64,8 +64,8 @@ class Measuring(MeanField):
         super().__init__(model, **options)
         self.sizes = []
 
-    def sample(self, frame, particles=1, given=None):
-        draw = super().sample(frame, particles, given)
+    def sample(self, frame, particles=1, given=None, generator=None):
+        draw = super().sample(frame, particles, given, generator)
         self.sizes.append(sum(v.numel() for v in draw.values.values()))
         return draw
 
@@ -304,6 +304,20 @@ def test_summary_arguments():
         post.summary(20, quantiles=(1.5,))
 
 
+@pytest.mark.parametrize("family", ["pavi-e", "mean-field"])
+def test_seeded_summaries_in_threads_match_one_alone(family, in_threads):
+    """A seed gives the same summary while other threads draw from the same posterior
+    (the same family), and leaves the caller's global random state alone."""
+    post = posterior("gre", family)
+    assert len(list(post.chunks(100, 100))) > 50  # many draws of the family, interleaved
+    alone = post.summary(100, chunk_elements=100, seed=3)
+    before = torch.get_rng_state()
+    together = in_threads(*[lambda: post.summary(100, chunk_elements=100, seed=3)] * 3)
+    for summary in together:
+        xr.testing.assert_identical(summary, alone)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 # -- predictive ---------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["gre", "eight_schools", "radon", "mixture"])
 def test_predictive_has_the_data_shape(name):
@@ -314,6 +328,19 @@ def test_predictive_has_the_data_shape(name):
     for var in rep.data_vars:
         assert rep[var].shape == (4, *obs[var].shape)
         assert rep[var].dims == ("sample", *obs[var].dims)
+
+
+def test_seeded_predictive_draws_in_threads_match_one_alone(in_threads):
+    """The observed draws come from torch's global generator, seeded chunk by chunk
+    under a lock: concurrent calls with a seed give the draws of a call alone."""
+    post = posterior("radon", "mean-field")
+    bound = 40 * 60  # several chunks
+    alone = post.predictive(40, chunk_elements=bound, seed=2)
+    assert xr.Dataset.equals(alone, post.predictive(40, chunk_elements=bound, seed=2))
+    assert not alone.equals(post.predictive(40, chunk_elements=bound, seed=3))
+    together = in_threads(*[lambda: post.predictive(40, chunk_elements=bound, seed=2)] * 2)
+    for rep in together:
+        xr.testing.assert_identical(rep, alone)
 
 
 def test_trained_eight_schools_predictive_covers_the_data():

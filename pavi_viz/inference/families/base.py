@@ -5,6 +5,10 @@ order, each in *unconstrained* space (the real line, or R^k), then maps the draw
 the variable's support with ``torch.distributions.biject_to``. A family subclass
 only says how to draw one template variable's batched ground variables in
 unconstrained space: :meth:`VariationalFamily.draw_unconstrained`.
+
+Random numbers: given a ``generator`` (a :class:`torch.Generator` on the model's
+device), all the sampling noise comes from it, so that draws in concurrent threads
+of one process are reproducible; without one, from torch's global generator.
 """
 
 from __future__ import annotations
@@ -78,7 +82,12 @@ class VariationalFamily(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def draw_unconstrained(
-        self, var: CompiledVariable, frame: Frame, particles: int, parents: dict[str, Tensor]
+        self,
+        var: CompiledVariable,
+        frame: Frame,
+        particles: int,
+        parents: dict[str, Tensor],
+        generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Draw one template variable's batched ground variables in unconstrained space.
 
@@ -88,6 +97,8 @@ class VariationalFamily(nn.Module):
             particles: the number of independent draws.
             parents: the unconstrained draws of the latents sampled so far, shape
                 ``(particles, *batch_shape, k)`` each.
+            generator: the source of all the noise, on the model's device (``None``:
+                torch's global generator).
 
         Returns:
             the draws, shape ``(particles, *frame.batch_shape(var.plates), k)``, and their
@@ -95,15 +106,25 @@ class VariationalFamily(nn.Module):
         """
         raise NotImplementedError
 
-    def sample(self, frame: Frame, particles: int = 1, given: dict[str, Tensor] | None = None) -> Draw:
+    def sample(
+        self,
+        frame: Frame,
+        particles: int = 1,
+        given: dict[str, Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Draw:
         """Draw every latent variable of the batch, parents first.
 
         Args:
             frame: the batch (``model.frame(batch)``).
             particles: the number of independent joint draws.
             given: constrained values to hold fixed instead of drawing (for instance
-                the global variables, when a large posterior is drawn chunk by chunk);
-                their log q is not computed.
+                the global variables, when a large posterior is drawn chunk by chunk),
+                shape ``(particles, *batch_shape, *event_shape)`` each; their log q is
+                not computed.
+            generator: the source of all the sampling noise, a :class:`torch.Generator`
+                on the model's device (``None``: torch's global generator). The same
+                generator state gives the same draw.
         """
         given = given or {}
         values: dict[str, Tensor] = dict(given)
@@ -120,7 +141,7 @@ class VariationalFamily(nn.Module):
                 z = transform.inv(given[name])
                 unconstrained[name] = z.reshape(*z.shape[: z.dim() - len(var.event_shape)], -1)
                 continue
-            z, log_density = self.draw_unconstrained(var, frame, particles, unconstrained)
+            z, log_density = self.draw_unconstrained(var, frame, particles, unconstrained, generator)
             shaped = z.reshape(*z.shape[:-1], *self.unconstrained_shapes[name])
             value = transform(shaped)
             # Change of variables: log q(value) = log q(z) - log |det d value / d z|.

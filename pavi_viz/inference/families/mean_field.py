@@ -38,11 +38,16 @@ class MeanField(VariationalFamily):
             self.log_scale[name] = nn.Parameter(torch.full(shape, math.log(init_scale), device=model.device))
 
     def draw_unconstrained(
-        self, var: CompiledVariable, frame: Frame, particles: int, parents: dict[str, Tensor]
+        self,
+        var: CompiledVariable,
+        frame: Frame,
+        particles: int,
+        parents: dict[str, Tensor],
+        generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
         loc = frame.select(self.loc[var.name], var.plates)
         log_scale = frame.select(self.log_scale[var.name], var.plates)
-        eps = torch.randn((particles, *loc.shape), device=loc.device, dtype=loc.dtype)
+        eps = torch.randn((particles, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)
         z = loc + log_scale.exp() * eps
         log_q = -0.5 * (eps**2 + _LOG_2PI) - log_scale
         return z, log_q.sum(-1)

@@ -15,17 +15,17 @@ The two families differ in where encodings come from:
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import torch
 from torch import Tensor, nn
 
 from pavi_viz.inference.encoders import DataEncoder
-from pavi_viz.inference.families.base import VariationalFamily
-from pavi_viz.inference.flows import make_flow
+from pavi_viz.inference.families.base import Draw, VariationalFamily
+from pavi_viz.inference.flows import make_flow, rsample_and_log_prob
 from pavi_viz.model.compiled import CompiledModel, CompiledVariable
 from pavi_viz.model.plates import Frame
-
 
 #: The largest share of PAVI-E's training time spent refreshing whole-data summaries.
 REFRESH_SHARE = 0.1
@@ -74,7 +74,12 @@ class PlateAmortizedFamily(VariationalFamily):
         raise NotImplementedError
 
     def draw_unconstrained(
-        self, var: CompiledVariable, frame: Frame, particles: int, parents: dict[str, Tensor]
+        self,
+        var: CompiledVariable,
+        frame: Frame,
+        particles: int,
+        parents: dict[str, Tensor],
+        generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
         batch_shape = frame.batch_shape(var.plates)
         if 0 in batch_shape:  # drawn outer elements without members: nothing to draw
@@ -85,7 +90,8 @@ class PlateAmortizedFamily(VariationalFamily):
             aligned = frame.align(parents[parent], self.model.plates_of(parent), var.plates, event_rank=1)
             pieces.append(aligned.expand(particles, *batch_shape, aligned.shape[-1]))
         context = torch.cat(pieces, -1)
-        z, log_q = self.flows[var.name](context.reshape(-1, context.shape[-1])).rsample_and_log_prob()
+        flow = self.flows[var.name](context.reshape(-1, context.shape[-1]))
+        z, log_q = rsample_and_log_prob(flow, generator)
         return z.reshape(particles, *batch_shape, -1), log_q.reshape(particles, *batch_shape)
 
 
@@ -147,7 +153,9 @@ class PaviE(PlateAmortizedFamily):
         super().__init__(model, encoding_size=encoding_size, **options)
         self.encoder = DataEncoder(model, encoding_size, encoder_hidden)
         self.refresh_every = refresh_every
-        self._encoded: tuple[Frame, dict[str, Tensor]] | None = None
+        # The frame being drawn and its encodings, per thread (draws may run in several
+        # threads at once: a posterior summary next to another one).
+        self._encoded: dict[int, tuple[Frame, dict[str, Tensor]]] = {}
         self._full: dict | None = None
         # Training draws (with gradients) so far, and their count when _full was made.
         self._training_draws = 0
@@ -159,9 +167,11 @@ class PaviE(PlateAmortizedFamily):
 
     def encodings(self, var: CompiledVariable, frame: Frame) -> Tensor:
         # All latents of one draw share the frame: encode its data once.
-        if self._encoded is None or self._encoded[0] is not frame:
-            self._encoded = (frame, self.encoder(frame, self._full_summaries(frame)))
-        return self._encoded[1][var.name]
+        thread = threading.get_ident()
+        cached = self._encoded.get(thread)
+        if cached is None or cached[0] is not frame:
+            cached = self._encoded[thread] = (frame, self.encoder(frame, self._full_summaries(frame)))
+        return cached[1][var.name]
 
     def _full_summaries(self, frame: Frame) -> dict | None:
         """The whole data's summaries, when ``frame`` needs them.
@@ -188,7 +198,13 @@ class PaviE(PlateAmortizedFamily):
             self._full_at = self._training_draws
         return self._full
 
-    def sample(self, frame: Frame, particles: int = 1, given: dict[str, Tensor] | None = None):
+    def sample(
+        self,
+        frame: Frame,
+        particles: int = 1,
+        given: dict[str, Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Draw:
         if torch.is_grad_enabled():
             self._training_draws += 1
             now = time.perf_counter()
@@ -198,6 +214,6 @@ class PaviE(PlateAmortizedFamily):
                 self._draw_seconds = between if self._draw_seconds is None else 0.9 * self._draw_seconds + 0.1 * between
             self._last_draw = now
         try:
-            return super().sample(frame, particles, given)
+            return super().sample(frame, particles, given, generator)
         finally:
-            self._encoded = None  # never keep a graph or a frame alive between steps
+            self._encoded.pop(threading.get_ident(), None)  # never keep a graph or a frame alive between steps

@@ -261,7 +261,7 @@ def run_single(spec: dict[str, Any]) -> dict[str, Any]:
     method = spec["method"]
     _warm_up(method, device, D)
     memory = MemoryMonitor(device)
-    result = {k: spec[k] for k in ("method", "G", "N", "D", "batch", "lr", "seed", "threads")}
+    result = {k: spec[k] for k in ("method", "G", "N", "D", "batch", "lr", "schedule", "seed", "threads")}
     result["device"] = str(device)
     result["eval_groups"] = G if subset is None else eval_groups
     result["load_average_before"] = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -390,6 +390,7 @@ def _run_ours(spec, model, truth, subset, device, memory, sync) -> dict[str, Any
             steps=spec["budget_steps"],
             batch={"group": spec["batch"]},
             lr=spec["lr"],
+            schedule=spec["schedule"],
             particles=1,
             seed=spec["seed"],
             device=device,
@@ -454,6 +455,8 @@ def _run_pyro(spec, model, truth, subset, device, memory, sync) -> dict[str, Any
     from pyro.infer.autoguide import AutoNormal
     from pyro.optim import Adam
 
+    from pavi_viz.inference.training import lr_factor
+
     def scale_of(variable: str) -> float:
         return float(model.variable(variable).params["scale"])
 
@@ -488,10 +491,17 @@ def _run_pyro(spec, model, truth, subset, device, memory, sync) -> dict[str, Any
     tracker.start()
     guide = AutoNormal(pyro_model)
     holder["guide"] = guide
-    svi = SVI(pyro_model, guide, Adam({"lr": spec["lr"]}), Trace_ELBO(num_particles=1))
+    optim = Adam({"lr": spec["lr"]})
+    svi = SVI(pyro_model, guide, optim, Trace_ELBO(num_particles=1))
     step = 0
     diverged = None
     while True:
+        # The learning rate our families get from fit(schedule=...) at this step. Pyro
+        # makes one torch Adam per parameter on first sight: set theirs before the step.
+        lr = spec["lr"] * lr_factor(spec["schedule"], step, spec["budget_steps"])
+        for optimizer in optim.optim_objs.values():
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         loss = svi.step()
         step += 1
         if not math.isfinite(loss):
@@ -762,6 +772,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--lrs", type=float, nargs="+", default=[0.003, 0.01, 0.03],
                         help="Adam learning-rate grid (default: 0.003 0.01 0.03)")
+    parser.add_argument("--schedule", choices=["none", "exponential", "cosine"], default="none",
+                        help="learning-rate decay over --budget-steps, the same for every method, Pyro's "
+                             "included (as fit(schedule=...): down to 1%% of lr); default none")
     parser.add_argument("--grid", choices=["smallest", "each"], default="smallest",
                         help="run the lr grid at the smallest G only and reuse each method's best lr (default), "
                              "or at every G")
@@ -801,6 +814,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:])}
+    if args.schedule != "none" and "--budget-steps" not in given:
+        parser.error("--schedule decays the learning rate over --budget-steps: give it")
     if args.quick:
         if "--sizes" not in given:
             args.sizes = [100, 1000]
@@ -854,6 +869,7 @@ def main(argv: list[str] | None = None) -> int:
             for lr in lrs:
                 spec = {
                     "method": method, "G": G, "N": args.N, "D": args.D, "batch": args.batch, "lr": lr,
+                    "schedule": None if args.schedule == "none" else args.schedule,
                     "seed": args.seed, "data_seed": args.data_seed, "threads": args.threads, "device": args.device,
                     "budget_seconds": args.budget_seconds, "budget_steps": args.budget_steps, "target": args.target,
                     "eval_draws": args.eval_draws, "eval_groups": args.eval_groups, "clip": args.clip,

@@ -415,6 +415,12 @@ class Posterior:
         }
         return self._dataset(arrays, (), {})
 
+    def truth(self) -> xr.Dataset:
+        """The true values of the latents a simulated dataset was drawn with (the
+        model's ``truth``), dims ``(*plates, *event dims)``; empty when there is none."""
+        arrays = {name: value.cpu().numpy() for name, value in (self.model.truth or {}).items() if name in self._dims}
+        return self._dataset(arrays, (), {})
+
     def constant_data(self) -> xr.Dataset:
         """The covariates' data, dims ``(*plates, *event dims)``."""
         arrays = {

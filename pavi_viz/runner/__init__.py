@@ -1,0 +1,33 @@
+"""The runner layer: training runs in background threads and the hub they publish to.
+
+Imports the inference layer, never a GUI library: notebooks, served dashboards and
+the command line all drive training through it::
+
+    from pavi_viz.runner import TrainingRun
+    run = TrainingRun(pavi_viz.examples.load("gre"), steps=2000).start()
+    reader = run.hub.reader()
+    ...
+    new_records = reader.read()      # from any thread, any time
+    run.stop(wait=True)
+"""
+
+from pavi_viz.runner.hub import INFO, KINDS, POINT, STATE, SUMMARY, MetricsHub, Reader, Record, Update
+from pavi_viz.runner.run import ACTIVE, ENDED, Progress, RunConfig, RunState, TrainingRun
+
+__all__ = [
+    "ACTIVE",
+    "ENDED",
+    "INFO",
+    "KINDS",
+    "POINT",
+    "STATE",
+    "SUMMARY",
+    "MetricsHub",
+    "Progress",
+    "Reader",
+    "Record",
+    "RunConfig",
+    "RunState",
+    "TrainingRun",
+    "Update",
+]

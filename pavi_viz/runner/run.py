@@ -1,0 +1,393 @@
+"""A training run in a background thread: start, pause, resume, stop, and stream.
+
+:class:`TrainingRun` wraps a model, its data and a :class:`RunConfig`, and calls
+:func:`pavi_viz.inference.fit` in a thread of its own. The training thread touches
+plain Python and torch objects only: after every step it publishes the step's ELBO
+to the run's :class:`~pavi_viz.runner.hub.MetricsHub`, every ``summary_every`` steps
+the posterior summaries, and it honours pause and stop requests between two steps.
+Control calls (:meth:`~TrainingRun.start`, :meth:`~TrainingRun.pause`...) return at
+once; :meth:`~TrainingRun.wait` blocks, for scripts and tests.
+
+States::
+
+    idle --start--> running <--pause/resume--> paused
+    running/paused --stop--> stopped      running --(all steps done)--> finished
+    running --(an error)--> failed        stopped/finished --resume--> running
+
+A stopped or finished run keeps its training state in memory and in a checkpoint
+file; :meth:`TrainingRun.resume` continues it, and ``TrainingRun(model,
+resume_from=path)`` continues it in another process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import itertools
+import math
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+import param
+import torch
+
+from pavi_viz.inference.checkpoints import read_checkpoint
+from pavi_viz.inference.families import FAMILIES
+from pavi_viz.inference.posterior import Posterior
+from pavi_viz.inference.training import DivergenceError, FitResult, StopTraining, TrainingState, fit
+from pavi_viz.model.compiled import CompiledModel
+from pavi_viz.model.spec import PlateModel
+from pavi_viz.runner.hub import INFO, POINT, STATE, SUMMARY, MetricsHub
+
+
+class RunState(str, enum.Enum):
+    """Where a run stands."""
+
+    IDLE = "idle"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: States in which the run's thread is alive.
+ACTIVE = frozenset({RunState.RUNNING, RunState.PAUSED})
+#: States a run ends in.
+ENDED = frozenset({RunState.FINISHED, RunState.STOPPED, RunState.FAILED})
+
+
+class RunConfig(param.Parameterized):
+    """How a run trains: the settings of :func:`pavi_viz.inference.fit`, and what it publishes."""
+
+    family = param.Selector(default="pavi-e", objects=list(FAMILIES), doc="The variational family.")
+    steps = param.Integer(default=2000, bounds=(1, None), doc="The total number of training steps.")
+    lr = param.Number(default=1e-2, bounds=(0, None), inclusive_bounds=(False, True), doc="Adam's learning rate.")
+    batch = param.Dict(default={}, doc="Elements per step for some plates, {plate: size}; the others take defaults.")
+    particles = param.Integer(default=1, bounds=(1, None), doc="Monte Carlo draws per ELBO estimate.")
+    seed = param.Integer(default=0, allow_None=True, doc="Seeds the weights, noise and batches (None: a fresh seed).")
+    device = param.String(default="auto", doc="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
+    schedule = param.Selector(default=None, objects=[None, "cosine", "exponential"], doc="Learning-rate decay.")
+    clip = param.Number(default=10.0, bounds=(0, None), allow_None=True, doc="Maximum gradient norm (None: off).")
+    early_stopping = param.Integer(
+        default=None, bounds=(1, None), allow_None=True, doc="Stop after this many steps without ELBO improvement."
+    )
+    family_options = param.Dict(default={}, doc="Keyword options of the family (flow, encoding size...).")
+    threads = param.Integer(
+        default=None, bounds=(1, None), allow_None=True,
+        doc="torch threads of this run's thread (None: torch's default), so one run cannot take a whole server.",
+    )
+    summary_every = param.Integer(default=100, bounds=(1, None), doc="Steps between two posterior summaries.")
+    summary_draws = param.Integer(default=200, bounds=(2, None), doc="Draws each posterior summary is computed from.")
+
+    def fit_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`pavi_viz.inference.fit` these settings give."""
+        return {
+            "steps": self.steps,
+            "lr": self.lr,
+            "batch": dict(self.batch) or None,
+            "particles": self.particles,
+            "seed": self.seed,
+            "device": self.device,
+            "schedule": self.schedule,
+            "clip": self.clip,
+            "early_stopping": self.early_stopping,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """A snapshot of a run's progress, replaced whole after every step.
+
+    Attributes:
+        step: completed steps. total_steps: the steps the run aims at.
+        elbo, smoothed_elbo: the latest ELBO estimate and its moving average.
+        steps_per_second: the recent throughput. elapsed: training seconds so far.
+    """
+
+    step: int = 0
+    total_steps: int = 0
+    elbo: float = math.nan
+    smoothed_elbo: float = math.nan
+    steps_per_second: float = 0.0
+    elapsed: float = 0.0
+
+    @property
+    def fraction(self) -> float:
+        """The share of the steps done, in [0, 1]."""
+        return min(self.step / self.total_steps, 1.0) if self.total_steps else 0.0
+
+    @property
+    def seconds_left(self) -> float:
+        """The time left at the current throughput (NaN before the first steps)."""
+        if self.steps_per_second <= 0:
+            return math.nan
+        return max(self.total_steps - self.step, 0) / self.steps_per_second
+
+
+_run_numbers = itertools.count(1)
+
+
+class TrainingRun:
+    """One model fitted in a background thread, publishing to a metrics hub.
+
+    Args:
+        model: the model with its data (validated here: a :class:`~pavi_viz.model.ModelError`
+            names what is wrong before any thread starts).
+        config: the settings; ``**settings`` override some of them
+            (``TrainingRun(model, steps=500, family="mean-field")``).
+        name: a label for displays and the thread's name (default ``run-N``).
+        hub: where to publish (a new hub by default).
+        checkpoint: the file the run saves its state to when it stops or finishes
+            (default: a file in the system's temporary folder).
+        resume_from: a checkpoint file to continue from (the family is rebuilt from
+            it; its steps and ELBO history carry on).
+    """
+
+    def __init__(
+        self,
+        model: PlateModel | CompiledModel,
+        config: RunConfig | None = None,
+        *,
+        name: str | None = None,
+        hub: MetricsHub | None = None,
+        checkpoint: str | Path | None = None,
+        resume_from: str | Path | None = None,
+        **settings: Any,
+    ) -> None:
+        if isinstance(model, PlateModel):
+            model.validate()
+        elif not isinstance(model, CompiledModel):
+            raise TypeError(f"TrainingRun needs a PlateModel or a CompiledModel, got {type(model).__name__}")
+        self.model = model
+        self.config = RunConfig(**settings) if config is None else config.clone(**settings)
+        self.name = name or f"run-{next(_run_numbers)}"
+        self.hub = hub if hub is not None else MetricsHub()
+        if checkpoint is None:
+            folder = Path(tempfile.gettempdir()) / "pavi_viz-runs"
+            folder.mkdir(exist_ok=True)
+            checkpoint = folder / f"{self.name}-{uuid.uuid4().hex[:12]}.pt"
+        self.checkpoint = Path(checkpoint)
+        self._resume_from = resume_from
+        if resume_from is not None:
+            self._adopt_family_of(resume_from, chosen=settings.get("family", config.family if config else None))
+
+        self.state = RunState.IDLE
+        #: Every state the run has been in, with the time it entered it (``time.time()``).
+        self.transitions: list[tuple[RunState, float]] = [(RunState.IDLE, time.time())]
+        self.progress = Progress(total_steps=self.config.steps)
+        self.parameter_count: int | None = None
+        #: The latest :func:`fit` result (after the run stopped, finished or diverged).
+        self.result: FitResult | None = None
+        #: The exception of a failed run, and its formatted traceback.
+        self.error: BaseException | None = None
+        self.traceback: str | None = None
+
+        self._condition = threading.Condition()
+        self._pause_requested = False
+        self._stop_requested = False
+        self._thread: threading.Thread | None = None
+        self._published_step = 0
+        self._summary_step = 0
+        self._published_info = False
+
+    def _adopt_family_of(self, checkpoint: str | Path, chosen: str | None) -> None:
+        """Take the family of the checkpoint to resume; refuse one that says otherwise."""
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"no checkpoint to resume from at {checkpoint}")
+        saved = read_checkpoint(checkpoint)["family"]["name"]
+        if chosen is not None and chosen != saved:
+            raise ValueError(f"{checkpoint} holds a {saved!r} family, not the {chosen!r} asked for")
+        self.config.family = saved
+
+    # -- control (any thread) ---------------------------------------------------------
+    def start(self) -> TrainingRun:
+        """Start training in a background thread; returns at once (the run itself)."""
+        with self._condition:
+            if self.state is not RunState.IDLE:
+                raise RuntimeError(f"{self.name} is {self.state}: start() starts an idle run (resume() goes on)")
+            self._launch(self._resume_from, self.config.steps)
+        return self
+
+    def pause(self) -> None:
+        """Pause after the current step (the thread waits, holding its state)."""
+        with self._condition:
+            if self.state is RunState.RUNNING:
+                self._pause_requested = True
+
+    def resume(self, steps: int | None = None) -> None:
+        """Go on: after a pause, or from a stopped or finished run's state.
+
+        Args:
+            steps: a new total number of steps (a finished run needs more than it did).
+        """
+        with self._condition:
+            if self.state in ACTIVE:
+                if steps is not None:
+                    raise RuntimeError(f"{self.name} is {self.state}: change steps once it has stopped")
+                self._pause_requested = False
+                self._condition.notify_all()
+                return
+            if self.state not in (RunState.STOPPED, RunState.FINISHED):
+                raise RuntimeError(f"{self.name} is {self.state}: only a paused, stopped or finished run resumes")
+            total = self.config.steps if steps is None else int(steps)
+            done = self.progress.step
+            if total <= done:
+                raise ValueError(
+                    f"{self.name} has done {done} of its {self.config.steps} steps: "
+                    f"resume(steps=...) with more than {done} to train further"
+                )
+            self.config.steps = total
+            resume = self.result.state if self.result is not None else self.checkpoint
+            self._launch(resume, total)
+
+    def stop(self, wait: bool = False, timeout: float | None = None) -> None:
+        """Stop after the current step, saving a checkpoint; ``wait`` for the thread to end."""
+        with self._condition:
+            if self.state is RunState.IDLE:
+                self._set_state(RunState.STOPPED, "stopped before it started")
+                return
+            self._stop_requested = True
+            self._condition.notify_all()
+        if wait:
+            self.wait(timeout)
+
+    def wait(self, timeout: float | None = None) -> RunState:
+        """Block until the run's thread ends (or ``timeout`` seconds pass); the state then."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self.state
+
+    @property
+    def alive(self) -> bool:
+        """Whether the run's thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    # -- the training thread -------------------------------------------------------------
+    def _launch(self, resume: str | Path | TrainingState | None, steps: int) -> None:
+        """Start the thread (the condition's lock is held)."""
+        self._pause_requested = self._stop_requested = False
+        self.error = self.traceback = None
+        self.progress = dataclasses.replace(self.progress, total_steps=steps)
+        self._published_info = False
+        self._set_state(RunState.RUNNING)
+        self._thread = threading.Thread(target=self._train, args=(resume,), name=f"pavi_viz {self.name}", daemon=True)
+        self._thread.start()
+
+    def _train(self, resume: str | Path | TrainingState | None) -> None:
+        if self.config.threads is not None:
+            torch.set_num_threads(self.config.threads)  # OpenMP: this thread's setting only
+        # In-process, go on from the family in memory rather than recompile the model.
+        model = resume.model if isinstance(resume, TrainingState) else self.model
+        try:
+            result = fit(
+                model,
+                self.config.family,
+                **self.config.fit_options(),
+                callbacks=[self._after_step],
+                callback_every=1,
+                progress=False,
+                checkpoint=self.checkpoint,
+                resume=resume,
+                family_options=dict(self.config.family_options) if resume is None else None,
+            )
+        except Exception as err:  # noqa: BLE001 - a failed run keeps its error for display
+            if isinstance(err, DivergenceError):
+                self.result = err.result
+            self.error, self.traceback = err, traceback.format_exc()
+            with self._condition:
+                self._set_state(RunState.FAILED, f"{type(err).__name__}: {err}")
+            return
+        self.result = result
+        with self._condition:
+            if result.stop_reason == "callback":
+                self._set_state(RunState.STOPPED, f"stopped after step {result.steps_done}")
+            else:
+                how = "early stopping" if result.stop_reason == "early_stopping" else "all steps done"
+                self._set_state(RunState.FINISHED, f"{how}: {result.steps_done} steps")
+
+    def _after_step(self, state: TrainingState) -> None:
+        """fit's callback, after every step: publish, then honour pause and stop."""
+        if not self._published_info:
+            self._publish_info(state)
+        self._publish_points(state)
+        self.progress = Progress(
+            state.step, state.total_steps, state.elbo, state.smoothed_elbo, state.steps_per_second, state.elapsed
+        )
+        if state.finished or state.step - self._summary_step >= self.config.summary_every:
+            self._publish_summary(state)
+        with self._condition:
+            if self._pause_requested and not self._stop_requested and not state.finished:
+                self._set_state(RunState.PAUSED, f"paused after step {state.step}")
+                while self._pause_requested and not self._stop_requested:
+                    self._condition.wait()
+                if not self._stop_requested:
+                    self._set_state(RunState.RUNNING, f"resumed at step {state.step}")
+            if self._stop_requested:
+                raise StopTraining
+
+    def _publish_info(self, state: TrainingState) -> None:
+        self.parameter_count = state.family.parameter_count()
+        truth = Posterior(state.model, state.family).truth() if state.model.truth else None
+        self.hub.publish(
+            INFO,
+            run=self.name,
+            model=state.model.name,
+            family=state.family_name,
+            parameter_count=self.parameter_count,
+            total_steps=state.total_steps,
+            device=str(state.model.device),
+            torch_threads=torch.get_num_threads(),
+            settings=dict(state.settings),
+            truth=truth,
+        )
+        self._published_info = True
+
+    def _publish_points(self, state: TrainingState) -> None:
+        """Every history record not yet published (a resumed run's earlier ones too)."""
+        history = state.history
+        steps = history["step"]
+        first = len(steps)
+        while first > 0 and steps[first - 1] > self._published_step:
+            first -= 1
+        for i in range(first, len(steps)):
+            self.hub.publish(
+                POINT,
+                step=steps[i],
+                elbo=history["elbo"][i],
+                smoothed_elbo=history["smoothed_elbo"][i],
+                steps_per_second=history["steps_per_second"][i],
+                elapsed=history["time"][i],
+                lr=history["lr"][i],
+            )
+        if steps:
+            self._published_step = steps[-1]
+
+    def _publish_summary(self, state: TrainingState) -> None:
+        summary = Posterior(state.model, state.family).summary(
+            n=self.config.summary_draws, seed=state.step
+        )
+        self.hub.publish(SUMMARY, step=state.step, summary=summary)
+        self._summary_step = state.step
+
+    def _set_state(self, new: RunState, message: str = "") -> None:
+        """Record and publish a state change (the condition's lock is held)."""
+        if new is self.state:
+            return
+        self.state = new
+        now = time.time()
+        self.transitions.append((new, now))
+        self.hub.publish(STATE, run=self.name, state=new.value, time=now, message=message)
+
+    def __repr__(self) -> str:
+        p = self.progress
+        return f"TrainingRun({self.name!r}, {self.config.family}, {self.state}, step {p.step}/{p.total_steps})"

@@ -59,6 +59,8 @@ class RunState(str, enum.Enum):
         return self.value
 
 
+#: The largest share of a run's time that posterior summaries may take.
+SUMMARY_SHARE = 0.1
 #: States in which the run's thread is alive.
 ACTIVE = frozenset({RunState.RUNNING, RunState.PAUSED})
 #: States a run ends in.
@@ -85,7 +87,10 @@ class RunConfig(param.Parameterized):
         default=None, bounds=(1, None), allow_None=True,
         doc="torch threads of this run's thread (None: torch's default), so one run cannot take a whole server.",
     )
-    summary_every = param.Integer(default=100, bounds=(1, None), doc="Steps between two posterior summaries.")
+    summary_every = param.Integer(
+        default=100, bounds=(1, None),
+        doc="Steps between two posterior summaries (more when summaries would take over 10% of the time).",
+    )
     summary_draws = param.Integer(default=200, bounds=(2, None), doc="Draws each posterior summary is computed from.")
 
     def fit_options(self) -> dict[str, Any]:
@@ -197,6 +202,8 @@ class TrainingRun:
         self._thread: threading.Thread | None = None
         self._published_step = 0
         self._summary_step = 0
+        self._summary_elapsed = 0.0  # training seconds at the latest summary
+        self._summary_cost = 0.0  # seconds the latest summary took
         self._published_info = False
 
     def _adopt_family_of(self, checkpoint: str | Path, chosen: str | None) -> None:
@@ -323,7 +330,7 @@ class TrainingRun:
         self.progress = Progress(
             state.step, state.total_steps, state.elbo, state.smoothed_elbo, state.steps_per_second, state.elapsed
         )
-        if state.finished or state.step - self._summary_step >= self.config.summary_every:
+        if state.finished or self._summary_due(state):
             self._publish_summary(state)
         with self._condition:
             if self._pause_requested and not self._stop_requested and not state.finished:
@@ -372,12 +379,20 @@ class TrainingRun:
         if steps:
             self._published_step = steps[-1]
 
+    def _summary_due(self, state: TrainingState) -> bool:
+        """After ``summary_every`` steps, and once training has had 1 / SUMMARY_SHARE
+        times the last summary's cost: summaries of a large model (PAVI-E encodes
+        all the data for one) never take more than that share of the time."""
+        if state.step - self._summary_step < self.config.summary_every:
+            return False
+        return state.elapsed - self._summary_elapsed >= self._summary_cost * (1 / SUMMARY_SHARE - 1)
+
     def _publish_summary(self, state: TrainingState) -> None:
-        summary = Posterior(state.model, state.family).summary(
-            n=self.config.summary_draws, seed=state.step
-        )
+        started = time.perf_counter()
+        summary = Posterior(state.model, state.family).summary(n=self.config.summary_draws, seed=state.step)
         self.hub.publish(SUMMARY, step=state.step, summary=summary)
-        self._summary_step = state.step
+        self._summary_step, self._summary_elapsed = state.step, state.elapsed
+        self._summary_cost = time.perf_counter() - started
 
     def _set_state(self, new: RunState, message: str = "") -> None:
         """Record and publish a state change (the condition's lock is held)."""

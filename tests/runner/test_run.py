@@ -215,3 +215,14 @@ def test_info_reports_the_family_threads_and_truth(gre):
     assert summary["step"] == 30
     assert set(summary["summary"].data_vars) == {"mu", "mu_g"}
     assert list(summary["summary"].stat.values) == ["mean", "sd", "5%", "50%", "95%"]
+
+
+def test_summaries_take_a_bounded_share_of_the_time(gre):
+    # A summary every step is asked for, but one costs more than a mean-field step:
+    # the run publishes one only once training has had 9 times its cost.
+    run = TrainingRun(gre, family="mean-field", steps=300, threads=1, summary_every=1, summary_draws=500).start()
+    assert run.wait(60) is RunState.FINISHED
+    kept = run.hub.since(0).records
+    published_summaries = run.hub.cursor - sum(r["kind"] != SUMMARY for r in kept)
+    assert 2 <= published_summaries < 100
+    assert run.hub.latest(SUMMARY)["step"] == 300

@@ -64,8 +64,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 app: $(STAMP)
-	@echo "Serving the pavi_viz dashboard at http://localhost:$(PORT)/dashboard (Ctrl-C to stop)"
-	$(BIN)/panel serve apps/dashboard.py --port $(PORT)
+	$(BIN)/pavi-viz serve --port $(PORT)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis tests/artifacts

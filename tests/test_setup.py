@@ -1,16 +1,12 @@
 """The project set-up: headless imports, set-up files in sync, and the
-dashboard actually served by ``panel serve`` (what ``make app`` runs)."""
+dashboard actually served by ``panel serve`` (what ``pavi-viz serve`` and ``make app`` run)."""
 
 from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from importlib import metadata
 from pathlib import Path
 
@@ -112,53 +108,15 @@ def test_environment_yml_matches_constraints():
 # --- the dashboard is served ------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode("utf-8", "replace")
-
-
 @pytest.mark.ui
 @pytest.mark.timeout(180)
-def test_dashboard_is_served(artifacts_dir):
-    port = _free_port()
-    url = f"http://localhost:{port}/dashboard"
-    log_path = artifacts_dir / "panel-serve.log"
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "panel", "serve", "apps/dashboard.py", "--port", str(port)],
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            status, html = None, ""
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if server.poll() is not None:
-                    pytest.fail(f"panel serve exited with {server.returncode}:\n{log_path.read_text()}")
-                try:
-                    status, html = _get(url)
-                    break
-                except OSError:  # not listening yet
-                    time.sleep(0.5)
-            assert status == 200, f"GET {url} -> {status}\n{log_path.read_text()}"
-            # The title is the template's: a script that fails still gets a 200
-            # page, but titled "Bokeh Application", with the traceback in the log.
-            assert "<title>pavi_viz</title>" in html, log_path.read_text()
-            assert "Traceback" not in log_path.read_text()
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+def test_dashboard_is_served(serve_http):
+    served = serve_http(
+        lambda port: [sys.executable, "-m", "panel", "serve", "apps/dashboard.py", "--port", str(port)],
+        log_name="panel-serve.log",
+    )
+    assert served.status == 200, f"GET {served.url} -> {served.status}\n{served.log()}"
+    # The title is the template's: a script that fails still gets a 200
+    # page, but titled "Bokeh Application", with the traceback in the log.
+    assert "<title>pavi_viz</title>" in served.html, served.log()
+    assert "Traceback" not in served.log()

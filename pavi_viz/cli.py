@@ -1,0 +1,679 @@
+"""The ``pavi-viz`` command line: fit models headless, list and export the bundled
+examples, and serve the dashboard.
+
+::
+
+    pavi-viz examples                                   # the bundled examples
+    pavi-viz examples gre --option G=200 --out gre.json # one of them as a model file
+    pavi-viz fit gre.json --family pavi-e --steps 2000 --out posterior.nc
+    pavi-viz fit example:radon --steps 3000 --summary
+    pavi-viz serve --port 5006                          # the dashboard (needs pavi-viz[app])
+
+``python -m pavi_viz`` is the same command. Importing this module is cheap: torch and
+panel are imported by the commands that need them, so ``--help`` answers at once.
+
+Exit statuses: 0 success; 1 the run failed (training diverged, a file could not be
+written, an unexpected error); 2 a usage error (bad options, a missing or malformed
+model file, an unknown family, plate or example, a checkpoint for another model);
+130 interrupted (Ctrl-C). Errors are one line on stderr naming the culprit; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PROG = "pavi-viz"
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+#: ``fit MODEL`` names a bundled example with this prefix: ``example:gre``.
+EXAMPLE_PREFIX = "example:"
+#: Rows of the ``--summary`` table per variable (its first elements).
+SUMMARY_ROWS = 10
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+class CliError(Exception):
+    """A failure reported as one line on stderr, with an exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.message, self.status = message, status
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line: ``pavi-viz fit: error: ... (see 'pavi-viz fit --help')``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# -- argument types ------------------------------------------------------------------
+def _key_value(text: str, what: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return key.strip(), value.strip()
+
+
+def _batch_entry(text: str) -> tuple[str, int | None]:
+    """``PLATE=SIZE`` (``PLATE=all`` takes the plate whole)."""
+    plate, size = _key_value(text, "PLATE=SIZE (e.g. --batch group=64)")
+    if size.lower() in ("all", "whole"):
+        return plate, None
+    try:
+        number = int(size)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the batch size of plate {plate!r} must be a whole number or 'all', not {size!r}"
+        ) from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the batch size of plate {plate!r} must be at least 1")
+    return plate, number
+
+
+def _option_entry(text: str) -> tuple[str, str]:
+    return _key_value(text, "KEY=VALUE (e.g. --option G=200)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _clip(text: str) -> float | None:
+    if text.lower() in ("none", "off"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'none'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive (or 'none' for no clipping)")
+    return value
+
+
+def _literal(text: str) -> Any:
+    """A JSON literal (number, true/false, null, list) when the text is one, else the text."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _convert_option(example: str, key: str, text: str, default: Any) -> Any:
+    """``text`` as the type of the example option's default value."""
+    try:
+        if isinstance(default, bool):
+            if text.lower() in ("true", "yes", "1"):
+                return True
+            if text.lower() in ("false", "no", "0"):
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        kinds = {bool: "true or false", int: "a whole number", float: "a number"}
+        kind = kinds.get(type(default), "a number")
+        raise CliError(f"option {key}={text!r} of example {example!r} must be {kind}") from None
+    return text if isinstance(default, str) else _literal(text)
+
+
+# -- the parser ----------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from pavi_viz import __version__
+
+    parser = _Parser(
+        prog=PROG,
+        formatter_class=_FORMATTER,
+        description="Fit hierarchical plate models with PAVI, headless, and serve the pavi_viz dashboard.",
+        epilog=(
+            "examples:\n"
+            "  pavi-viz examples\n"
+            "  pavi-viz examples gre --option G=200 --out gre.json\n"
+            "  pavi-viz fit gre.json --family pavi-e --steps 2000 --out posterior.nc\n"
+            "  pavi-viz serve --port 5006\n\n"
+            "'pavi-viz COMMAND --help' describes each command. Exit status: 0 done, 1 the run\n"
+            "failed, 2 usage error (options, model file, family...), 130 interrupted."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
+    _add_fit(commands, common)
+    _add_examples(commands, common)
+    _add_serve(commands, common)
+    return parser
+
+
+def _add_fit(commands: Any, common: argparse.ArgumentParser) -> None:
+    fit = commands.add_parser(
+        "fit",
+        parents=[common],
+        formatter_class=_FORMATTER,
+        help="fit a model with PAVI and write posterior draws to NetCDF",
+        description=(
+            "Fit MODEL (a model JSON file, or example:NAME for a bundled example) with\n"
+            "pavi_viz.fit, then write posterior draws to a NetCDF file that\n"
+            "xarray.open_dataset (or pavi_viz.inference.load_netcdf) reads back.\n"
+            "Ctrl-C stops after the current step and saves the checkpoint when one is asked for."
+        ),
+        epilog=(
+            "examples:\n"
+            "  pavi-viz fit model.json --steps 2000 --out posterior.nc\n"
+            "  pavi-viz fit example:gre --option G=1000 --batch group=64 --steps 3000 --summary\n"
+            "  pavi-viz fit example:radon --family mean-field --lr 0.003 --schedule cosine\n"
+            "  pavi-viz fit model.json --steps 5000 --checkpoint run.pt --checkpoint-every 500\n"
+            "  pavi-viz fit model.json --steps 8000 --resume run.pt --checkpoint run.pt\n\n"
+            "--steps counts every step of the run: resuming a checkpoint saved at step 5000\n"
+            "with --steps 8000 trains 3000 more. The family and its options come from the\n"
+            "checkpoint; give the other options as in the first run to continue it exactly."
+        ),
+    )
+    fit.add_argument("model", metavar="MODEL", help="a model JSON file, or example:NAME (see 'pavi-viz examples')")
+    fit.add_argument("--option", action="append", type=_option_entry, default=[], metavar="KEY=VALUE",
+                     help="an option of the example (example:NAME only; repeatable), e.g. G=200")
+    fit.add_argument("--family", default=None,
+                     help="the variational family: pavi-e (default), pavi-f or mean-field")
+    fit.add_argument("--family-option", action="append", type=_option_entry, default=[], metavar="KEY=VALUE",
+                     help="an option of the family (repeatable), e.g. flow=nsf, transforms=3, encoding_size=16")
+    fit.add_argument("--steps", type=int, default=2000, help="total training steps (default: %(default)s)")
+    fit.add_argument("--lr", type=float, default=1e-2, help="Adam's learning rate (default: %(default)s)")
+    fit.add_argument("--batch", action="append", type=_batch_entry, default=[], metavar="PLATE=SIZE",
+                     help="elements of PLATE drawn per step (repeatable; PLATE=all takes it whole); "
+                          "plates over 64 elements get 64 by default")
+    fit.add_argument("--particles", type=_positive_int, default=1,
+                     help="Monte Carlo draws per ELBO estimate (default: %(default)s)")
+    fit.add_argument("--seed", type=int, default=0,
+                     help="seeds the weights, the noise, the batches and the draws (default: %(default)s)")
+    fit.add_argument("--device", default="auto",
+                     help="auto (CUDA when available), cpu, cuda or cuda:N (default: %(default)s)")
+    fit.add_argument("--schedule", choices=["none", "cosine", "exponential"], default="none",
+                     help="learning-rate decay (default: %(default)s)")
+    fit.add_argument("--clip", type=_clip, default=10.0, metavar="NORM",
+                     help="maximum gradient norm, or 'none' (default: %(default)s)")
+    fit.add_argument("--early-stopping", type=_positive_int, default=None, metavar="PATIENCE",
+                     help="stop when the smoothed ELBO has not improved for PATIENCE steps")
+    fit.add_argument("--threads", type=_positive_int, default=None,
+                     help="torch CPU threads (default: torch's own choice)")
+    fit.add_argument("--checkpoint", default=None, metavar="FILE",
+                     help="save the training state to FILE at the end (and on Ctrl-C)")
+    fit.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+                     help="also save the checkpoint every N steps")
+    fit.add_argument("--resume", default=None, metavar="FILE", help="continue the run saved in checkpoint FILE")
+    fit.add_argument("--out", default="posterior.nc", metavar="FILE",
+                     help="the NetCDF file of posterior draws (default: %(default)s)")
+    fit.add_argument("--draws", type=_positive_int, default=1000,
+                     help="posterior draws written (default: %(default)s)")
+    fit.add_argument("--summary", action="store_true",
+                     help="print each variable's posterior mean, sd and 90%% interval at the end")
+    fit.add_argument("--quiet", action="store_true", help="no progress bar and no start-up line")
+    fit.set_defaults(handler=_run_fit)
+
+
+def _add_examples(commands: Any, common: argparse.ArgumentParser) -> None:
+    examples = commands.add_parser(
+        "examples",
+        parents=[common],
+        formatter_class=_FORMATTER,
+        help="list the bundled examples, or write one as a model file",
+        description=(
+            "Without NAME: list the bundled example models. With NAME: describe it, or with\n"
+            "--out write it (with its data) as a model JSON file that 'pavi-viz fit' reads."
+        ),
+        epilog=(
+            "examples:\n"
+            "  pavi-viz examples\n"
+            "  pavi-viz examples gre\n"
+            "  pavi-viz examples gre --option G=500 --option N=20 --out gre.json\n"
+            "  pavi-viz examples radon --out radon.json"
+        ),
+    )
+    examples.add_argument("name", nargs="?", metavar="NAME", help="an example's name")
+    examples.add_argument("--option", action="append", type=_option_entry, default=[], metavar="KEY=VALUE",
+                          help="an option of the example (repeatable), e.g. G=200")
+    examples.add_argument("--out", default=None, metavar="FILE", help="write the example as a model JSON file")
+    examples.set_defaults(handler=_run_examples)
+
+
+def _add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
+    serve = commands.add_parser(
+        "serve",
+        parents=[common],
+        formatter_class=_FORMATTER,
+        help="serve the dashboard (apps/dashboard.py) with panel serve",
+        description=(
+            "Serve the pavi_viz dashboard with 'panel serve' at http://ADDRESS:PORT/dashboard\n"
+            "until Ctrl-C. Needs the 'app' extra (pip install -e '.[app]') and a source\n"
+            "checkout, where apps/dashboard.py lives."
+        ),
+        epilog=(
+            "examples:\n"
+            "  pavi-viz serve\n"
+            "  pavi-viz serve --port 8080 --show\n"
+            "  pavi-viz serve --address 0.0.0.0 --allow-websocket-origin myhost:5006"
+        ),
+    )
+    serve.add_argument("--port", type=int, default=5006, help="the port (default: %(default)s)")
+    serve.add_argument("--address", default=None, help="the address to listen on (default: panel's, all)")
+    serve.add_argument("--show", action="store_true", help="open the dashboard in a browser")
+    serve.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
+                       help="a host allowed to connect (repeatable), needed when served to other machines")
+    serve.set_defaults(handler=_run_serve)
+
+
+# -- main ----------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.handler(args)
+    except CliError as err:
+        if args.debug:
+            raise
+        _error(args, err.message)
+        return err.status
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"\n{PROG} {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # one line, not a traceback (--debug shows it)
+        if args.debug:
+            raise
+        _error(args, f"{type(err).__name__}: {_one_line(err)} (--debug shows the traceback)")
+        return EXIT_FAILURE
+
+
+def _error(args: argparse.Namespace, message: str) -> None:
+    print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
+
+
+def _one_line(err: BaseException) -> str:
+    """The error's message on one line (several problems joined with '; ')."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    lines = [line.strip().lstrip("- ").strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return lines[0] + " " + "; ".join(lines[1:])
+    return "; ".join(lines)
+
+
+# -- models --------------------------------------------------------------------------
+def _load_example(name: str, options: Sequence[tuple[str, str]]) -> Any:
+    from pavi_viz import examples
+
+    if name not in examples.list():
+        raise CliError(f"unknown example {name!r}; the examples are: {', '.join(examples.list())}")
+    defaults = examples.options(name)
+    values: dict[str, Any] = {}
+    for key, text in options:
+        if key not in defaults:
+            takes = ", ".join(defaults) if defaults else "no options"
+            raise CliError(f"example {name!r} has no option {key!r}; it takes: {takes}")
+        values[key] = _convert_option(name, key, text, defaults[key])
+    try:
+        return examples.load(name, **values)
+    except (TypeError, ValueError) as err:
+        raise CliError(f"example {name!r}: {_one_line(err)}") from err
+
+
+def _load_model(source: str, options: Sequence[tuple[str, str]]) -> Any:
+    """The model named on the command line: a JSON file or ``example:NAME``."""
+    if source.startswith(EXAMPLE_PREFIX):
+        return _load_example(source[len(EXAMPLE_PREFIX):], options)
+    if options:
+        raise CliError(f"--option applies to bundled examples (example:NAME), not to the model file {source!r}")
+    path = Path(source)
+    if not path.exists():
+        hint = " (an example is named example:NAME; 'pavi-viz examples' lists them)" if ":" not in source else ""
+        raise CliError(f"no model file {source!r}{hint}")
+    if not path.is_file():
+        raise CliError(f"model {source!r} is not a file")
+    from pavi_viz.model import ModelError, PlateModel
+
+    try:
+        return PlateModel.from_json(path)
+    except ModelError as err:
+        raise CliError(f"model file {source!r}: {_one_line(err)}") from err
+
+
+def _describe(model: Any) -> str:
+    plates = ", ".join(f"{p.name}: {p.size}" for p in model.plates)
+    return f"model {model.name!r} ({plates})" if plates else f"model {model.name!r}"
+
+
+# -- fit -----------------------------------------------------------------------------
+def _run_fit(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    _check_fit_arguments(args, out)
+    model = _load_model(args.model, args.option)
+
+    import torch
+
+    from pavi_viz.inference import FAMILIES, CheckpointError, DivergenceError, fit
+    from pavi_viz.inference.training import resolve_device
+    from pavi_viz.model import ModelError
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.family is not None and args.family not in FAMILIES:
+        raise CliError(f"unknown family {args.family!r}; choose one of {', '.join(FAMILIES)}")
+    plates = [p.name for p in model.plates]
+    unknown = [name for name, _ in args.batch if name not in plates]
+    if unknown:
+        raise CliError(f"--batch names unknown plate {unknown[0]!r}; model {model.name!r} has plates {plates}")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        raise CliError(f"--device: {err}") from err
+
+    kwargs: dict[str, Any] = {
+        "steps": args.steps,
+        "batch": dict(args.batch) or None,
+        "lr": args.lr,
+        "particles": args.particles,
+        "seed": args.seed,
+        "device": device,
+        "schedule": None if args.schedule == "none" else args.schedule,
+        "clip": args.clip,
+        "early_stopping": args.early_stopping,
+        "progress": not args.quiet,
+        "checkpoint": args.checkpoint,
+        "checkpoint_every": args.checkpoint_every,
+        "resume": args.resume,
+    }
+    if args.family is not None:
+        kwargs["family"] = args.family
+    if args.family_option:
+        kwargs["family_options"] = {key: _literal(value) for key, value in args.family_option}
+
+    first = 0
+    if args.resume:
+        from pavi_viz.inference.checkpoints import read_checkpoint
+
+        try:
+            first = int(read_checkpoint(args.resume)["step"])
+        except CheckpointError as err:
+            raise CliError(_one_line(err)) from err
+    if not args.quiet:
+        if args.resume:
+            start = f"resuming the run in {args.resume} at step {first}"
+        else:
+            start = f"fitting {args.family or 'pavi-e'}"
+        print(f"{_describe(model)}: {start}, up to step {args.steps}, on {device}", flush=True)
+
+    # Ctrl-C asks training to stop after the current step (the run's state is then
+    # whole, and fit saves the checkpoint); a second Ctrl-C quits at once.
+    running: dict[str, Any] = {}
+    interrupted: list[bool] = []
+
+    def keep_state(state: Any) -> None:
+        running["state"] = state
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        state = running.get("state")
+        if state is None or interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(True)
+        state.stop_requested = True
+        print(f"\n{PROG} fit: stopping after step {state.step + 1} (Ctrl-C again to quit at once)",
+              file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        result = fit(model, callbacks=[keep_state], callback_every=1, **kwargs)
+    except DivergenceError as err:
+        saved = ""
+        message = str(err).split(" The family is restored", 1)[0]
+        if args.checkpoint and err.result is not None and err.result.state.step > first:
+            from pavi_viz.inference import save_checkpoint
+
+            save_checkpoint(args.checkpoint, err.result.state)
+            saved = f" The last good state (step {err.result.state.step}) is saved in {args.checkpoint}."
+        raise CliError(message + saved, EXIT_FAILURE) from err
+    except KeyboardInterrupt:
+        state = running.get("state")
+        where = f" at step {state.step}" if state is not None else " before the first step"
+        last = ""
+        if args.checkpoint and Path(args.checkpoint).is_file() and state is not None and state.step > 0:
+            last = f"; the last checkpoint in {args.checkpoint} is older: resume it with --resume {args.checkpoint}"
+        raise CliError(f"interrupted{where}, nothing saved{last}", EXIT_INTERRUPTED) from None
+    except (CheckpointError, ModelError) as err:
+        raise CliError(_one_line(err)) from err
+    except ValueError as err:
+        # Settings are checked before the first step: a ValueError then is a usage error.
+        status = EXIT_USAGE if running.get("state") is None else EXIT_FAILURE
+        raise CliError(_one_line(err), status) from err
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    history = result.history
+    if result.stop_reason == "callback":  # stopped by Ctrl-C
+        message = f"interrupted at step {result.steps_done} of {args.steps}"
+        if args.checkpoint:
+            command = [PROG, "fit", args.model, "--resume", args.checkpoint, "--steps", str(args.steps),
+                       "--checkpoint", args.checkpoint]
+            message += (f"; the checkpoint is saved in {args.checkpoint}. Resume with: "
+                        f"{shlex.join(command)} (and this run's other options)")
+        else:
+            message += "; nothing saved (--checkpoint FILE makes a run resumable)"
+        print(f"{PROG} fit: {message}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+    if result.stop_reason == "early_stopping":
+        print(f"stopped early at step {result.steps_done} of {args.steps}: the smoothed ELBO did not improve "
+              f"for {args.early_stopping} steps")
+    elif result.steps_done > first:
+        print(f"trained steps {first + 1} to {result.steps_done} of {args.steps} in {result.elapsed:.1f} s")
+    else:
+        print(f"nothing to train: the run is at step {result.steps_done}, --steps is {args.steps}")
+    if history:
+        print(f"final ELBO: {result.elbo:.6g} (smoothed; last estimate {history.elbo[-1]:.6g})")
+    if args.checkpoint:
+        print(f"checkpoint: {args.checkpoint} (step {result.steps_done})")
+
+    posterior = result.posterior
+    try:
+        posterior.to_netcdf(out, n=args.draws, seed=args.seed)
+    except OSError as err:
+        raise CliError(f"cannot write {str(out)!r}: {err.strerror or err}", EXIT_FAILURE) from err
+    names = ", ".join(posterior.model.latent_names)
+    print(f"wrote {args.draws} posterior draws of {names} to {out}")
+    if args.summary:
+        print(_summary_table(posterior.summary(n=args.draws, seed=args.seed), out))
+    return 0
+
+
+def _check_fit_arguments(args: argparse.Namespace, out: Path) -> None:
+    """What can be checked before loading torch and the model."""
+    if args.steps < 0:
+        raise CliError(f"--steps must be at least 0, not {args.steps}")
+    if args.checkpoint_every is not None and not args.checkpoint:
+        raise CliError("--checkpoint-every needs --checkpoint FILE")
+    if args.resume is not None:
+        if not Path(args.resume).is_file():
+            raise CliError(f"no checkpoint file {args.resume!r} to resume")
+        if not zipfile.is_zipfile(args.resume):  # torch.save writes zip archives
+            raise CliError(f"{args.resume!r} is not a pavi_viz checkpoint (a file written by fit --checkpoint)")
+    if out.is_dir():
+        raise CliError(f"--out {str(out)!r} is a folder; give a file name such as posterior.nc")
+    if not out.parent.is_dir():
+        raise CliError(f"--out {str(out)!r}: the folder {str(out.parent)!r} does not exist")
+    if args.checkpoint and not Path(args.checkpoint).parent.is_dir():
+        raise CliError(f"--checkpoint {args.checkpoint!r}: the folder {str(Path(args.checkpoint).parent)!r} "
+                       f"does not exist")
+    if importlib.util.find_spec("h5netcdf") is None and importlib.util.find_spec("netCDF4") is None:
+        raise CliError("writing the posterior's NetCDF file needs h5netcdf: pip install 'pavi-viz[export]'",
+                       EXIT_FAILURE)
+
+
+def _summary_table(summary: Any, out: Path) -> str:
+    """Posterior mean, sd and quantiles: one row per element, the first few per variable."""
+    stats = [str(s) for s in summary["stat"].values]
+    rows: list[list[str]] = []
+    notes: list[str] = []
+    for name, array in summary.data_vars.items():
+        dims = [d for d in array.dims if d != "stat"]
+        values = array.transpose("stat", *dims).values
+        count = int(values[0].size)
+        flat = values.reshape(len(stats), count)
+        shape = values.shape[1:]
+        for k in range(min(count, SUMMARY_ROWS)):
+            index = _unravel(k, shape)
+            labels = [str(array[d].values[i]) if d in array.coords else str(i) for d, i in zip(dims, index)]
+            label = f"{name}[{', '.join(labels)}]" if labels else str(name)
+            rows.append([label, *(f"{v:.4g}" for v in flat[:, k])])
+        if count > SUMMARY_ROWS:
+            notes.append(f"{name}: {count - SUMMARY_ROWS} more elements in {out}")
+    header = ["variable", *stats]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in [header, *rows]]
+    return "\n".join(["", *lines, *notes])
+
+
+def _unravel(k: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    index = []
+    for size in reversed(shape):
+        index.append(k % size)
+        k //= size
+    return tuple(reversed(index))
+
+
+# -- examples ------------------------------------------------------------------------
+def _run_examples(args: argparse.Namespace) -> int:
+    from pavi_viz import examples
+
+    if args.name is None:
+        if args.out or args.option:
+            raise CliError("--out and --option need an example NAME ('pavi-viz examples' lists them)")
+        descriptions = examples.describe()
+        width = max(map(len, descriptions))
+        for name, text in descriptions.items():
+            print(f"{name.ljust(width)}  {text}")
+        return 0
+    model = _load_example(args.name, args.option)
+    if args.out is None:
+        defaults = examples.options(args.name)
+        print(model.summary())
+        if defaults:
+            print("options: " + ", ".join(f"{k}={v}" for k, v in defaults.items()))
+        print(f"write it as a model file: {PROG} examples {args.name} --out {args.name}.json")
+        return 0
+    out = Path(args.out)
+    if out.is_dir() or not out.parent.is_dir():
+        raise CliError(f"--out {args.out!r}: not a file in an existing folder")
+    try:
+        model.to_json(out)
+    except OSError as err:
+        raise CliError(f"cannot write {args.out!r}: {err.strerror or err}", EXIT_FAILURE) from err
+    print(f"wrote example {args.name!r} ({_describe(model)}) to {out}; fit it with: {PROG} fit {shlex.quote(str(out))}")
+    return 0
+
+
+# -- serve ---------------------------------------------------------------------------
+def dashboard_path() -> Path:
+    """``apps/dashboard.py`` of the source checkout the package is installed from."""
+    import pavi_viz
+
+    return Path(pavi_viz.__file__).resolve().parents[1] / "apps" / "dashboard.py"
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    app = dashboard_path()
+    if not app.is_file():
+        raise CliError(
+            f"the dashboard app is not at {app}: 'pavi-viz serve' runs from a source checkout of pavi_viz "
+            f"installed with pip install -e '.[app]'", EXIT_FAILURE)
+    if importlib.util.find_spec("panel") is None:
+        raise CliError("the dashboard needs Panel: pip install -e '.[app]'", EXIT_FAILURE)
+    command = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(args.port)]
+    if args.address:
+        command += ["--address", args.address]
+    if args.show:
+        command.append("--show")
+    for origin in args.allow_websocket_origin:
+        command += ["--allow-websocket-origin", origin]
+    host = args.address if args.address and args.address != "0.0.0.0" else "localhost"
+    print(f"serving the pavi_viz dashboard at http://{host}:{args.port}/dashboard (Ctrl-C to stop)", flush=True)
+    return _run_passing_signals(command)
+
+
+def _run_passing_signals(command: list[str]) -> int:
+    """Run ``command``, passing SIGINT, SIGTERM and SIGHUP on to it; its exit status.
+
+    On POSIX the child runs in a session of its own, so that a terminal's Ctrl-C
+    reaches it once, through this process, as a ``kill`` of this process does. A
+    signal this process ignores (``nohup``, a background job's SIGINT) stays ignored,
+    by the child too. The same signal twice kills the child.
+    """
+    posix = os.name == "posix"
+    running: list[subprocess.Popen] = []
+    pending: list[int] = []
+    received: set[int] = set()
+
+    def forward(signum: int, frame: Any) -> None:
+        if not running:  # not started yet: passed on once it is
+            pending.append(signum)
+            return
+        child = running[0]
+        if child.poll() is not None:
+            return
+        if signum in received:
+            child.kill()
+        else:
+            received.add(signum)
+            child.send_signal(signum)
+
+    names = ("SIGINT", "SIGTERM", "SIGHUP") if posix else ("SIGTERM",)
+    previous = {}
+    for name in names:
+        number = getattr(signal, name, None)
+        if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
+            previous[number] = signal.signal(number, forward)
+    try:
+        running.append(subprocess.Popen(command, start_new_session=posix))
+        child = running[0]
+        for signum in pending:
+            forward(signum, None)
+        while True:
+            try:
+                status = child.wait()
+                break
+            except KeyboardInterrupt:  # not POSIX: the console's Ctrl-C reached the child too
+                continue
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if running and running[0].poll() is None:
+            running[0].kill()
+            running[0].wait()
+    return 128 - status if status < 0 else status
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

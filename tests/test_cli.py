@@ -1,0 +1,194 @@
+"""The ``pavi-viz`` command line, run for real in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = Path(sys.executable).parent / "pavi-viz"
+# One torch thread: the machine has two cores and the runs are small.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+# A short fit that is accurate enough on a 20-group GRE (errors of 0.1 posterior sd).
+FIT = ["--steps", "400", "--particles", "8", "--schedule", "cosine", "--threads", "1", "--quiet"]
+
+
+def cli(*args: str, cwd: Path = REPO_ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pavi_viz", *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result
+
+
+def checkpoint_step(path: Path) -> int:
+    from pavi_viz.inference.checkpoints import read_checkpoint
+
+    return int(read_checkpoint(path)["step"])
+
+
+# -- the command itself ---------------------------------------------------------------
+def test_module_import_is_light_and_version_from_installed_script():
+    code = "import sys, pavi_viz.cli; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    loaded = ok(loaded).stdout
+    for heavy in ("torch", "panel", "xarray", "numpy"):
+        assert f"'{heavy}'" not in loaded, f"`import pavi_viz.cli` imported {heavy}"
+    if not SCRIPT.exists():
+        pytest.skip(f"the pavi-viz script is not installed next to {sys.executable} (pip install -e .)")
+    import pavi_viz
+
+    version = ok(subprocess.run([str(SCRIPT), "--version"], capture_output=True, text=True, timeout=60, check=False))
+    assert version.stdout.strip() == f"pavi-viz {pavi_viz.__version__}"
+
+
+def test_help_of_every_command():
+    assert "fit" in ok(cli("--help")).stdout
+    for command, words in [("fit", ["--family", "--batch", "--resume", "examples:"]),
+                           ("examples", ["--out", "examples:"]),
+                           ("serve", ["--port", "--allow-websocket-origin", "examples:"])]:
+        text = ok(cli(command, "--help")).stdout
+        for word in words:
+            assert word in text, (command, word)
+
+
+def test_examples_are_listed():
+    lines = ok(cli("examples")).stdout.splitlines()
+    names = {line.split()[0]: line for line in lines if line.strip()}
+    assert {"gre", "radon"} <= set(names)
+    assert "Gaussian random effects" in names["gre"]
+    assert "Radon" in names["radon"]
+
+
+# -- examples NAME --out, fit, resume ---------------------------------------------------
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def gre_file(workdir) -> Path:
+    result = ok(cli("examples", "gre", "--option", "G=20", "--out", "gre.json", cwd=workdir))
+    assert "gre.json" in result.stdout
+    return workdir / "gre.json"
+
+
+@pytest.fixture(scope="module")
+def fitted(workdir, gre_file) -> subprocess.CompletedProcess:
+    return ok(cli("fit", gre_file.name, "--family", "pavi-e", *FIT, "--checkpoint", "run.pt", "--out", "posterior.nc",
+                  "--draws", "1000", cwd=workdir))
+
+
+def test_example_file_is_a_model_with_its_data(gre_file):
+    import pavi_viz
+
+    model = pavi_viz.PlateModel.from_json(gre_file)
+    assert {p.name: p.size for p in model.plates} == {"group": 20, "obs": 10}
+    assert tuple(model.data["x"].shape) == (20, 10, 2)
+    assert model.truth is not None
+
+
+def test_fit_writes_a_netcdf_posterior_close_to_the_exact_one(workdir, gre_file, fitted):
+    import xarray as xr
+
+    import pavi_viz
+    from pavi_viz.examples.gre import analytic_posterior
+
+    assert "posterior.nc" in fitted.stdout
+    assert "final ELBO" in fitted.stdout
+    with xr.open_dataset(workdir / "posterior.nc") as draws:
+        assert draws["mu"].dims == ("sample", "mu_dim_0")
+        assert draws["mu_g"].dims == ("sample", "group", "mu_g_dim_0")
+        assert draws["mu"].shape == (1000, 2)
+        assert draws["mu_g"].shape == (1000, 20, 2)
+        mu = draws["mu"].mean("sample").values
+    exact = analytic_posterior(pavi_viz.PlateModel.from_json(gre_file))["mu"]
+    error = np.abs(mu - exact.mean.numpy()) / exact.stddev.numpy()
+    assert np.all(error < 0.3), (mu, exact.mean, exact.stddev)
+
+
+def test_resume_continues_from_the_checkpoint(workdir, gre_file, fitted):
+    assert checkpoint_step(workdir / "run.pt") == 400
+    result = ok(cli("fit", gre_file.name, "--resume", "run.pt", "--steps", "450", "--threads", "1", "--quiet",
+                    "--checkpoint", "run2.pt", "--out", "resumed.nc", "--draws", "10", cwd=workdir))
+    assert "trained steps 401 to 450" in result.stdout
+    assert checkpoint_step(workdir / "run2.pt") == 450
+    assert (workdir / "resumed.nc").is_file()
+
+
+def test_ctrl_c_saves_the_checkpoint_and_says_how_to_resume(workdir, gre_file):
+    checkpoint = workdir / "interrupted.pt"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pavi_viz", "fit", gre_file.name, "--steps", "100000", "--threads", "1", "--quiet",
+         "--checkpoint", checkpoint.name, "--checkpoint-every", "10", "--out", "never.nc"],
+        cwd=workdir, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert checkpoint.exists(), process.communicate(timeout=30)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "--resume interrupted.pt" in stderr
+    assert checkpoint_step(checkpoint) >= 10
+    assert not (workdir / "never.nc").exists()
+
+
+# -- errors: one line naming the culprit, no traceback ------------------------------------
+@pytest.mark.parametrize(
+    ("args", "culprit"),
+    [
+        (["broken.json"], "broken.json"),
+        (["missing.json"], "missing.json"),
+        (["gre.json", "--family", "no-such-family"], "no-such-family"),
+        (["gre.json", "--batch", "group:8"], "group:8"),
+        (["gre.json", "--batch", "county=8"], "county"),
+    ],
+    ids=["malformed-json", "missing-file", "unknown-family", "batch-syntax", "batch-plate"],
+)
+def test_errors_are_one_line_naming_the_culprit(workdir, gre_file, args, culprit):
+    (workdir / "broken.json").write_text('{"plates": [')
+    result = cli("fit", *args, "--steps", "5", "--out", "never.nc", cwd=workdir)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("pavi-viz fit: error:") and culprit in lines[0], lines[0]
+    assert not (workdir / "never.nc").exists()
+
+
+# -- serve --------------------------------------------------------------------------------
+@pytest.mark.ui
+@pytest.mark.timeout(180)
+def test_serve_answers_and_stops_with_its_server(serve_http):
+    served = serve_http(lambda port: [sys.executable, "-m", "pavi_viz", "serve", "--port", str(port)],
+                        log_name="pavi-viz-serve.log")
+    assert served.status == 200, served.log()
+    assert "<title>pavi_viz</title>" in served.html, served.log()
+    served.stop()
+    # SIGTERM reached panel serve too: nothing listens on the port any more.
+    with pytest.raises(OSError):
+        served.get(timeout=5)
+    assert "Traceback" not in served.log()
+
+
+def test_option_is_for_examples_only(workdir, gre_file):
+    result = cli("fit", gre_file.name, "--option", "G=5", "--out", "never.nc", cwd=workdir)
+    assert result.returncode == 2 and "--option" in result.stderr, result

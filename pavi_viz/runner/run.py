@@ -61,6 +61,9 @@ class RunState(str, enum.Enum):
 
 #: The largest share of a run's time that posterior summaries may take.
 SUMMARY_SHARE = 0.1
+#: The most numbers (draws times numbers per joint draw) a summary record carries as
+#: draws; larger models publish their summaries only.
+DRAWS_LIMIT = 2_000_000
 #: States in which the run's thread is alive.
 ACTIVE = frozenset({RunState.RUNNING, RunState.PAUSED})
 #: States a run ends in.
@@ -92,6 +95,11 @@ class RunConfig(param.Parameterized):
         doc="Steps between two posterior summaries (more when summaries would take over 10% of the time).",
     )
     summary_draws = param.Integer(default=200, bounds=(2, None), doc="Draws each posterior summary is computed from.")
+    detail_draws = param.Integer(
+        default=100, bounds=(0, None),
+        doc="Joint posterior and posterior predictive draws published with each summary, for density plots "
+            "and predictive checks, when they hold at most DRAWS_LIMIT numbers (0: none).",
+    )
 
     def fit_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`pavi_viz.inference.fit` these settings give."""
@@ -344,7 +352,7 @@ class TrainingRun:
 
     def _publish_info(self, state: TrainingState) -> None:
         self.parameter_count = state.family.parameter_count()
-        truth = Posterior(state.model, state.family).truth() if state.model.truth else None
+        posterior = Posterior(state.model, state.family)
         self.hub.publish(
             INFO,
             run=self.name,
@@ -355,7 +363,8 @@ class TrainingRun:
             device=str(state.model.device),
             torch_threads=torch.get_num_threads(),
             settings=dict(state.settings),
-            truth=truth,
+            truth=posterior.truth() if state.model.truth else None,
+            observed=posterior.observed_data(),
         )
         self._published_info = True
 
@@ -389,8 +398,13 @@ class TrainingRun:
 
     def _publish_summary(self, state: TrainingState) -> None:
         started = time.perf_counter()
-        summary = Posterior(state.model, state.family).summary(n=self.config.summary_draws, seed=state.step)
-        self.hub.publish(SUMMARY, step=state.step, summary=summary)
+        posterior = Posterior(state.model, state.family)
+        summary = posterior.summary(n=self.config.summary_draws, seed=state.step)
+        draws = None
+        n = self.config.detail_draws
+        if n and n * _numbers_per_draw(state.model) <= DRAWS_LIMIT:
+            draws = posterior.predictive(n, seed=state.step + 1, latents=True)
+        self.hub.publish(SUMMARY, step=state.step, summary=summary, draws=draws)
         self._summary_step, self._summary_elapsed = state.step, state.elapsed
         self._summary_cost = time.perf_counter() - started
 
@@ -406,3 +420,12 @@ class TrainingRun:
     def __repr__(self) -> str:
         p = self.progress
         return f"TrainingRun({self.name!r}, {self.config.family}, {self.state}, step {p.step}/{p.total_steps})"
+
+
+def _numbers_per_draw(model: CompiledModel) -> int:
+    """The numbers in one joint draw of the latents and the observed variables."""
+    total = 0
+    for name in (*model.latent_names, *model.observed_names):
+        elements = math.prod(model.plates[p].size for p in model.plates_of(name))
+        total += elements * math.prod(model.variables[name].event_shape)
+    return total

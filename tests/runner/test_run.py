@@ -211,10 +211,23 @@ def test_info_reports_the_family_threads_and_truth(gre):
     assert info["parameter_count"] == run.parameter_count == run.result.family.parameter_count()
     assert info["truth"]["mu_g"].dims == ("group", "mu_g_dim_0")
     assert torch.get_num_threads() == threads_before  # the setting stayed in the run's thread
+    assert info["observed"]["x"].dims == ("group", "obs", "x_dim_0")
     summary = run.hub.latest(SUMMARY)
     assert summary["step"] == 30
     assert set(summary["summary"].data_vars) == {"mu", "mu_g"}
     assert list(summary["summary"].stat.values) == ["mean", "sd", "5%", "50%", "95%"]
+    # Joint draws of the latents and predictive draws of x, for densities and checks.
+    assert set(summary["draws"].data_vars) == {"mu", "mu_g", "x"}
+    assert summary["draws"]["x"].dims == ("sample", "group", "obs", "x_dim_0")
+    assert summary["draws"].sizes["sample"] == 100
+
+
+def test_large_models_publish_summaries_without_draws(gre):
+    # 5000 draws of 442 numbers (mu, mu_g and x of G=20 groups) pass the limit.
+    run = TrainingRun(gre, family="mean-field", steps=5, threads=1, detail_draws=5000).start()
+    assert run.wait(60) is RunState.FINISHED
+    summary = run.hub.latest(SUMMARY)
+    assert summary["draws"] is None and summary["summary"] is not None
 
 
 def test_summaries_take_a_bounded_share_of_the_time(gre):

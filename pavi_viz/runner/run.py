@@ -101,6 +101,11 @@ class RunConfig(param.Parameterized):
             "and predictive checks, when they hold at most DRAWS_LIMIT numbers (0: none).",
     )
 
+    def copy(self, **changes: Any) -> RunConfig:
+        """A new config with these settings, ``changes`` applied (a run keeps its own)."""
+        values = {k: v for k, v in self.param.values().items() if k != "name"}
+        return RunConfig(**{**values, **changes})
+
     def fit_options(self) -> dict[str, Any]:
         """The keyword arguments of :func:`pavi_viz.inference.fit` these settings give."""
         return {
@@ -181,7 +186,7 @@ class TrainingRun:
         elif not isinstance(model, CompiledModel):
             raise TypeError(f"TrainingRun needs a PlateModel or a CompiledModel, got {type(model).__name__}")
         self.model = model
-        self.config = RunConfig(**settings) if config is None else config.clone(**settings)
+        self.config = RunConfig(**settings) if config is None else config.copy(**settings)
         self.name = name or f"run-{next(_run_numbers)}"
         self.hub = hub if hub is not None else MetricsHub()
         if checkpoint is None:

@@ -11,7 +11,7 @@ import torch
 import pavi_viz
 from pavi_viz.inference import fit
 from pavi_viz.model import ModelError
-from pavi_viz.runner import INFO, POINT, STATE, SUMMARY, RunState, TrainingRun
+from pavi_viz.runner import INFO, POINT, STATE, SUMMARY, RunConfig, RunState, TrainingRun
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +239,11 @@ def test_summaries_take_a_bounded_share_of_the_time(gre):
     published_summaries = run.hub.cursor - sum(r["kind"] != SUMMARY for r in kept)
     assert 2 <= published_summaries < 100
     assert run.hub.latest(SUMMARY)["step"] == 300
+
+
+def test_a_run_keeps_its_own_copy_of_the_config(gre):
+    config = RunConfig(family="mean-field", steps=50, threads=1)
+    run = TrainingRun(gre, config, lr=0.05)
+    config.steps = 10  # later edits (a dashboard's widgets) do not reach the run
+    assert (run.config.steps, run.config.lr, run.config.family) == (50, 0.05, "mean-field")
+    assert config.lr == 0.01

@@ -1,0 +1,181 @@
+"""The state of one dashboard: its model, its run, what is selected, what was polled.
+
+:class:`DashboardState` is a ``param.Parameterized`` object that never imports Panel:
+the views (:mod:`pavi_viz.ui.views`) watch its parameters and call its methods, and a
+notebook or a test can drive it without any display. One state belongs to one
+dashboard (one browser session, or one notebook output); its runs are its own.
+
+Threading: the training thread only publishes to the run's hub. The dashboard's
+periodic callback calls :meth:`DashboardState.poll` on the session's event loop; poll
+reads the new records through the state's own cursor, updates the parameters (which
+the views watch) and returns the new ELBO points for the views' streams.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import param
+import xarray as xr
+
+from pavi_viz.model.spec import PlateModel
+from pavi_viz.runner import ENDED, INFO, POINT, STATE, SUMMARY, RunConfig, RunState, TrainingRun
+
+
+@dataclass
+class Polled:
+    """What one :meth:`DashboardState.poll` brought: new ELBO points, as columns.
+
+    Attributes:
+        step, elbo, smoothed_elbo: one entry per new point, oldest first.
+        new_summary: whether a newer posterior summary arrived.
+        restarted: whether a new run replaced the previous one (views clear their streams).
+    """
+
+    step: list[int] = field(default_factory=list)
+    elbo: list[float] = field(default_factory=list)
+    smoothed_elbo: list[float] = field(default_factory=list)
+    new_summary: bool = False
+    restarted: bool = False
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+
+class DashboardState(param.Parameterized):
+    """The model, the run and the selections of one dashboard.
+
+    Args:
+        model: the model with its data (a bundled example by default).
+        reference: reference posterior draws (dims ``("sample", *plates, ...)``), shown
+            beside ours when given.
+    """
+
+    model = param.ClassSelector(class_=PlateModel, doc="The model being fitted, with its data.")
+    config = param.ClassSelector(class_=RunConfig, doc="The training settings the next Start uses.")
+    run = param.ClassSelector(class_=TrainingRun, allow_None=True, doc="The current run, if any.")
+    reference = param.ClassSelector(class_=xr.Dataset, allow_None=True, doc="Reference posterior draws.")
+
+    # What the latest poll saw.
+    run_state = param.String(default="idle", doc="The current run's state (RunState value).")
+    message = param.String(default="", doc="The latest state message (the error of a failed run).")
+    traceback = param.String(default="", doc="The traceback of a failed run.")
+    step = param.Integer(default=0, doc="Completed steps.")
+    total_steps = param.Integer(default=0, doc="The steps the run aims at.")
+    steps_per_second = param.Number(default=0.0, doc="Recent throughput.")
+    parameter_count = param.Integer(default=None, allow_None=True, doc="The family's learnable numbers.")
+    summary = param.ClassSelector(class_=xr.Dataset, allow_None=True, doc="Latest posterior summary (stat dim).")
+    draws = param.ClassSelector(class_=xr.Dataset, allow_None=True, doc="Latest joint and predictive draws.")
+    summary_step = param.Integer(default=0, doc="The step of the latest summary.")
+    truth = param.ClassSelector(class_=xr.Dataset, allow_None=True, doc="Ground truth of simulated data.")
+    observed = param.ClassSelector(class_=xr.Dataset, allow_None=True, doc="The observed data.")
+
+    # Selections, linked across views.
+    variable = param.String(default="", doc="The selected variable (model diagram, marginals).")
+    selection = param.Dict(default={}, doc="The selected element of each plate, {plate: index}.")
+
+    def __init__(self, model: PlateModel | None = None, reference: xr.Dataset | None = None, **params: Any) -> None:
+        if model is None:
+            from pavi_viz import examples
+
+            model = examples.load(DEFAULT_EXAMPLE, **DEFAULT_OPTIONS)
+        params.setdefault("config", RunConfig(**DEFAULT_CONFIG))
+        super().__init__(model=model, reference=reference, **params)
+        self._reader = None
+        self._restarted = False
+        self._model_changed()
+
+    @param.depends("model", watch=True)
+    def _model_changed(self) -> None:
+        """A new model: the run of the old one stops, the selections start afresh."""
+        self.stop()
+        latent = [v.name for v in self.model.variables if not v.observed]
+        self._reader = None
+        self._restarted = True
+        self.param.update(
+            run=None, run_state="idle", message="", traceback="", step=0, total_steps=0, steps_per_second=0.0,
+            parameter_count=None, summary=None, draws=None, summary_step=0, truth=None, observed=None,
+            variable=latent[0] if latent else "", selection={},
+        )
+
+    # -- control -----------------------------------------------------------------------
+    def start(self) -> TrainingRun:
+        """Start a new run of the current model with the current settings (the previous
+        run, if still going, is stopped)."""
+        self.stop()
+        run = TrainingRun(self.model, self.config)
+        self._reader = run.hub.reader()
+        self.param.update(
+            run=run, run_state="running", message="", traceback="", step=0, total_steps=run.config.steps,
+            steps_per_second=0.0, parameter_count=None, summary=None, draws=None, summary_step=0,
+        )
+        self._restarted = True
+        return run.start()
+
+    def pause(self) -> None:
+        if self.run is not None:
+            self.run.pause()
+
+    def resume(self, steps: int | None = None) -> None:
+        """Resume a paused run, or a stopped or finished one (to ``steps`` in all)."""
+        if self.run is not None:
+            self.run.resume(steps)
+
+    def stop(self, wait: bool = False) -> None:
+        """Stop the current run, if it is going."""
+        if self.run is not None and self.run.state not in ENDED:
+            self.run.stop(wait=wait)
+
+    # -- polling (the session's event loop) ------------------------------------------------
+    def poll(self) -> Polled:
+        """Read what the run published since the last poll, update the parameters, and
+        return the new ELBO points."""
+        polled = Polled(restarted=self._restarted)
+        self._restarted = False
+        if self._reader is None:
+            return polled
+        updates: dict[str, Any] = {}
+        for record in self._reader.read():
+            kind = record["kind"]
+            if kind == POINT:
+                polled.step.append(record["step"])
+                polled.elbo.append(record["elbo"])
+                polled.smoothed_elbo.append(record["smoothed_elbo"])
+                updates["step"] = record["step"]
+                updates["steps_per_second"] = record["steps_per_second"]
+            elif kind == SUMMARY:
+                updates.update(summary=record["summary"], draws=record["draws"], summary_step=record["step"])
+                polled.new_summary = True
+            elif kind == STATE:
+                updates.update(run_state=record["state"], message=record["message"])
+                if record["state"] == RunState.FAILED.value and self.run is not None:
+                    updates["traceback"] = self.run.traceback or ""
+            elif kind == INFO:
+                updates.update(
+                    parameter_count=record["parameter_count"], total_steps=record["total_steps"],
+                    truth=record["truth"], observed=record["observed"],
+                )
+        if updates:
+            self.param.update(**updates)
+        return polled
+
+    # -- reading ----------------------------------------------------------------------------
+    @property
+    def seconds_left(self) -> float:
+        """Time left at the current throughput (NaN when unknown)."""
+        if self.steps_per_second <= 0:
+            return math.nan
+        return max(self.total_steps - self.step, 0) / self.steps_per_second
+
+    def close(self) -> None:
+        """Stop the run and let its thread end (a closed session frees its runs)."""
+        self.stop(wait=True)
+
+
+#: What a dashboard opens on: a bundled example with simulated data (truth known),
+#: small enough that a fit shows within seconds of pressing Start.
+DEFAULT_EXAMPLE = "gre"
+DEFAULT_OPTIONS: dict[str, Any] = {"G": 100, "N": 10, "D": 2}
+DEFAULT_CONFIG: dict[str, Any] = {"family": "pavi-e", "steps": 3000, "lr": 0.01, "summary_every": 50, "threads": 1}

@@ -19,27 +19,30 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.install-stamp
 
 # Debian packages the project needs (installed by `make system-deps` only when
-# missing; needs root or sudo). None yet - e.g. a headless browser for UI tests
-# would go here.
-DEBIAN_PACKAGES ?=
+# missing; needs root or sudo): the headless browser of the UI tests (driven by
+# Playwright at /usr/bin/chromium) and a font for its pages.
+DEBIAN_PACKAGES ?= chromium fonts-dejavu-core
 
-.PHONY: help install test app clean system-deps
+.PHONY: help install test app clean system-deps python-check
 
 help:
 	@echo "make app          install into $(VENV) and serve the dashboard at http://localhost:$(PORT)/dashboard"
 	@echo "make test         install into $(VENV) and run the test suite (PYTEST_ARGS='...' to pass options)"
 	@echo "make install      only create $(VENV) and install the package with its app and test extras"
-	@echo "make system-deps  install missing Debian packages ($(if $(strip $(DEBIAN_PACKAGES)),$(DEBIAN_PACKAGES),none needed yet))"
+	@echo "make system-deps  install missing Debian packages ($(DEBIAN_PACKAGES))"
 	@echo "make clean        remove $(VENV), build outputs and caches"
 
-# Checks that $(PYTHON) can create virtual environments, then installs any of
-# DEBIAN_PACKAGES that dpkg does not report as installed.
-system-deps:
+# Checks that $(PYTHON) can create virtual environments.
+python-check:
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python >= 3.10" >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
 	  || { echo "error: $(PYTHON) is older than 3.10" >&2; exit 1; }
 	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null \
 	  || { echo "error: '$(PYTHON) -m venv' is unavailable; on Debian/Ubuntu: apt-get install python3-venv" >&2; exit 1; }
+
+# Installs any of DEBIAN_PACKAGES that dpkg does not report as installed (the
+# tests need them; the app does not).
+system-deps:
 	@missing=""; \
 	for pkg in $(DEBIAN_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; \
@@ -51,7 +54,7 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y --no-install-recommends $$missing; \
 	fi
 
-$(BIN)/python: | system-deps
+$(BIN)/python: | python-check
 	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
 
 $(STAMP): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
@@ -60,7 +63,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 app: $(STAMP)

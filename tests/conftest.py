@@ -78,41 +78,55 @@ class Served:
         return self.process.returncode
 
 
-@pytest.fixture
-def serve_http(artifacts_dir: Path) -> Iterator[Callable[..., Served]]:
+def start_server(
+    command: Callable[[int], Sequence[str]],
+    log_path: Path,
+    path: str = "/dashboard",
+    timeout: float = 60,
+) -> Served:
     """Start a server in a subprocess and wait for its first HTTP answer.
 
-    ``serve_http(command, path="/dashboard", log_name="server.log", timeout=60)``:
     ``command(port)`` gives the command line for a free port; the server's output goes
-    to ``tests/artifacts/<log_name>``. Fails the test when the server exits or does not
-    answer in time. Servers still running at teardown are terminated.
+    to ``log_path``. Fails the test when the server exits or does not answer in time
+    (the server is stopped then). The caller stops it (:meth:`Served.stop`).
     """
+    port = free_port()
+    url = f"http://localhost:{port}{path}"
+    with open(log_path, "w") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(list(command(port)), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    served = Served(process, port, url, 0, "", log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{command(port)} exited with {process.returncode}:\n{log_path.read_text()}")
+        try:
+            served.status, served.html = http_get(url)
+            return served
+        except OSError:  # not listening yet
+            time.sleep(0.5)
+    served.stop()
+    pytest.fail(f"GET {url}: no answer within {timeout} s\n{log_path.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def launch_server() -> Callable[..., Served]:
+    """:func:`start_server`, for fixtures of a wider scope than ``serve_http``'s."""
+    return start_server
+
+
+@pytest.fixture
+def serve_http(artifacts_dir: Path) -> Iterator[Callable[..., Served]]:
+    """:func:`start_server` for one test: ``serve_http(command, path="/dashboard",
+    log_name="server.log", timeout=60)`` logs to ``tests/artifacts/<log_name>``; servers
+    still running at teardown are terminated."""
     started: list[Served] = []
-    logs = []
 
     def start(command: Callable[[int], Sequence[str]], path: str = "/dashboard", log_name: str = "server.log",
               timeout: float = 60) -> Served:
-        port = free_port()
-        url = f"http://localhost:{port}{path}"
-        log_path = artifacts_dir / log_name
-        log = open(log_path, "w")  # noqa: SIM115 - closed at teardown
-        logs.append(log)
-        process = subprocess.Popen(list(command(port)), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-        served = Served(process, port, url, 0, "", log_path)
+        served = start_server(command, artifacts_dir / log_name, path, timeout)
         started.append(served)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"{command(port)} exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                served.status, served.html = http_get(url)
-                return served
-            except OSError:  # not listening yet
-                time.sleep(0.5)
-        pytest.fail(f"GET {url}: no answer within {timeout} s\n{log_path.read_text()}")
+        return served
 
     yield start
     for served in started:
         served.stop()
-    for log in logs:
-        log.close()

@@ -20,7 +20,7 @@ import threading
 from typing import Any, NamedTuple
 
 #: The kinds of records, in the ``"kind"`` field of each.
-POINT = "point"  # one training step: step, elbo, smoothed_elbo, steps_per_second, elapsed, lr
+POINT = "point"  # one step: step, elbo, smoothed_elbo, steps_per_second, elapsed, lr, time (of publication)
 SUMMARY = "summary"  # posterior: step, summary and draws (xarray.Datasets; draws None for large models)
 STATE = "state"  # a state change of the run: state, time, message
 INFO = "info"  # what the run trains: family, parameter count, steps, truth, observed data...

@@ -380,6 +380,7 @@ class TrainingRun:
         first = len(steps)
         while first > 0 and steps[first - 1] > self._published_step:
             first -= 1
+        now = time.time()
         for i in range(first, len(steps)):
             self.hub.publish(
                 POINT,
@@ -389,6 +390,7 @@ class TrainingRun:
                 steps_per_second=history["steps_per_second"][i],
                 elapsed=history["time"][i],
                 lr=history["lr"][i],
+                time=now,
             )
         if steps:
             self._published_step = steps[-1]

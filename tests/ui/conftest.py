@@ -1,0 +1,98 @@
+"""Shared set-up of the UI tests: a served dashboard and a real headless browser.
+
+The browser is Debian's chromium (``make system-deps`` installs it), driven by
+Playwright; nothing is downloaded. Screenshots go to ``tests/artifacts/ui/``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: Flags that work in this project's sandboxed machines (no network, no GPU, root).
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def screenshots(artifacts_dir: Path) -> Path:
+    path = artifacts_dir / "ui"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dashboard_server(artifacts_dir: Path, repo_root: Path, launch_server):
+    """``panel serve apps/dashboard.py`` in a subprocess, for the tests of one module."""
+    served = launch_server(
+        lambda port: [sys.executable, "-m", "panel", "serve", str(repo_root / "apps" / "dashboard.py"),
+                      "--port", str(port), "--address", "127.0.0.1", "--allow-websocket-origin", f"localhost:{port}"],
+        artifacts_dir / "ui-server.log",
+    )
+    yield served
+    served.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless chromium shared by the session's UI tests."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+class Page:
+    """A browser tab (its own context: its own cookies, so its own Panel session) that
+    records the page's console errors and uncaught exceptions."""
+
+    def __init__(self, browser, screenshots: Path, name: str) -> None:
+        self.context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.screenshots = screenshots
+        self.name = name
+        self.shots = 0
+
+    def shot(self, what: str) -> Path:
+        """Save a screenshot ``<test>-<n>-<what>.png``; its path."""
+        self.shots += 1
+        path = self.screenshots / f"{self.name}-{self.shots}-{what}.png"
+        self.page.screenshot(path=str(path))
+        return path
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def open_page(browser, screenshots: Path, request) -> Iterator:
+    """``open_page(url)``: a new tab at ``url``, loaded (closed after the test)."""
+    pages: list[Page] = []
+
+    def open_(url: str, label: str = "") -> Page:
+        page = Page(browser, screenshots, request.node.name + (f"-{label}" if label else ""))
+        page.page.goto(url, wait_until="networkidle", timeout=60_000)
+        pages.append(page)
+        return page
+
+    yield open_
+    for page in pages:
+        page.close()

@@ -20,6 +20,7 @@ from typing import Any
 import param
 import xarray as xr
 
+from pavi_viz.inference.posterior import Posterior
 from pavi_viz.model.spec import PlateModel
 from pavi_viz.runner import ENDED, INFO, POINT, STATE, SUMMARY, RunConfig, RunState, TrainingRun
 
@@ -119,9 +120,14 @@ class DashboardState(param.Parameterized):
             self.run.pause()
 
     def resume(self, steps: int | None = None) -> None:
-        """Resume a paused run, or a stopped or finished one (to ``steps`` in all)."""
+        """Resume a paused run, or a stopped or finished one (to ``steps`` in all).
+
+        A stopped or finished run's thread restarts here, so ``run_state`` says
+        ``running`` at once (a second click finds the run going, not stopped).
+        """
         if self.run is not None:
             self.run.resume(steps)
+            self.run_state = self.run.state.value
 
     def stop(self, wait: bool = False) -> None:
         """Stop the current run, if it is going."""
@@ -163,6 +169,29 @@ class DashboardState(param.Parameterized):
 
     # -- reading ----------------------------------------------------------------------------
     @property
+    def fitted(self) -> bool:
+        """Whether the current run has ended with a fitted family to export (stopped,
+        finished, or diverged with its last good state kept)."""
+        return self.run is not None and self.run.state in ENDED and self.run.result is not None
+
+    def posterior(self) -> Posterior | None:
+        """The current run's fitted posterior, once it has ended (see :attr:`fitted`);
+        ``None`` before, and while its thread still trains the family."""
+        return self.run.result.posterior if self.fitted else None
+
+    def elbo_history(self) -> dict[str, list]:
+        """The current run's ELBO points so far, as columns (``step``, ``elbo``,
+        ``smoothed_elbo``, ``steps_per_second``, ``elapsed``, ``lr``); read from the hub
+        (thread-safe, any time), so a very long run's older points come thinned."""
+        columns: dict[str, list] = {name: [] for name in HISTORY_COLUMNS}
+        if self.run is not None:
+            for record in self.run.hub.since(0).records:
+                if record["kind"] == POINT:
+                    for name in HISTORY_COLUMNS:
+                        columns[name].append(record[name])
+        return columns
+
+    @property
     def seconds_left(self) -> float:
         """Time left at the current throughput (NaN when unknown)."""
         if self.steps_per_second <= 0:
@@ -173,6 +202,9 @@ class DashboardState(param.Parameterized):
         """Stop the run and let its thread end (a closed session frees its runs)."""
         self.stop(wait=True)
 
+
+#: The columns of :meth:`DashboardState.elbo_history`.
+HISTORY_COLUMNS = ("step", "elbo", "smoothed_elbo", "steps_per_second", "elapsed", "lr")
 
 #: What a dashboard opens on: a bundled example with simulated data (truth known),
 #: small enough that a fit shows within seconds of pressing Start.

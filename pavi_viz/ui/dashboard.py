@@ -1,0 +1,156 @@
+"""The live training dashboard: pick a model, train it, watch it, export it.
+
+:class:`Dashboard` composes the views of one :class:`~pavi_viz.ui.state.DashboardState`:
+a model selector over the bundled examples, the training controls, the ELBO plot and
+the downloads, with places for the plate diagram and the posterior views. In a
+notebook, display it (``pn.extension()``, then ``Dashboard()`` as a cell's last
+line); to serve it, ``Dashboard().template().servable()`` (``apps/dashboard.py``).
+
+Polling: once the dashboard is shown in a served session or a notebook, an ``async``
+periodic callback (every :data:`POLL_PERIOD_MS` ms, on the session's event loop) calls
+:meth:`Dashboard.poll`, which reads what the run published (``state.poll()``) and
+streams the new ELBO points. The training thread never touches a Bokeh object. A
+served session's run is stopped when the session is destroyed (the tab closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import panel as pn
+from panel.viewable import Viewer
+
+from pavi_viz import __version__, examples
+from pavi_viz.ui.state import DEFAULT_EXAMPLE, DEFAULT_OPTIONS, DashboardState, Polled
+from pavi_viz.ui.views import ElboView, Exports, TrainingControls
+
+#: Milliseconds between two polls of the run (5 Hz), whatever the training rate.
+POLL_PERIOD_MS = 200
+#: Options of the examples the selector loads (the others use their defaults).
+EXAMPLE_OPTIONS: dict[str, dict[str, Any]] = {DEFAULT_EXAMPLE: DEFAULT_OPTIONS}
+#: The page's title (the browser tab's too).
+TITLE = "pavi_viz"
+
+
+class Dashboard(Viewer):
+    """One dashboard: its state, its views and its polling.
+
+    Args:
+        state: what the dashboard shows and drives (default: a new state on the
+            bundled default model). A state belongs to one dashboard.
+
+    Attributes:
+        state: the :class:`DashboardState`.
+        model_select: the bundled example to fit (replacing it stops the current run).
+        controls, elbo, exports: the views (:mod:`pavi_viz.ui.views`).
+    """
+
+    def __init__(self, state: DashboardState | None = None, **params: Any) -> None:
+        super().__init__(**params)
+        self.state = state if state is not None else DashboardState()
+        names = examples.list()
+        self.model_select = pn.widgets.Select(
+            label="Model", options=names, value=self.state.model.name if self.state.model.name in names else None,
+        )
+        self.model_select.param.watch(self._select_model, "value")
+        self.model_info = pn.pane.Markdown("", margin=(0, 10))
+        self.state.param.watch(self._model_changed, "model")
+        self._model_changed()
+        self.controls = TrainingControls(self.state)
+        self.elbo = ElboView(self.state)
+        self.exports = Exports(self.state)
+        self._callback: pn.io.callbacks.PeriodicCallback | None = None
+        # INTEGRATION: PlateDiagram(state) (pavi_viz.ui.views.diagram) goes in `diagram_slot`;
+        # the marginal, forest, detail and predictive views (views.marginals, views.predictive)
+        # in `posterior_slot`. Both stay empty until then.
+        self.diagram_slot = pn.Column(sizing_mode="stretch_width")
+        self.posterior_slot = pn.Column(sizing_mode="stretch_width")
+
+    # -- layouts ------------------------------------------------------------------------
+    def sidebar(self) -> list[Any]:
+        """The model selector, the controls and the downloads."""
+        return [self.model_select, self.model_info, self.controls, self.exports]
+
+    def main(self) -> list[Any]:
+        """The diagram and the ELBO side by side, the posterior views below."""
+        return [pn.Row(self.diagram_slot, self.elbo, sizing_mode="stretch_width"), self.posterior_slot]
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        """A plain layout, for notebooks (polling starts where it can run)."""
+        self.start_polling()
+        return pn.Row(
+            pn.Column(*self.sidebar(), width=360),
+            pn.Column(*self.main(), sizing_mode="stretch_width"),
+            sizing_mode="stretch_width",
+        )
+
+    def template(self) -> pn.template.FastListTemplate:
+        """A page for serving, titled :data:`TITLE` (a new template per call: one per session)."""
+        self.start_polling()
+        return pn.template.FastListTemplate(
+            title=TITLE,
+            sidebar=[*self.sidebar(), pn.pane.Markdown(f"pavi_viz {__version__}", margin=(20, 10, 0, 10))],
+            main=self.main(),
+            sidebar_width=380,
+        )
+
+    # -- polling ------------------------------------------------------------------------
+    def poll(self) -> Polled:
+        """Read the run's new records and stream its new ELBO points (the session's loop only)."""
+        polled = self.state.poll()
+        self.elbo.push(polled)
+        return polled
+
+    async def _poll(self) -> None:
+        self.poll()
+
+    @property
+    def polling(self) -> bool:
+        """Whether the periodic poll is scheduled."""
+        return self._callback is not None
+
+    def start_polling(self) -> None:
+        """Poll every :data:`POLL_PERIOD_MS` ms on this session's event loop: a served
+        session's, or a notebook kernel's running loop. Elsewhere (a script, a test)
+        nothing would run the callback: call :meth:`poll` instead. Idempotent."""
+        if self._callback is not None:
+            return
+        doc = pn.state.curdoc
+        served = doc is not None and doc.session_context is not None
+        if not served and not _loop_running():
+            return
+        self._callback = pn.state.add_periodic_callback(self._poll, period=POLL_PERIOD_MS)
+        if served:
+            pn.state.on_session_destroyed(self._session_destroyed)
+
+    def _session_destroyed(self, session_context: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop polling, and stop the run and let its thread end."""
+        if self._callback is not None:
+            self._callback.stop()
+            self._callback = None
+        self.state.close()
+
+    # -- the model ------------------------------------------------------------------------
+    def _select_model(self, event: Any) -> None:
+        if event.new is not None and event.new != self.state.model.name:
+            self.state.model = examples.load(event.new, **EXAMPLE_OPTIONS.get(event.new, {}))
+
+    def _model_changed(self, *_: Any) -> None:
+        model = self.state.model
+        if model.name in self.model_select.options:
+            self.model_select.value = model.name
+        plates = ", ".join(f"{p.name} ({p.size})" for p in model.plates) or "none"
+        latent = sum(not v.observed for v in model.variables)
+        self.model_info.object = f"**{model.name}**: plates {plates}; {latent} latent variable(s)"
+
+
+def _loop_running() -> bool:
+    """Whether this thread runs an asyncio event loop (a notebook kernel's, say)."""
+    try:
+        return asyncio.get_running_loop().is_running()
+    except RuntimeError:
+        return False

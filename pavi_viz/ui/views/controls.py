@@ -1,0 +1,224 @@
+"""The training controls: the run's settings, Start / Pause / Resume / Stop, progress.
+
+:class:`TrainingControls` edits the dashboard state's :class:`~pavi_viz.runner.RunConfig`
+(the settings the next Start uses), drives the state's run, and shows what the latest
+poll saw: the run's state, its progress and throughput, the family's parameter count,
+and a failed run's error with its traceback (collapsed).
+
+Each button is enabled only where its action applies (:func:`enabled_buttons`):
+
+============  =====  =====  ======  ====
+run state     Start  Pause  Resume  Stop
+============  =====  =====  ======  ====
+idle          yes
+running                yes          yes
+paused                      yes     yes
+stopped       yes           yes*
+finished      yes           yes*
+failed        yes
+============  =====  =====  ======  ====
+
+\\* a stopped or finished run resumes up to the *steps* setting, when that is more
+steps than it has done.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import panel as pn
+import torch
+from panel.viewable import Viewer
+
+from pavi_viz.inference.families import FAMILIES
+from pavi_viz.inference.training import DEFAULT_BATCH, DEFAULT_RAGGED_BATCH
+from pavi_viz.ui.state import DashboardState
+
+#: The button names, in display order.
+BUTTONS = ("start", "pause", "resume", "stop")
+
+
+def enabled_buttons(run_state: str, step: int = 0, steps: int = 0) -> set[str]:
+    """The buttons that apply in ``run_state`` (see the module's table).
+
+    Args:
+        run_state: a :class:`~pavi_viz.runner.RunState` value.
+        step: the steps the run has done. steps: the *steps* setting (a stopped or
+            finished run resumes only towards more steps than it has done).
+    """
+    if run_state == "running":
+        return {"pause", "stop"}
+    if run_state == "paused":
+        return {"resume", "stop"}
+    if run_state in ("stopped", "finished"):
+        return {"start", "resume"} if steps > step else {"start"}
+    return {"start"}  # idle, failed
+
+
+def device_options() -> list[str]:
+    """The devices offered: ``auto`` (CUDA when available), ``cpu``, and ``cuda`` when there is one."""
+    return ["auto", "cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+def format_seconds(seconds: float) -> str:
+    """``"1 h 02 min"``, ``"3 min 05 s"``, ``"12 s"``; ``"–"`` when unknown."""
+    if not math.isfinite(seconds):
+        return "–"
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
+class TrainingControls(Viewer):
+    """Settings, run buttons and progress of one dashboard's training.
+
+    Args:
+        state: the dashboard's state; the widgets edit ``state.config`` (the next
+            Start's settings) and the buttons call ``state.start()``, ``pause()``,
+            ``resume()`` and ``stop()``.
+    """
+
+    def __init__(self, state: DashboardState, **params: Any) -> None:
+        super().__init__(**params)
+        self.state = state
+        self.buttons = {
+            "start": pn.widgets.Button(label="Start", color="primary"),
+            "pause": pn.widgets.Button(label="Pause", color="default"),
+            "resume": pn.widgets.Button(label="Resume", color="success"),
+            "stop": pn.widgets.Button(label="Stop", color="danger"),
+        }
+        actions = {"start": self._start, "pause": self._pause, "resume": self._resume, "stop": self._stop}
+        for name, button in self.buttons.items():
+            button.on_click(actions[name])
+        self.settings = pn.Column(sizing_mode="stretch_width")
+        self.batch_editor = pn.Column(sizing_mode="stretch_width")
+        self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width", bar_color="primary")
+        self.progress_text = pn.pane.Markdown("", margin=(0, 10))
+        self.run_status = pn.pane.Markdown("", margin=(0, 10))
+        self.error = pn.pane.Alert("", alert_type="danger", visible=False)
+        self.notice = pn.pane.Alert("", alert_type="warning", visible=False)
+        self.traceback = pn.pane.Markdown("")
+        self.traceback_card = pn.Card(self.traceback, title="Traceback", collapsed=True, visible=False)
+        self._batch_inputs: dict[str, pn.widgets.IntInput] = {}
+        self._build_settings()
+        self._build_batch_editor()
+        state.param.watch(self._build_settings, ["config"])
+        state.param.watch(self._build_batch_editor, ["model", "config"])
+        state.param.watch(
+            self._refresh, ["run_state", "message", "traceback", "step", "total_steps", "steps_per_second",
+                            "parameter_count"],
+        )
+        self._refresh()
+        self._layout = pn.Column(
+            pn.pane.Markdown("### Training", margin=(0, 10)),
+            self.settings,
+            pn.pane.Markdown("**Batch size per plate** (empty: the default)", margin=(5, 10, 0, 10)),
+            self.batch_editor,
+            pn.Row(*self.buttons.values(), sizing_mode="stretch_width"),
+            self.progress,
+            self.progress_text,
+            self.run_status,
+            self.notice,
+            self.error,
+            self.traceback_card,
+            sizing_mode="stretch_width",
+        )
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._layout
+
+    # -- widgets ------------------------------------------------------------------------
+    def _build_settings(self, *_: Any) -> None:
+        """Widgets linked both ways to the (current) ``state.config``."""
+        config = self.state.config.param
+        config.watch(self._refresh, ["steps"])  # Resume applies once steps exceed the steps done
+        self.family = pn.widgets.Select.from_param(config.family, label="Family", options=list(FAMILIES))
+        self.steps = pn.widgets.IntInput.from_param(config.steps, label="Steps", start=1, step=100)
+        self.lr = pn.widgets.FloatInput.from_param(config.lr, label="Learning rate", start=0, step=0.001)
+        self.particles = pn.widgets.IntInput.from_param(config.particles, label="Particles", start=1)
+        self.seed = pn.widgets.IntInput.from_param(config.seed, label="Seed")
+        self.device = pn.widgets.Select.from_param(config.device, label="Device", options=device_options())
+        self.settings.objects = [
+            self.family,
+            pn.Row(self.steps, self.lr, sizing_mode="stretch_width"),
+            pn.Row(self.particles, self.seed, sizing_mode="stretch_width"),
+            self.device,
+        ]
+
+    def _build_batch_editor(self, *_: Any) -> None:
+        """One input per plate of the model, showing the default batch size as placeholder."""
+        batch = dict(self.state.config.batch)
+        self._batch_inputs = {}
+        for plate in self.state.model.plates:
+            limit = DEFAULT_RAGGED_BATCH if plate.ragged else DEFAULT_BATCH
+            default = f"default: {limit}" if plate.size > limit else "default: whole"
+            where = f", in {plate.nested_in}" if plate.nested_in else ""
+            widget = pn.widgets.IntInput(
+                label=f"{plate.name} ({plate.size}{where})", value=batch.get(plate.name), start=1,
+                end=plate.size, placeholder=default, sizing_mode="stretch_width",
+            )
+            widget.param.watch(self._batch_changed, "value")
+            self._batch_inputs[plate.name] = widget
+        # Settings for plates the model does not have would fail the next Start.
+        known = {k: v for k, v in batch.items() if k in self._batch_inputs}
+        if known != batch:
+            self.state.config.batch = known
+        self.batch_editor.objects = list(self._batch_inputs.values()) or [pn.pane.Markdown("(no plates)")]
+
+    def _batch_changed(self, *_: Any) -> None:
+        self.state.config.batch = {
+            name: widget.value for name, widget in self._batch_inputs.items() if widget.value is not None
+        }
+
+    # -- actions ------------------------------------------------------------------------
+    def _start(self, *_: Any) -> None:
+        self._act(self.state.start)
+
+    def _pause(self, *_: Any) -> None:
+        self._act(self.state.pause)
+
+    def _resume(self, *_: Any) -> None:
+        paused = self.state.run_state == "paused"
+        self._act(lambda: self.state.resume(None if paused else self.state.config.steps))
+
+    def _stop(self, *_: Any) -> None:
+        self._act(self.state.stop)
+
+    def _act(self, action: Callable[[], Any]) -> None:
+        """Run a control action; one the run refuses (a bad setting, a model that does
+        not validate) shows its reason in a notice instead."""
+        try:
+            action()
+        except (RuntimeError, ValueError, TypeError) as err:  # a ModelError is a ValueError
+            self.notice.param.update(object=f"{type(err).__name__}: {err}", visible=True)
+        else:
+            self.notice.visible = False
+
+    # -- display ------------------------------------------------------------------------
+    def _refresh(self, *_: Any) -> None:
+        """Buttons, progress and status from the state's polled parameters."""
+        state = self.state
+        enabled = enabled_buttons(state.run_state, state.step, state.config.steps)
+        for name, button in self.buttons.items():
+            button.disabled = name not in enabled
+        total = max(state.total_steps, 1)
+        self.progress.param.update(max=total, value=min(state.step, total))
+        if state.run is None:
+            self.progress_text.object = "No run yet: press **Start**."
+        else:
+            rate = f"{state.steps_per_second:,.0f} steps/s" if state.steps_per_second else "– steps/s"
+            left = format_seconds(state.seconds_left) if state.run_state == "running" else "–"
+            self.progress_text.object = f"step {state.step:,} / {state.total_steps:,} · {rate} · {left} left"
+        count = "–" if state.parameter_count is None else f"{state.parameter_count:,}"
+        self.run_status.object = f"Run: **{state.run_state}** · parameters: {count}" + (
+            f"  \n{state.message}" if state.message and state.run_state != "failed" else ""
+        )
+        failed = state.run_state == "failed"
+        self.error.param.update(object=state.message, visible=failed and bool(state.message))
+        self.traceback.object = f"```text\n{state.traceback}\n```" if state.traceback else ""
+        self.traceback_card.visible = failed and bool(state.traceback)

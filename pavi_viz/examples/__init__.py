@@ -7,6 +7,8 @@
     model = examples.load("gre", G=50)   # a PlateModel; options are the builder's keywords
     examples.describe()["radon"]         # a one-line description
 
+    examples.reference("eight_schools")  # reference posterior draws (NUTS), or None
+
 Each example lives in its own small module with a ``build(**options)`` function.
 The modules are imported on first use: listing the examples imports no torch.
 """
@@ -20,6 +22,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import xarray as xr
+
     from pavi_viz.model import PlateModel
 
 # name -> (module, builder function, description constant), in menu order:
@@ -74,6 +78,39 @@ def load(name: str, **options: Any) -> PlateModel:
     return builder(**options)
 
 
+# name -> (package data file of reference draws, {variable: its plates}).
+_REFERENCES: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {
+    "eight_schools": ("eight_schools_reference_draws.json", {"mu": (), "tau": (), "theta": ("school",)}),
+}
+
+
+def reference(name: str) -> xr.Dataset | None:
+    """Reference posterior draws of example ``name`` (with its default options), or None
+    when it ships none.
+
+    Returns:
+        A Dataset named like the posterior's draws: one data variable per latent, dims
+        ``("sample", *plates)`` (eight schools: ``mu`` and ``tau`` ``("sample",)``,
+        ``theta`` ``("sample", "school")``, 10,000 NUTS draws), its ``source`` in the attrs.
+
+    Raises:
+        KeyError: for an unknown example name.
+    """
+    _entry(name)
+    if name not in _REFERENCES:
+        return None
+    import numpy as np
+    import xarray as xr
+
+    from pavi_viz.examples._data import read_dataset
+
+    filename, dims = _REFERENCES[name]
+    raw = read_dataset(filename)
+    data = {k: (("sample", *dims[k]), np.asarray(v, dtype=np.float64)) for k, v in raw["draws"].items()}
+    dataset = xr.Dataset(data, attrs={"source": raw["source"], "model": raw["model"]})
+    return dataset.assign_coords({d: np.arange(n) for d, n in dataset.sizes.items()})
+
+
 def describe() -> dict[str, str]:
     """Each example's name and a one-line description."""
     out = {}
@@ -83,4 +120,4 @@ def describe() -> dict[str, str]:
     return out
 
 
-__all__ = ["describe", "list", "load", "options"]
+__all__ = ["describe", "list", "load", "options", "reference"]

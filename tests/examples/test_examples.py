@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 from importlib import resources
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from pavi_viz import examples
 from pavi_viz.examples import gre
 from pavi_viz.model import PlateModel
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+DATASETS = resources.files("pavi_viz") / "datasets"
 SIMULATED = ["gre", "spikes", "mixture"]
 S = 4  # sample (particle) dims of the prior draws
 
@@ -390,7 +389,7 @@ def test_gre_truth_within_posterior():
 
 
 def test_eight_schools_reference_draws_fit_the_example():
-    ref = json.loads((DATA_DIR / "eight_schools_reference_draws.json").read_text())
+    ref = json.loads((DATASETS / "eight_schools_reference_draws.json").read_text())
     mu, tau, theta = (np.asarray(ref["draws"][k]) for k in ("mu", "tau", "theta"))
     assert mu.shape == tau.shape == (10_000,) and theta.shape == (10_000, 8)
     assert (tau > 0).all()

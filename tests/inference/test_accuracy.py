@@ -16,7 +16,7 @@ import pytest
 import pavi_viz
 from pavi_viz.examples import gre
 
-REFERENCE = Path(__file__).resolve().parents[1] / "data" / "eight_schools_reference_draws.json"
+REFERENCE = Path(pavi_viz.__file__).resolve().parent / "datasets" / "eight_schools_reference_draws.json"
 
 
 

@@ -33,6 +33,7 @@ import holoviews.plotting.bokeh  # noqa: F401  (styling options need the Bokeh b
 import pandas as pd
 import panel as pn
 import param
+from bokeh.models import TapTool
 from panel.viewable import Viewer
 
 from pavi_viz.ui.layout import COVARIATE, NODE_RADIUS, OBSERVED, DiagramLayout, plate_layout
@@ -71,6 +72,13 @@ def _describe(model: Any, name: str) -> str:
 
 def _name_figure(plot: Any, element: Any) -> None:
     plot.state.name = FIGURE_NAME
+
+
+def _tap_nodes_only(plot: Any, element: Any) -> None:
+    """Let the tap tool select variables only: by default it also selects (and dims)
+    the plate boxes and everything else under the pointer."""
+    for tool in plot.state.select(type=TapTool):
+        tool.renderers = [plot.handles["glyph_renderer"]]
 
 
 class PlateDiagram(Viewer):
@@ -170,8 +178,8 @@ class PlateDiagram(Viewer):
             size=diameter, line_color=INK, line_width=1.5,
             fill_color=hv.dim("observed").categorize({True: INK, False: "white"}, default="white"),
             nonselection_alpha=1.0, selection_alpha=1.0, tools=["tap", "hover"],
-            hover_tooltips=[("variable", "@name"), ("", "@distribution"), ("observed", "@observed")],
-            hooks=[_name_renderer(NODES_NAME)],
+            hover_tooltips=[("variable", "@name"), ("", "@distribution")],
+            hooks=[_name_renderer(NODES_NAME), _tap_nodes_only],
         )
         #: Clicks on the variables (a new stream with each figure: it follows its nodes).
         self.selection = hv.streams.Selection1D(source=nodes)

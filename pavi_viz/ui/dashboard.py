@@ -1,8 +1,8 @@
 """The live training dashboard: pick a model, train it, watch it, export it.
 
 :class:`Dashboard` composes the views of one :class:`~pavi_viz.ui.state.DashboardState`:
-a model selector over the bundled examples, the training controls, the ELBO plot and
-the downloads, with places for the plate diagram and the posterior views. In a
+a model selector over the bundled examples, the training controls, the plate diagram,
+the ELBO plot and the downloads, with a place for the posterior views. In a
 notebook, display it (``pn.extension()``, then ``Dashboard()`` as a cell's last
 line); to serve it, ``Dashboard().template().servable()`` (``apps/dashboard.py``).
 
@@ -23,7 +23,7 @@ from panel.viewable import Viewer
 
 from pavi_viz import __version__, examples
 from pavi_viz.ui.state import DEFAULT_EXAMPLE, DEFAULT_OPTIONS, DashboardState, Polled
-from pavi_viz.ui.views import ElboView, Exports, TrainingControls
+from pavi_viz.ui.views import ElboView, Exports, PlateDiagram, TrainingControls
 
 #: Milliseconds between two polls of the run (5 Hz), whatever the training rate.
 POLL_PERIOD_MS = 200
@@ -43,7 +43,7 @@ class Dashboard(Viewer):
     Attributes:
         state: the :class:`DashboardState`.
         model_select: the bundled example to fit (replacing it stops the current run).
-        controls, elbo, exports: the views (:mod:`pavi_viz.ui.views`).
+        controls, elbo, exports, diagram: the views (:mod:`pavi_viz.ui.views`).
     """
 
     def __init__(self, state: DashboardState | None = None, **params: Any) -> None:
@@ -60,12 +60,11 @@ class Dashboard(Viewer):
         self.controls = TrainingControls(self.state)
         self.elbo = ElboView(self.state)
         self.exports = Exports(self.state)
+        self.diagram = PlateDiagram(self.state)
+        # INTEGRATION: the posterior views (views.marginals: GlobalMarginals, ForestView,
+        # DetailView; views.predictive: PredictiveCheck) go in `posterior_slot`.
+        self.posterior_slot = pn.Column(sizing_mode="stretch_width", visible=False)  # shown once filled
         self._callback: pn.io.callbacks.PeriodicCallback | None = None
-        # INTEGRATION: PlateDiagram(state) (pavi_viz.ui.views.diagram) goes in `diagram_slot`;
-        # the marginal, forest, detail and predictive views (views.marginals, views.predictive)
-        # in `posterior_slot`. Both stay empty until then.
-        self.diagram_slot = pn.Column(sizing_mode="stretch_width")
-        self.posterior_slot = pn.Column(sizing_mode="stretch_width")
 
     # -- layouts ------------------------------------------------------------------------
     def sidebar(self) -> list[Any]:
@@ -74,7 +73,7 @@ class Dashboard(Viewer):
 
     def main(self) -> list[Any]:
         """The diagram and the ELBO side by side, the posterior views below."""
-        return [pn.Row(self.diagram_slot, self.elbo, sizing_mode="stretch_width"), self.posterior_slot]
+        return [pn.Row(self.diagram, self.elbo, sizing_mode="stretch_width"), self.posterior_slot]
 
     def __panel__(self) -> pn.viewable.Viewable:
         """A plain layout, for notebooks (polling starts where it can run)."""

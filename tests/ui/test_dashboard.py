@@ -20,6 +20,7 @@ from pavi_viz.ui.dashboard import TITLE, Dashboard
 from pavi_viz.ui.state import DashboardState, Polled
 from pavi_viz.ui.views import ElboView, Exports, TrainingControls
 from pavi_viz.ui.views.controls import enabled_buttons, format_seconds
+from pavi_viz.ui.views.diagram import FIGURE_NAME as DIAGRAM_FIGURE_NAME
 from pavi_viz.ui.views.elbo import FIGURE_NAME, SMOOTHED_SOURCE_NAME, SOURCE_NAME
 
 pytestmark = pytest.mark.timeout(120)
@@ -73,6 +74,7 @@ def test_components_render_to_bokeh_documents():
 def test_dashboard_layouts(dashboard):
     doc = render(dashboard)
     assert doc.select_one({"name": SOURCE_NAME}) is not None
+    assert doc.select_one({"name": DIAGRAM_FIGURE_NAME}) is not None
     controls = dashboard.controls
     assert controls.family.value == "mean-field"
     assert controls.family.options == ["pavi-e", "pavi-f", "mean-field"]

@@ -1,0 +1,259 @@
+"""Marginal views (global densities, forests, detail) rendered to a Bokeh document, no browser."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from bokeh.document import Document
+
+from pavi_viz import examples
+from pavi_viz.runner import RunConfig
+from pavi_viz.ui.state import DashboardState
+from pavi_viz.ui.views.marginals import (
+    DENSITY_NAME,
+    FOREST_MEANS_NAME,
+    PAGE_SIZE,
+    DetailView,
+    ForestView,
+    GlobalMarginals,
+    ancestor_index,
+    element_label,
+    kde,
+)
+
+
+def fitted(name: str, steps: int = 200, reference: bool = False, **options) -> DashboardState:
+    """A state whose tiny mean-field fit has ended and been polled."""
+    config = RunConfig(family="mean-field", steps=steps, threads=1, summary_every=50, seed=0)
+    state = DashboardState(examples.load(name, **options), config=config,
+                           reference=examples.reference(name) if reference else None)
+    state.start().wait()
+    state.poll()
+    assert state.summary is not None
+    return state
+
+
+def render(view) -> tuple[Document, object]:
+    """``view`` rendered into a new Bokeh document: the document and the root model."""
+    doc = Document()
+    root = view.__panel__().get_root(doc)
+    doc.add_root(root)
+    return doc, root
+
+
+def source(root, name: str):
+    (found,) = root.select({"name": name})
+    return found
+
+
+@pytest.fixture(scope="module")
+def gre() -> DashboardState:
+    return fitted("gre", G=20, N=10, D=2)
+
+
+@pytest.fixture(scope="module")
+def radon() -> DashboardState:
+    return fitted("radon")
+
+
+@pytest.fixture(scope="module")
+def big() -> DashboardState:
+    """5000 groups: no draws are published for a model this size."""
+    return fitted("gre", steps=50, G=5000, N=10, D=2)
+
+
+@pytest.fixture(scope="module")
+def schools() -> DashboardState:
+    return fitted("eight_schools", reference=True)
+
+
+@pytest.fixture(autouse=True)
+def clear_selection(gre, radon, big, schools):
+    for state in (gre, radon, big, schools):
+        state.selection = {}
+    yield
+
+
+# -- forests ------------------------------------------------------------------------------------------
+def test_forest_rows_equal_the_summary(gre: DashboardState) -> None:
+    view = ForestView(gre, variable="mu_g")
+    _, root = render(view)
+    means = source(root, FOREST_MEANS_NAME).data
+    summary = gre.summary["mu_g"]
+    np.testing.assert_allclose(means["mean"], summary.sel(stat="mean", mu_g_dim_0=0).values, rtol=1e-6)
+    np.testing.assert_allclose(means["low"], summary.sel(stat="5%", mu_g_dim_0=0).values, rtol=1e-6)
+    np.testing.assert_allclose(means["high"], summary.sel(stat="95%", mu_g_dim_0=0).values, rtol=1e-6)
+    assert list(means["label"][:2]) == ["group 0", "group 1"]
+    view.component = "1"
+    means = source(root, FOREST_MEANS_NAME).data
+    np.testing.assert_allclose(means["mean"], summary.sel(stat="mean", mu_g_dim_0=1).values, rtol=1e-6)
+
+
+def test_forest_sorted_by_mean(gre: DashboardState) -> None:
+    view = ForestView(gre, variable="mu_g", order="mean")
+    render(view)
+    rows = view.rows
+    assert np.all(np.diff(rows["mean"].values) >= 0)
+    assert sorted(rows["element"]) == list(range(20))
+    expected = gre.summary["mu_g"].sel(stat="mean", mu_g_dim_0=0).values[rows["element"].values.astype(int)]
+    np.testing.assert_allclose(rows["mean"], expected, rtol=1e-6)
+
+
+def test_truth_shown_for_simulated_data_only(gre: DashboardState, radon: DashboardState) -> None:
+    view = ForestView(gre, variable="mu_g")
+    render(view)
+    marker = view._pipe.data["marker"]
+    np.testing.assert_allclose(marker["mean"], gre.truth["mu_g"].values[:, 0], rtol=1e-6)
+    assert "truth" in view._status.object
+    county = ForestView(radon, variable="alpha")
+    render(county)
+    assert radon.truth is None and len(county._pipe.data["marker"]) == 0
+    assert "truth" not in county._status.object
+
+
+def test_a_5000_element_plate_renders_one_page(big: DashboardState) -> None:
+    view = ForestView(big, variable="mu_g")
+    _, root = render(view)
+    assert len(source(root, FOREST_MEANS_NAME).data["mean"]) == PAGE_SIZE
+    assert "of 5000" in view._status.object
+    view.page = 25
+    assert list(view.rows["element"]) == list(range(4800, 5000))
+    np.testing.assert_allclose(source(root, FOREST_MEANS_NAME).data["mean"],
+                               big.summary["mu_g"].sel(stat="mean", mu_g_dim_0=0).values[4800:], rtol=1e-6)
+    big.selection = {"group": 4321}  # selected elsewhere: the forest turns to its page and highlights it
+    assert view.page == 4321 // PAGE_SIZE + 1
+    row = 4321 % PAGE_SIZE
+    assert list(view._highlight.data["y0"]) == [row - 0.5]
+
+
+def test_a_click_selects_and_every_forest_of_the_plate_highlights(gre: DashboardState) -> None:
+    first, second = ForestView(gre, variable="mu_g", order="mean"), ForestView(gre, variable="mu_g")
+    render(first)
+    render(second)
+    first._tap.event(x=0.0, y=3.2)  # a click on the fourth row from the top
+    element = int(first.rows["element"][3])
+    assert gre.selection == {"group": element}
+    assert list(first._highlight.data["y0"]) == [3 - 0.5]
+    assert list(second._highlight.data["y0"]) == [element - 0.5]
+
+
+def test_an_outer_selection_restricts_the_inner_forest(radon: DashboardState) -> None:
+    houses = ForestView(radon, variable="log_radon")
+    _, root = render(houses)
+    assert len(houses.rows) == PAGE_SIZE and "of 919" in houses._status.object
+    counties = ForestView(radon, variable="alpha")
+    render(counties)
+    counties._tap.event(x=0.0, y=12)
+    assert radon.selection == {"county": 12}
+    members = np.flatnonzero(radon.model.plate("house").membership == 12)
+    assert list(houses.rows["element"]) == list(members)
+    np.testing.assert_allclose(source(root, FOREST_MEANS_NAME).data["mean"],
+                               radon.draws["log_radon"].mean("sample").values[members], rtol=1e-5)
+    assert houses._widgets["restrict"].visible and "members of county 12" in houses._status.object
+    houses.restrict = False  # lift the restriction
+    assert len(houses.rows) == PAGE_SIZE
+    houses.restrict = True
+    radon.selection = {}
+    assert len(houses.rows) == PAGE_SIZE and not houses._widgets["restrict"].visible
+
+
+def test_regular_nesting_restricts_to_the_group(gre: DashboardState) -> None:
+    points = ForestView(gre, variable="x")
+    render(points)
+    assert len(points.rows) == PAGE_SIZE  # 200 of 20 x 10
+    gre.selection = {"group": 7}
+    assert list(points.rows["element"]) == list(range(70, 80))
+    assert list(points.rows["label"][:2]) == ["group 7, obs 0", "group 7, obs 1"]
+
+
+def test_the_forest_follows_new_summaries(gre: DashboardState) -> None:
+    view = ForestView(gre, variable="mu_g")
+    _, root = render(view)
+    gre.summary = gre.summary.copy(data={**{k: v.values for k, v in gre.summary.data_vars.items()},
+                                         "mu_g": gre.summary["mu_g"].values + 10})
+    try:
+        assert np.all(source(root, FOREST_MEANS_NAME).data["mean"] > 9)
+    finally:
+        gre.summary = gre.summary.copy(data={**{k: v.values for k, v in gre.summary.data_vars.items()},
+                                             "mu_g": gre.summary["mu_g"].values - 10})
+
+
+# -- detail ------------------------------------------------------------------------------------------------
+def test_the_detail_follows_the_selection(gre: DashboardState) -> None:
+    gre.variable = "mu_g"
+    view = DetailView(gre)
+    _, root = render(view)
+    assert view.title == "mu_g: select a group element"
+    gre.selection = {"group": 3}
+    assert view.title == "mu_g · group 3"
+    assert "mu_g · group 3" in view._title.object
+    density = source(root, DENSITY_NAME).data
+    draws = gre.draws["mu_g"].isel(group=3).values  # (sample, 2)
+    for c, label in enumerate(["0", "1"]):
+        xs = np.asarray(density["x"])[np.asarray(density["component"]) == label]
+        assert xs.min() < draws[:, c].min() and xs.max() > draws[:, c].max()
+    truth_lines = view.density._pipe.data["marker"]
+    np.testing.assert_allclose(truth_lines["x"], gre.truth["mu_g"].values[3], rtol=1e-6)
+    gre.selection = {"group": 11}
+    assert view.title == "mu_g · group 11"
+    assert view.density.series[0].marker == pytest.approx(float(gre.truth["mu_g"].values[11, 0]))
+
+
+def test_the_detail_falls_back_to_the_normal_approximation(big: DashboardState) -> None:
+    assert big.draws is None
+    big.variable = "mu_g"
+    view = DetailView(big)
+    render(view)
+    big.selection = {"group": 4000}
+    (series, _) = view.density.series
+    mean, sd = big.summary["mu_g"].sel(stat=["mean", "sd"], group=4000, mu_g_dim_0=0).values
+    assert series.approximate and series.x[np.argmax(series.y)] == pytest.approx(float(mean), abs=float(sd) / 20)
+    assert "Normal approximation" in view._caption.object
+
+
+def test_element_labels_use_coordinates() -> None:
+    import xarray as xr
+
+    named = xr.Dataset(coords={"county": ["AITKIN", "ANOKA"]})
+    assert element_label(named, ["county"], [1]) == "county 1 (ANOKA)"
+    assert element_label(xr.Dataset(coords={"county": [0, 1]}), ["county"], [1]) == "county 1"
+
+
+# -- globals -------------------------------------------------------------------------------------------------
+def test_global_marginals_show_truth_and_reference(gre: DashboardState, schools: DashboardState) -> None:
+    view = GlobalMarginals(gre)
+    render(view)
+    assert list(view.plots) == ["mu"]
+    (first, second) = view.plots["mu"].series
+    assert first.marker == pytest.approx(float(gre.truth["mu"].values[0]))
+    assert not first.approximate and len(first.ref_x) == 0
+    ref_view = GlobalMarginals(schools)
+    render(ref_view)
+    assert list(ref_view.plots) == ["mu", "tau"]
+    (tau,) = ref_view.plots["tau"].series
+    assert len(tau.ref_x) and not np.isfinite(tau.marker)
+    reference_median = float(schools.reference["tau"].median())
+    assert tau.ref_x.min() < reference_median < tau.ref_x.max()
+    assert "reference" in ref_view._captions["tau"].object
+
+
+def test_forest_shows_reference_intervals(schools: DashboardState) -> None:
+    view = ForestView(schools, variable="theta")
+    render(view)
+    reference = view._pipe.data["reference"]
+    np.testing.assert_allclose(reference["mean"], schools.reference["theta"].mean("sample").values, rtol=1e-6)
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+def test_ancestor_index() -> None:
+    radon = examples.load("radon")
+    membership = np.asarray(radon.plate("house").membership)
+    np.testing.assert_array_equal(ancestor_index(radon, ["house"], "county"), membership)
+    assert ancestor_index(radon, ["county"], "county") is None
+    gre = examples.load("gre", G=3, N=2)
+    np.testing.assert_array_equal(ancestor_index(gre, ["group", "obs"], "group"), [[0, 0], [1, 1], [2, 2]])
+
+
+def test_kde_integrates_to_one() -> None:
+    x, y = kde(np.random.default_rng(0).normal(size=500))
+    assert np.trapezoid(y, x) == pytest.approx(1, abs=0.01)

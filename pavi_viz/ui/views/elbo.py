@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 import holoviews as hv
-import holoviews.plotting.bokeh  # noqa: F401 - registers the Bokeh backend's options, whatever pn.extension() loaded
+import holoviews.plotting.bokeh  # registers the Bokeh backend's options, whatever pn.extension() loaded
 import numpy as np
 import pandas as pd
 import panel as pn

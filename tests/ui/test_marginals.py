@@ -224,7 +224,7 @@ def test_global_marginals_show_truth_and_reference(gre: DashboardState, schools:
     view = GlobalMarginals(gre)
     render(view)
     assert list(view.plots) == ["mu"]
-    (first, second) = view.plots["mu"].series
+    (first, _) = view.plots["mu"].series
     assert first.marker == pytest.approx(float(gre.truth["mu"].values[0]))
     assert not first.approximate and len(first.ref_x) == 0
     ref_view = GlobalMarginals(schools)
@@ -242,6 +242,25 @@ def test_forest_shows_reference_intervals(schools: DashboardState) -> None:
     render(view)
     reference = view._pipe.data["reference"]
     np.testing.assert_allclose(reference["mean"], schools.reference["theta"].mean("sample").values, rtol=1e-6)
+
+
+def test_views_survive_a_new_model() -> None:
+    from pavi_viz.ui.views.predictive import PredictiveCheck
+
+    state = fitted("radon", steps=50)
+    views = [ForestView(state), ForestView(state, variable="log_radon"), DetailView(state), GlobalMarginals(state),
+             PredictiveCheck(state)]
+    for view in views:
+        render(view)
+    state.variable = "alpha"
+    state.selection = {"county": 3, "house": 40}
+    state.model = examples.load("gre", G=30, N=4)
+    state.start().wait()
+    state.poll()
+    state.selection = {"group": 2}
+    assert views[0].variable == views[1].variable == "mu_g" and len(views[0].rows) == 30
+    assert views[2].title == "mu_g · group 2" and list(views[3].plots) == ["mu"]
+    assert views[4].plate == "group" and "group 2" in views[4]._message.object
 
 
 # -- helpers -------------------------------------------------------------------------------------------------

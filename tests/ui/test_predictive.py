@@ -9,7 +9,11 @@ from bokeh.document import Document
 from pavi_viz import examples
 from pavi_viz.runner import RunConfig
 from pavi_viz.ui.state import DashboardState
-from pavi_viz.ui.views.predictive import OBSERVED_NAME, PredictiveCheck, observations_under
+from pavi_viz.ui.views.predictive import (
+    OBSERVED_NAME,
+    PredictiveCheck,
+    observations_under,
+)
 
 
 def fitted(name: str, steps: int = 200, **options) -> DashboardState:

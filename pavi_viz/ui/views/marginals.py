@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import holoviews as hv
-import holoviews.plotting.bokeh  # noqa: F401 - registers the Bokeh backend's options, whatever pn.extension() loaded
+import holoviews.plotting.bokeh
 import numpy as np
 import pandas as pd
 import panel as pn
@@ -451,6 +451,8 @@ class GlobalMarginals(Viewer):
 
     @param.depends("state.summary", "state.draws", "state.truth", "state.reference", watch=True)
     def _update(self) -> None:
+        if list(self.plots) != self.names:
+            return  # a new model came in: _build follows
         if not self.plots:
             self._message.object = "This model has no global latent variable."
             return
@@ -540,7 +542,8 @@ class ForestView(Viewer):
     @param.depends("state.model", watch=True)
     def _model_changed(self) -> None:
         self._choices()
-        self._hold(variable=self._default_variable())
+        keep = not self.follow and self.variable in self.param.variable.objects
+        self._hold(variable=self.variable if keep else self._default_variable())
         self._variable_changed()
 
     @param.depends("state.variable", watch=True)
@@ -576,7 +579,8 @@ class ForestView(Viewer):
     def shown(self) -> str | None:
         """The variable shown, None when there is none (or, while a new model comes in,
         when it is not in the model)."""
-        return self.variable if self.variable in self.param.variable.objects else None
+        names = {v.name for v in self.state.model.variables if v.plates}
+        return self.variable if self.variable in names and self.variable in self.param.variable.objects else None
 
     @property
     def plates(self) -> list[str]:
@@ -704,7 +708,7 @@ class ForestView(Viewer):
     def _tapped(self, x: float | None = None, y: float | None = None) -> None:
         if y is None or not len(self._elements):
             return
-        row = int(round(y))
+        row = round(y)
         if 0 <= row < len(self._elements):
             self.select(int(self._elements[row]))
 

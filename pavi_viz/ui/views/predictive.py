@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import holoviews as hv
-import holoviews.plotting.bokeh  # noqa: F401 - registers the Bokeh backend's options, whatever pn.extension() loaded
+import holoviews.plotting.bokeh
 import numpy as np
 import pandas as pd
 import panel as pn
@@ -153,6 +153,11 @@ class PredictiveCheck(Viewer):
 
     @param.depends("plate", "state.selection", "state.draws", "state.observed", watch=True)
     def _update(self) -> None:
+        model = self.state.model
+        if self.plate not in [None, *(p.name for p in model.plates)] or any(
+            name not in model.observed_names for name, _ in self.pipes
+        ):
+            return  # a new model came in: _build follows
         empty = pd.DataFrame(columns=_COLUMNS)
         draws, element = self.state.draws, self.element
         message = ""

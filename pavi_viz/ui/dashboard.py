@@ -2,7 +2,8 @@
 
 :class:`Dashboard` composes the views of one :class:`~pavi_viz.ui.state.DashboardState`:
 a model selector over the bundled examples, the training controls, the plate diagram,
-the ELBO plot and the downloads, with a place for the posterior views. In a
+the ELBO plot, the downloads, and the posterior views (global marginals, the forest of
+a plated variable, the selected element's density and posterior predictive check). In a
 notebook, display it (``pn.extension()``, then ``Dashboard()`` as a cell's last
 line); to serve it, ``Dashboard().template().servable()`` (``apps/dashboard.py``).
 
@@ -23,7 +24,16 @@ from panel.viewable import Viewer
 
 from pavi_viz import __version__, examples
 from pavi_viz.ui.state import DEFAULT_EXAMPLE, DEFAULT_OPTIONS, DashboardState, Polled
-from pavi_viz.ui.views import ElboView, Exports, PlateDiagram, TrainingControls
+from pavi_viz.ui.views import (
+    DetailView,
+    ElboView,
+    Exports,
+    ForestView,
+    GlobalMarginals,
+    PlateDiagram,
+    PredictiveCheck,
+    TrainingControls,
+)
 
 #: Milliseconds between two polls of the run (5 Hz), whatever the training rate.
 POLL_PERIOD_MS = 200
@@ -43,7 +53,8 @@ class Dashboard(Viewer):
     Attributes:
         state: the :class:`DashboardState`.
         model_select: the bundled example to fit (replacing it stops the current run).
-        controls, elbo, exports, diagram: the views (:mod:`pavi_viz.ui.views`).
+        controls, elbo, exports, diagram, global_marginals, forest, detail, predictive:
+            the views (:mod:`pavi_viz.ui.views`).
     """
 
     def __init__(self, state: DashboardState | None = None, **params: Any) -> None:
@@ -61,9 +72,10 @@ class Dashboard(Viewer):
         self.elbo = ElboView(self.state)
         self.exports = Exports(self.state)
         self.diagram = PlateDiagram(self.state)
-        # INTEGRATION: the posterior views (views.marginals: GlobalMarginals, ForestView,
-        # DetailView; views.predictive: PredictiveCheck) go in `posterior_slot`.
-        self.posterior_slot = pn.Column(sizing_mode="stretch_width", visible=False)  # shown once filled
+        self.global_marginals = GlobalMarginals(self.state)
+        self.forest = ForestView(self.state)
+        self.detail = DetailView(self.state)
+        self.predictive = PredictiveCheck(self.state)
         self._callback: pn.io.callbacks.PeriodicCallback | None = None
 
     # -- layouts ------------------------------------------------------------------------
@@ -72,8 +84,15 @@ class Dashboard(Viewer):
         return [self.model_select, self.model_info, self.controls, self.exports]
 
     def main(self) -> list[Any]:
-        """The diagram and the ELBO side by side, the posterior views below."""
-        return [pn.Row(self.diagram, self.elbo, sizing_mode="stretch_width"), self.posterior_slot]
+        """The diagram and the ELBO side by side, the posterior views below: the global
+        variables and the selected element's density, the forest of a plated variable,
+        and the selected element's posterior predictive check."""
+        return [
+            pn.Row(self.diagram, self.elbo, sizing_mode="stretch_width"),
+            pn.Row(self.global_marginals, self.detail, sizing_mode="stretch_width"),
+            self.forest,
+            self.predictive,
+        ]
 
     def __panel__(self) -> pn.viewable.Viewable:
         """A plain layout, for notebooks (polling starts where it can run)."""
@@ -84,10 +103,14 @@ class Dashboard(Viewer):
             sizing_mode="stretch_width",
         )
 
-    def template(self) -> pn.template.FastListTemplate:
-        """A page for serving, titled :data:`TITLE` (a new template per call: one per session)."""
+    def template(self) -> pn.template.BootstrapTemplate:
+        """A page for serving, titled :data:`TITLE` (a new template per call: one per session).
+
+        Bootstrap rather than Fast: the Fast theme imports its font from Google's servers,
+        and the dashboard must work offline (a workshop room, a cluster node).
+        """
         self.start_polling()
-        return pn.template.FastListTemplate(
+        return pn.template.BootstrapTemplate(
             title=TITLE,
             sidebar=[*self.sidebar(), pn.pane.Markdown(f"pavi_viz {__version__}", margin=(20, 10, 0, 10))],
             main=self.main(),
@@ -136,7 +159,10 @@ class Dashboard(Viewer):
     # -- the model ------------------------------------------------------------------------
     def _select_model(self, event: Any) -> None:
         if event.new is not None and event.new != self.state.model.name:
-            self.state.model = examples.load(event.new, **EXAMPLE_OPTIONS.get(event.new, {}))
+            self.state.param.update(
+                model=examples.load(event.new, **EXAMPLE_OPTIONS.get(event.new, {})),
+                reference=examples.reference(event.new),
+            )
 
     def _model_changed(self, *_: Any) -> None:
         model = self.state.model

@@ -84,7 +84,7 @@ def test_dashboard_layouts(dashboard):
     assert dashboard.model_select.options == pavi_viz.examples.list()
     assert not dashboard.polling  # no session, no running loop: nothing would run the callback
     template = dashboard.template()
-    assert isinstance(template, pn.template.FastListTemplate)
+    assert isinstance(template, pn.template.BootstrapTemplate)
     assert template.title == TITLE == "pavi_viz"
 
 

@@ -5,11 +5,26 @@
 - :class:`PlateDiagram` (:mod:`.diagram`): the model's plate diagram; a click selects a variable.
 - :class:`TrainingControls` (:mod:`.controls`): settings, Start / Pause / Resume / Stop, progress.
 - :class:`Exports` (:mod:`.exports`): model JSON, posterior NetCDF, ELBO history CSV downloads.
+- :class:`GlobalMarginals`, :class:`ForestView`, :class:`DetailView` (:mod:`.marginals`):
+  per-plate posterior marginals, linked through the state's selections.
+- :class:`PredictiveCheck` (:mod:`.predictive`): observed data against posterior
+  predictive draws for the selected plate element.
 """
 
 from pavi_viz.ui.views.controls import TrainingControls
 from pavi_viz.ui.views.diagram import PlateDiagram
 from pavi_viz.ui.views.elbo import ElboView
 from pavi_viz.ui.views.exports import Exports
+from pavi_viz.ui.views.marginals import DetailView, ForestView, GlobalMarginals
+from pavi_viz.ui.views.predictive import PredictiveCheck
 
-__all__ = ["ElboView", "Exports", "PlateDiagram", "TrainingControls"]
+__all__ = [
+    "DetailView",
+    "ElboView",
+    "Exports",
+    "ForestView",
+    "GlobalMarginals",
+    "PlateDiagram",
+    "PredictiveCheck",
+    "TrainingControls",
+]

@@ -28,7 +28,8 @@ inner plate shows only that element's members (a checkbox lifts the restriction)
 
 Inspecting the page (browser tests): the Bokeh data sources carry the names
 :data:`FOREST_MEANS_NAME` (columns ``mean``, ``row``, ``element``, ``label``, ``low``,
-``high``), :data:`DENSITY_NAME` (``xs``, ``ys``, ``component``: one path per event
+``high``), :data:`DENSITY_NAME` (the detail view's density; :data:`GLOBAL_DENSITY_PREFIX`
+plus the variable's name for the global marginals; ``xs``, ``ys``, ``component``: one path per event
 component) and the detail view's title is an HTML pane with the CSS class
 :data:`DETAIL_TITLE_CLASS`.
 """
@@ -64,6 +65,8 @@ LOW, HIGH = "5%", "95%"
 #: Names of Bokeh models and CSS classes, for tests (see the module's docstring).
 FOREST_MEANS_NAME = "pavi-forest-means"
 DENSITY_NAME = "pavi-density"
+#: The density sources of the global marginals: this prefix, then the variable's name.
+GLOBAL_DENSITY_PREFIX = "pavi-global-density-"
 DETAIL_TITLE_CLASS = "pavi-detail-title"
 
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -355,27 +358,31 @@ class DensityPlot:
     send redraws it once.
     """
 
-    def __init__(self, xlabel: str = "value", height: int = 260) -> None:
+    def __init__(self, xlabel: str = "value", height: int = 260, name: str = DENSITY_NAME) -> None:
         self.series: list[Series] = []
         empty = pd.DataFrame(columns=_SEGMENT_COLUMNS)
         # One stream for the three layers: a send redraws the figure once.
         self._pipe = hv.streams.Pipe(data={"posterior": empty, "reference": empty, "marker": empty})
         styles = {
-            "posterior": {"line_width": 2.5, "tools": ["hover"], "hooks": [name_source(DENSITY_NAME)]},
+            "posterior": {"line_width": 2.5, "tools": ["hover"], "hooks": [name_source(name)]},
             "reference": {"line_width": 1.5, "line_dash": "dashed", "alpha": 0.8},
             "marker": {"line_width": 2, "line_dash": "dotted"},
         }
 
         def layer(kind: str) -> hv.DynamicMap:
             def draw(data: dict[str, pd.DataFrame]) -> hv.Segments:
+                # No legend: the caption names the components' colours (a legend would
+                # gather renderers of three sources, which Bokeh reports as an error).
                 return hv.Segments(data[kind], ["x", "y", "x1", "y1"], ["component", "color"]).opts(
-                    color="component", cmap=_palette(data[kind]), framewise=True, **styles[kind],
+                    color="component", cmap=_palette(data[kind]), framewise=True, show_legend=False, **styles[kind],
                 )
 
             return hv.DynamicMap(draw, streams=[self._pipe])
 
+        # Axes of their own: HoloViews would otherwise link the "density" axes of every
+        # density plot of the page, the detail view's clipping the global ones.
         self.plot = (layer("posterior") * layer("reference") * layer("marker")).opts(
-            framewise=True, xlabel=xlabel, ylabel="density", responsive=True, height=height, show_grid=True,
+            framewise=True, shared_axes=False, xlabel=xlabel, ylabel="density", responsive=True, height=height, show_grid=True,
         )
 
     def send(self, series: Sequence[Series]) -> None:
@@ -440,7 +447,9 @@ class GlobalMarginals(Viewer):
     @param.depends("state.model", watch=True)
     def _build(self) -> None:
         """A new model: one plot per global variable."""
-        self.plots = {name: DensityPlot(xlabel=name, height=220) for name in self.names}
+        self.plots = {
+            name: DensityPlot(xlabel=name, height=220, name=GLOBAL_DENSITY_PREFIX + name) for name in self.names
+        }
         self._captions = {name: pn.pane.Markdown("", margin=(0, 10), styles={"font-size": "0.85em"}) for name in self.plots}
         self._grid.objects = [
             pn.Column(pn.pane.Markdown(f"**{name}**", margin=(0, 10)), pn.pane.HoloViews(plot.plot, sizing_mode="stretch_width"),

@@ -62,7 +62,7 @@ class Page:
     records the page's console errors and uncaught exceptions."""
 
     def __init__(self, browser, screenshots: Path, name: str) -> None:
-        self.context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        self.context = browser.new_context(viewport={"width": 1600, "height": 1800})
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)

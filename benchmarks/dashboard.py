@@ -1,0 +1,222 @@
+"""The dashboard's cost to training, and how fast it shows what happens, in a real browser.
+
+One process, three measurements on the same model and settings:
+
+1. **Throughput, headless**: a :class:`~pavi_viz.runner.TrainingRun` with the
+   dashboard's default settings, no page; steps per second of wall-clock time over a
+   window after a warm-up.
+2. **Throughput, watched**: the same run started from a served dashboard
+   (``pn.serve(..., threaded=True)`` in this process, as ``panel serve`` would serve
+   it) with one headless chromium tab watching; steps per second over the same window,
+   read from the run. The ratio watched / headless is the dashboard's cost.
+3. **Latency**: a new ELBO point's wall-clock time from its publication by the
+   training thread (the hub record's ``time``) to its arrival in the page's data
+   source (recorded in the page by a ``ColumnDataSource`` change listener,
+   ``Date.now()`` on the same machine); and from a click on a forest element of a
+   1,000-element plate to the detail plot's new title and data in the page.
+
+Run ``python benchmarks/dashboard.py [--seconds 20] [--groups 1000] [--out benchmarks/results]``;
+writes ``dashboard.json`` (and prints a summary). Needs chromium at /usr/bin/chromium
+(``make system-deps``) and Playwright (the test extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import panel as pn
+
+from pavi_viz import examples
+from pavi_viz.runner import POINT, RunState, TrainingRun
+from pavi_viz.ui.dashboard import Dashboard
+from pavi_viz.ui.state import DEFAULT_CONFIG, DEFAULT_EXAMPLE, DEFAULT_OPTIONS, DashboardState
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run"]
+ELBO_SOURCE = "pavi-elbo-source"
+FOREST_SOURCE = "pavi-forest-means"
+
+#: In the page: record (Date.now(), last step) each time the ELBO source changes.
+LISTEN = """(name) => {
+  window.arrivals = [];
+  const source = Bokeh.documents[0].get_model_by_name(name);
+  const record = () => { const s = source.data.step; if (s.length) window.arrivals.push([Date.now(), s[s.length - 1]]); };
+  source.connect(source.streaming, record);
+  source.connect(source.change, record);
+}"""
+#: In the page: the screen position of row i of the renderer drawing a named source.
+POINT_AT = """([name, i]) => {
+  const seen = new Set(), stack = [...(Bokeh.index instanceof Map ? Bokeh.index.values() : Object.values(Bokeh.index))];
+  while (stack.length) {
+    const v = stack.pop();
+    if (!v || seen.has(v)) continue; seen.add(v);
+    if (v.model && v.model.glyph && v.model.data_source && v.model.data_source.name === name) {
+      const d = v.model.data_source.data, g = v.model.glyph;
+      const box = v.plot_view.canvas_view.el.getBoundingClientRect();
+      return [box.left + v.coordinates.x_scale.compute(d[g.x.field][i]),
+              box.top + v.coordinates.y_scale.compute(d[g.y.field][i])];
+    }
+    for (const c of (v.children ? v.children() : [])) stack.push(c);
+  }
+  return null;
+}"""
+#: In the page: the detail view's title text (its heading sits in nested shadow roots).
+TITLE = """
+const findTitle = (root) => {
+  const found = root.querySelector('.pavi-detail-title');
+  if (found) return found;
+  for (const el of root.querySelectorAll('*')) {
+    if (el.shadowRoot) { const inner = findTitle(el.shadowRoot); if (inner) return inner; }
+  }
+  return null;
+};
+const title = () => {
+  const pane = findTitle(document);
+  const heading = pane && (pane.shadowRoot || pane).querySelector('h3');
+  return heading ? heading.innerText : '';
+};"""
+CURRENT_TITLE = "() => {" + TITLE + " return title(); }"
+#: In the page: wait for the detail title to change from ``before``; the ms since the
+#: click's pointerdown (``window.clicked``).
+WAIT_TITLE = "async (before) => {" + TITLE + """
+  const start = performance.now();
+  while (title() === before) {
+    if (performance.now() - start > 10000) return null;  // the click missed
+    await new Promise(r => requestAnimationFrame(r));
+  }
+  return performance.now() - window.clicked;
+}"""
+
+
+def steps_per_second(run: TrainingRun, warm_up: float, window: float) -> float:
+    """Steps per wall-clock second of a running run, over ``window`` s after ``warm_up`` s."""
+    time.sleep(warm_up)
+    s0, t0 = run.progress.step, time.perf_counter()
+    time.sleep(window)
+    return (run.progress.step - s0) / (time.perf_counter() - t0)
+
+
+def headless(model, seconds: float) -> float:
+    run = TrainingRun(model, **{**DEFAULT_CONFIG, "steps": 1_000_000}).start()
+    try:
+        return steps_per_second(run, 3.0, seconds)
+    finally:
+        run.stop(wait=True)
+
+
+def watched(model_factory, seconds: float, groups: int) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    dashboards: list[Dashboard] = []
+
+    def app():
+        state = DashboardState(model_factory())
+        state.config.steps = 1_000_000
+        dashboard = Dashboard(state)
+        dashboards.append(dashboard)
+        return dashboard.template()
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = pn.serve({"dashboard": app}, port=port, threaded=True, show=False, address="127.0.0.1",
+                      websocket_origin=[f"localhost:{port}"])
+    out: dict[str, Any] = {}
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            # Tall enough that the forest's rows are on screen, where a click lands.
+            page = browser.new_page(viewport={"width": 1600, "height": 3000})
+            page.goto(f"http://localhost:{port}/dashboard", wait_until="networkidle", timeout=60_000)
+            page.wait_for_function(
+                "(name) => window.Bokeh && Bokeh.documents.length && Bokeh.documents[0].get_model_by_name(name)",
+                arg=ELBO_SOURCE, timeout=60_000,
+            )
+            page.evaluate(LISTEN, ELBO_SOURCE)
+            page.get_by_role("button", name="Start", exact=True).click()
+            time.sleep(0.5)
+            run = dashboards[-1].state.run
+            out["steps_per_second"] = steps_per_second(run, 2.5, seconds)
+            arrivals = page.evaluate("() => window.arrivals")
+            published = {r["step"]: r["time"] for r in run.hub.since(0).records if r["kind"] == POINT}
+            delays = [at / 1000 - published[step] for at, step in arrivals if step in published]
+            out["point_latency_s"] = _stats(delays)
+
+            # Click latency: pause (the forest holds still), click rows, time the redraw.
+            page.get_by_role("button", name="Pause", exact=True).click()
+            page.wait_for_timeout(1000)
+            page.evaluate("() => document.addEventListener('pointerdown', () => { window.clicked = performance.now(); }, true)")
+            clicks = []
+            for row in range(5, 5 + 15):
+                before = page.evaluate(CURRENT_TITLE)
+                x, y = page.evaluate(POINT_AT, [FOREST_SOURCE, row])
+                page.mouse.click(x, y)
+                took = page.evaluate(WAIT_TITLE, before)
+                if took is not None:
+                    clicks.append(took / 1000)
+            out["click_to_detail_s"] = _stats(clicks)
+            out["clicks_missed"] = 15 - len(clicks)
+            out["plate_elements"] = groups
+            browser.close()
+        for dashboard in dashboards:
+            dashboard.close()
+        assert all(d.state.run is None or d.state.run.state in (RunState.STOPPED, RunState.FINISHED)
+                   for d in dashboards)
+    finally:
+        server.stop()
+    return out
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "n": len(ordered),
+        "median": statistics.median(ordered) if ordered else float("nan"),
+        "p90": ordered[int(0.9 * (len(ordered) - 1))] if ordered else float("nan"),
+        "max": ordered[-1] if ordered else float("nan"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="measurement window per throughput (s)")
+    parser.add_argument("--groups", type=int, default=1000, help="G of the GRE model watched for click latency")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args(argv)
+
+    # The dashboard's default model for throughput; the same family and settings both ways.
+    model = examples.load(DEFAULT_EXAMPLE, **DEFAULT_OPTIONS)
+    report: dict[str, Any] = {"model": f"{DEFAULT_EXAMPLE} {DEFAULT_OPTIONS}", "settings": DEFAULT_CONFIG,
+                              "cpu_count": os.cpu_count(), "load_average_before": os.getloadavg()}
+    report["headless_steps_per_second"] = headless(model, args.seconds)
+    watched_default = watched(lambda: examples.load(DEFAULT_EXAMPLE, **DEFAULT_OPTIONS), args.seconds,
+                              DEFAULT_OPTIONS["G"])
+    report["watched"] = watched_default
+    report["throughput_ratio"] = watched_default["steps_per_second"] / report["headless_steps_per_second"]
+    options = {**DEFAULT_OPTIONS, "G": args.groups}
+    report["large_plate"] = watched(lambda: examples.load(DEFAULT_EXAMPLE, **options), 5.0, args.groups)
+    report["load_average_after"] = os.getloadavg()
+    report["threads_alive_after"] = sorted(t.name for t in threading.enumerate() if t.name.startswith("pavi_viz "))
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "dashboard.json"
+    path.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    print(f"\nthroughput watched / headless: {report['throughput_ratio']:.2f}; "
+          f"point latency median {watched_default['point_latency_s']['median']:.3f} s "
+          f"(max {watched_default['point_latency_s']['max']:.3f}); click to detail on {args.groups} elements: "
+          f"median {report['large_plate']['click_to_detail_s']['median'] * 1000:.0f} ms "
+          f"(max {report['large_plate']['click_to_detail_s']['max'] * 1000:.0f}); wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,11 +12,26 @@ periodic callback (every :data:`POLL_PERIOD_MS` ms, on the session's event loop)
 :meth:`Dashboard.poll`, which reads what the run published (``state.poll()``) and
 streams the new ELBO points. The training thread never touches a Bokeh object. A
 served session's run is stopped when the session is destroyed (the tab closed).
+
+Pacing: the dashboard runs in the training process, so every millisecond its views
+spend redrawing is taken from training (the GIL). ELBO points are cheap (a
+``ColumnDataSource.stream`` of a few rows); a posterior summary redraws every
+posterior view. :meth:`Dashboard.poll` therefore times each summary it applies and
+sets ``state.summary_interval`` so that applying summaries takes at most
+:data:`SUMMARY_SHARE` of wall-clock time, and never comes more often than every
+:data:`MIN_SUMMARY_INTERVAL` seconds: a summary arriving sooner waits, and a newer one
+replaces it (see :class:`~pavi_viz.ui.state.DashboardState`). The first summary of a
+run and the last one of a run that stopped going are shown at once. The redraws of one
+summary run inside a frozen Bokeh document, so the document's model graph is walked
+once per summary rather than once per plot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import panel as pn
@@ -37,6 +52,10 @@ from pavi_viz.ui.views import (
 
 #: Milliseconds between two polls of the run (5 Hz), whatever the training rate.
 POLL_PERIOD_MS = 200
+#: The share of wall-clock time applying posterior summaries may take at most.
+SUMMARY_SHARE = 0.05
+#: Seconds at least between two posterior summaries applied while a run goes.
+MIN_SUMMARY_INTERVAL = 1.0
 #: Options of the examples the selector loads (the others use their defaults).
 EXAMPLE_OPTIONS: dict[str, dict[str, Any]] = {DEFAULT_EXAMPLE: DEFAULT_OPTIONS}
 #: The page's title (the browser tab's too).
@@ -77,6 +96,8 @@ class Dashboard(Viewer):
         self.detail = DetailView(self.state)
         self.predictive = PredictiveCheck(self.state)
         self._callback: pn.io.callbacks.PeriodicCallback | None = None
+        #: Seconds the last summaries took to apply (a moving average; None before the first).
+        self.summary_cost: float | None = None
 
     # -- layouts ------------------------------------------------------------------------
     def sidebar(self) -> list[Any]:
@@ -119,10 +140,34 @@ class Dashboard(Viewer):
 
     # -- polling ------------------------------------------------------------------------
     def poll(self) -> Polled:
-        """Read the run's new records and stream its new ELBO points (the session's loop only)."""
-        polled = self.state.poll()
+        """Read the run's new records and stream its new ELBO points (the session's loop
+        only); apply a posterior summary when its time has come, and pace the next one
+        from what this one cost (see the module's docstring)."""
+        started = time.perf_counter()
+        polled = self.state.poll(hold=self._frozen)
+        if polled.new_summary:
+            cost = time.perf_counter() - started
+            self.summary_cost = cost if self.summary_cost is None else 0.5 * (self.summary_cost + cost)
+            self.state.summary_interval = max(MIN_SUMMARY_INTERVAL, self.summary_cost / SUMMARY_SHARE)
         self.elbo.push(polled)
         return polled
+
+    @contextlib.contextmanager
+    def _frozen(self) -> Iterator[None]:
+        """Hold the model graph of the documents showing this dashboard until the views
+        have redrawn (each HoloViews redraw would otherwise walk the whole page's models)."""
+        with contextlib.ExitStack() as stack:
+            for doc in self._documents():
+                stack.enter_context(doc.models.freeze())
+            yield
+
+    def _documents(self) -> list[Any]:
+        """The Bokeh documents this dashboard is shown in (its ELBO plot's)."""
+        docs: dict[int, Any] = {}
+        for model, _ in list(self.elbo._pane._models.values()):
+            if model.document is not None:
+                docs[id(model.document)] = model.document
+        return list(docs.values())
 
     async def _poll(self) -> None:
         self.poll()

@@ -9,11 +9,24 @@ Threading: the training thread only publishes to the run's hub. The dashboard's
 periodic callback calls :meth:`DashboardState.poll` on the session's event loop; poll
 reads the new records through the state's own cursor, updates the parameters (which
 the views watch) and returns the new ELBO points for the views' streams.
+
+Pacing: the views redraw on every new ``summary``, and a redraw costs far more than
+reading the records (the dashboard runs in the training process and holds the GIL the
+training thread needs). So :meth:`DashboardState.poll` keeps the newest summary (and
+its draws) *pending* and applies it only once ``summary_interval`` seconds have passed
+since the last one it applied; a newer one replaces a pending one unseen. The first
+summary of a run, and the pending one of a run that is no longer running (paused,
+stopped, finished, failed), are applied at once. The dashboard sets
+``summary_interval`` from what applying cost (see :mod:`pavi_viz.ui.dashboard`); left
+at 0, every summary is applied as it comes.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +44,9 @@ class Polled:
 
     Attributes:
         step, elbo, smoothed_elbo: one entry per new point, oldest first.
-        new_summary: whether a newer posterior summary arrived.
+        new_summary: whether this poll applied a newer posterior summary (one that
+            arrived now, or an earlier one held back until its interval passed).
+        summary_pending: whether a newer summary is held back (see ``summary_interval``).
         restarted: whether a new run replaced the previous one (views clear their streams).
     """
 
@@ -39,6 +54,7 @@ class Polled:
     elbo: list[float] = field(default_factory=list)
     smoothed_elbo: list[float] = field(default_factory=list)
     new_summary: bool = False
+    summary_pending: bool = False
     restarted: bool = False
 
     def __len__(self) -> int:
@@ -73,6 +89,12 @@ class DashboardState(param.Parameterized):
     truth = param.ClassSelector(class_=xr.Dataset, allow_None=True, doc="Ground truth of simulated data.")
     observed = param.ClassSelector(class_=xr.Dataset, allow_None=True, doc="The observed data.")
 
+    summary_interval = param.Number(
+        default=0.0, bounds=(0, None),
+        doc="Seconds at least between two summaries applied by poll (a newer one waits, pending; "
+            "the first of a run and the last of a run that stopped going are applied at once).",
+    )
+
     # Selections, linked across views.
     variable = param.String(default="", doc="The selected variable (model diagram, marginals).")
     selection = param.Dict(default={}, doc="The selected element of each plate, {plate: index}.")
@@ -86,6 +108,8 @@ class DashboardState(param.Parameterized):
         super().__init__(model=model, reference=reference, **params)
         self._reader = None
         self._restarted = False
+        self._pending: dict[str, Any] | None = None  # the newest summary not applied yet
+        self._applied_at: float | None = None  # time.monotonic() of the last summary applied (None: none yet)
         self._model_changed()
 
     @param.depends("model", watch=True)
@@ -95,6 +119,7 @@ class DashboardState(param.Parameterized):
         latent = [v.name for v in self.model.variables if not v.observed]
         self._reader = None
         self._restarted = True
+        self._pending, self._applied_at = None, None
         self.param.update(
             run=None, run_state="idle", message="", traceback="", step=0, total_steps=0, steps_per_second=0.0,
             parameter_count=None, summary=None, draws=None, summary_step=0, truth=None, observed=None,
@@ -108,6 +133,7 @@ class DashboardState(param.Parameterized):
         self.stop()
         run = TrainingRun(self.model, self.config)
         self._reader = run.hub.reader()
+        self._pending, self._applied_at = None, None
         self.param.update(
             run=run, run_state="running", message="", traceback="", step=0, total_steps=run.config.steps,
             steps_per_second=0.0, parameter_count=None, summary=None, draws=None, summary_step=0,
@@ -135,9 +161,20 @@ class DashboardState(param.Parameterized):
             self.run.stop(wait=wait)
 
     # -- polling (the session's event loop) ------------------------------------------------
-    def poll(self) -> Polled:
+    def poll(self, hold: Callable[[], AbstractContextManager] | None = None) -> Polled:
         """Read what the run published since the last poll, update the parameters, and
-        return the new ELBO points."""
+        return the new ELBO points.
+
+        A new summary is applied (``summary``, ``draws``, ``summary_step``) only when its
+        time has come (see the module's docstring and ``summary_interval``); until then
+        it is pending, and ``Polled.summary_pending`` says so.
+
+        Args:
+            hold: a context manager factory the parameter updates run in when they
+                apply a summary or the run's data and truth (the dashboard freezes its Bokeh documents there, so the
+                views' redraws recompute each document's model graph once, not once per
+                plot).
+        """
         polled = Polled(restarted=self._restarted)
         self._restarted = False
         if self._reader is None:
@@ -152,8 +189,7 @@ class DashboardState(param.Parameterized):
                 updates["step"] = record["step"]
                 updates["steps_per_second"] = record["steps_per_second"]
             elif kind == SUMMARY:
-                updates.update(summary=record["summary"], draws=record["draws"], summary_step=record["step"])
-                polled.new_summary = True
+                self._pending = {"summary": record["summary"], "draws": record["draws"], "summary_step": record["step"]}
             elif kind == STATE:
                 updates.update(run_state=record["state"], message=record["message"])
                 if record["state"] == RunState.FAILED.value and self.run is not None:
@@ -163,9 +199,24 @@ class DashboardState(param.Parameterized):
                     parameter_count=record["parameter_count"], total_steps=record["total_steps"],
                     truth=record["truth"], observed=record["observed"],
                 )
+        if self._pending is not None and self._summary_due(updates.get("run_state", self.run_state)):
+            updates.update(self._pending)
+            self._pending = None
+            self._applied_at = time.monotonic()
+            polled.new_summary = True
+        polled.summary_pending = self._pending is not None
         if updates:
-            self.param.update(**updates)
+            redraws = polled.new_summary or "truth" in updates  # the posterior views redraw
+            with hold() if hold is not None and redraws else nullcontext():
+                self.param.update(**updates)
         return polled
+
+    def _summary_due(self, run_state: str) -> bool:
+        """Whether the pending summary is to be applied now: the run's first, one of a
+        run no longer running, or ``summary_interval`` seconds after the last."""
+        if self._applied_at is None or run_state != RunState.RUNNING.value:
+            return True
+        return time.monotonic() - self._applied_at >= self.summary_interval
 
     # -- reading ----------------------------------------------------------------------------
     @property

@@ -251,3 +251,16 @@ def test_log_scale_plots_the_loss_and_says_what_it_hides():
     assert not view._note.visible
     view.clear()
     assert view.data.empty
+
+
+def test_the_dashboard_paces_summaries_by_their_cost(dashboard):
+    from pavi_viz.ui import dashboard as module
+
+    render(dashboard)
+    dashboard.state.config.param.update(steps=100_000, summary_every=5)
+    dashboard.state.start()
+    poll_until(dashboard, lambda: dashboard.state.summary is not None)
+    cost = dashboard.summary_cost
+    assert cost is not None and cost > 0
+    assert dashboard.state.summary_interval == max(module.MIN_SUMMARY_INTERVAL, cost / module.SUMMARY_SHARE)
+    assert dashboard.forest.rows["mean"].notna().all() and len(dashboard.forest.rows) == 20

@@ -57,3 +57,42 @@ def test_resume_says_running_at_once(state):
     assert state.run_state == "running"
     poll_until(state, lambda: state.run_state == "finished")
     assert state.step == 150 and state.fitted
+
+
+def test_a_summary_waits_for_its_interval_and_the_last_one_comes_at_once(state):
+    state.config.param.update(steps=1_000_000, summary_every=5)
+    state.summary_interval = 1e6  # nothing after the first, while the run goes
+    state.start()
+    poll_until(state, lambda: state.summary is not None)  # the run's first summary: at once
+    first = state.summary_step
+    pending = []
+    poll_until(state, lambda: pending.append(state.poll().summary_pending) or pending[-1])
+    assert state.summary_step == first and state.run_state == "running"  # a newer one is held back
+    state.summary_interval = 0.0  # its interval has passed
+    polled = state.poll()
+    assert polled.new_summary and not polled.summary_pending and state.summary_step > first
+
+    state.summary_interval = 1e6
+    held = state.summary_step
+    poll_until(state, lambda: state.poll().summary_pending)
+    state.stop(wait=True)
+    polled = state.poll()  # the run stopped: its newest summary is applied in the same poll
+    assert state.run_state == "stopped"
+    assert polled.new_summary and not polled.summary_pending
+    assert state.summary_step > held
+    assert state.summary_step == max(r["step"] for r in state.run.hub.since(0).records if r["kind"] == "summary")
+
+
+def test_a_new_run_drops_the_pending_summary(state):
+    state.config.param.update(steps=1_000_000, summary_every=5)
+    state.summary_interval = 1e6
+    state.start()
+    poll_until(state, lambda: state.summary is not None)
+    poll_until(state, lambda: state.poll().summary_pending)
+    old = state.run
+    state.start()  # the old run's pending summary is not shown for the new one
+    old.wait(30)
+    assert state.summary is None
+    polled = state.poll()
+    assert polled.restarted
+    assert state.summary is None or state.summary_step <= state.run.progress.step < old.progress.step

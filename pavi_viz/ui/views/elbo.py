@@ -1,9 +1,12 @@
 """The ELBO against the training step, streamed to the browser as it grows.
 
-:class:`ElboView` keeps the points of the dashboard's current run in an
-``hv.streams.Buffer`` drawn by an ``hv.DynamicMap``: :meth:`ElboView.push` sends only
-the new points, which HoloViews turns into ``ColumnDataSource.stream`` calls, so the
-browser receives a few rows per poll however long the run.
+:class:`ElboView` draws the points of the dashboard's current run with a plain Bokeh
+figure (made per view, never shared) whose ``ColumnDataSource`` gets only the new
+points of each poll through ``ColumnDataSource.stream``: the browser receives a few
+rows per poll however long the run, and the server does no more than append them.
+(A HoloViews ``Buffer`` + ``DynamicMap`` did the same with a re-evaluated DynamicMap, a
+rebuilt DataFrame and a recomputed model graph of the whole page per poll: tens of
+milliseconds, five times a second, in the training process.)
 
 Inspecting the page (browser tests): the Bokeh models carry names, found with
 ``Bokeh.documents[0].get_model_by_name(NAME)`` in the page or
@@ -16,21 +19,21 @@ Inspecting the page (browser tests): the Bokeh models carry names, found with
 - :data:`RAW_RENDERER_NAME`, :data:`SMOOTHED_RENDERER_NAME`: their glyph renderers;
 - :data:`FIGURE_NAME` (``"pavi-elbo-figure"``): the figure.
 
-Zooming or panning the plot holds it where the user put it (HoloViews stops
-following the stream; the points keep arriving in the buffer); the toolbar's reset
-button follows the stream again.
+Zooming or panning the plot holds it where the user put it (Bokeh's ``DataRange1d``
+stops following the data once changed by hand; the points keep arriving); the
+toolbar's reset button follows the stream again.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import holoviews as hv
-import holoviews.plotting.bokeh  # registers the Bokeh backend's options, whatever pn.extension() loaded
 import numpy as np
 import pandas as pd
 import panel as pn
 import param
+from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.plotting import figure
 from panel.viewable import Viewer
 
 from pavi_viz.ui.state import DashboardState, Polled
@@ -44,24 +47,13 @@ FIGURE_NAME = "pavi-elbo-figure"
 
 #: The buffer's columns, in order.
 COLUMNS = ("step", "elbo", "smoothed_elbo", "loss", "smoothed_loss")
-#: Points the buffer keeps (the oldest are dropped beyond; the hub itself thins long runs
-#: to 20,000 points, so a whole run fits).
+#: Points the sources keep (the oldest are dropped beyond: ``stream``'s rollover; the hub
+#: itself thins long runs to 20,000 points, so a whole run fits).
 BUFFER_LENGTH = 50_000
 
 
-def _empty() -> pd.DataFrame:
-    return pd.DataFrame({c: np.array([], dtype=float if c != "step" else np.int64) for c in COLUMNS})
-
-
-def _name_models(source: str, renderer: str):
-    """A HoloViews hook naming a curve's data source, glyph renderer and figure."""
-
-    def hook(plot: Any, element: Any) -> None:
-        plot.handles["source"].name = source
-        plot.handles["glyph_renderer"].name = renderer
-        plot.state.name = FIGURE_NAME
-
-    return hook
+def _empty() -> dict[str, np.ndarray]:
+    return {c: np.array([], dtype=float if c != "step" else np.int64) for c in COLUMNS}
 
 
 class ElboView(Viewer):
@@ -84,12 +76,11 @@ class ElboView(Viewer):
     def __init__(self, state: DashboardState, **params: Any) -> None:
         super().__init__(**params)
         self.state = state
-        #: The points of the current run (columns :data:`COLUMNS`); send with :meth:`push`.
-        self.buffer = hv.streams.Buffer(_empty(), length=BUFFER_LENGTH, index=False)
         self._hidden = 0  # points with a non-positive loss (not shown on the log scale)
         self._scale = pn.widgets.RadioButtonGroup.from_param(self.param.scale, color="light", width=140)
         self._note = pn.pane.Markdown("", visible=False, styles={"color": "#8a6d3b"}, margin=(0, 10))
-        self._pane = pn.pane.HoloViews(self._plot(), sizing_mode="stretch_width", min_height=320)
+        self._figure()
+        self._pane = pn.pane.Bokeh(self.figure, sizing_mode="stretch_width", min_height=320)
         self._layout = pn.Column(
             pn.Row(pn.pane.Markdown("### ELBO", margin=(0, 10)), pn.HSpacer(), self._scale),
             self._pane,
@@ -113,65 +104,76 @@ class ElboView(Viewer):
             return
         elbo = np.asarray(polled.elbo, dtype=float)
         smoothed = np.asarray(polled.smoothed_elbo, dtype=float)
-        frame = pd.DataFrame({
+        new = {
             "step": np.asarray(polled.step, dtype=np.int64),
             "elbo": elbo,
             "smoothed_elbo": smoothed,
             "loss": _positive(-elbo),
             "smoothed_loss": _positive(-smoothed),
-        })
-        self._hidden += int(np.count_nonzero(~(elbo < 0)))
-        self.buffer.send(frame)
-        self._update_note()
+        }
+        hidden = int(np.count_nonzero(~(elbo < 0)))
+        self.source.stream(new, rollover=BUFFER_LENGTH)
+        self.smoothed_source.stream(new, rollover=BUFFER_LENGTH)
+        if hidden:
+            self._hidden += hidden
+            self._update_note()
 
     def clear(self) -> None:
         """Drop every point (a new run, or a new model)."""
-        self.buffer.clear()
+        if len(self.source.data["step"]):
+            self.source.data = _empty()
+            self.smoothed_source.data = _empty()
         self._hidden = 0
         self._update_note()
 
     @property
     def data(self) -> pd.DataFrame:
         """The points shown now (a copy)."""
-        return self.buffer.data.copy()
+        return pd.DataFrame({c: np.array(self.source.data[c]) for c in COLUMNS})
 
     # -- drawing ----------------------------------------------------------------------
     @param.depends("scale", watch=True)
     def _rescale(self) -> None:
-        """A log axis needs a new figure: replace the plot (the buffer is kept)."""
-        self._pane.object = self._plot()
+        """A log axis needs a new figure: replace the plot (the points are kept)."""
+        self._figure(data={c: np.array(self.source.data[c]) for c in COLUMNS})
+        self._pane.object = self.figure
         self._update_note()
 
-    def _plot(self) -> hv.DynamicMap:
+    def _figure(self, data: dict[str, np.ndarray] | None = None) -> None:
+        """A new figure for the current scale, its two sources holding ``data``
+        (``figure``, ``source``, ``smoothed_source``)."""
         log = self.scale == "log"
         raw, smooth = ("loss", "smoothed_loss") if log else ("elbo", "smoothed_elbo")
         label = "loss = -ELBO (log)" if log else "ELBO"
-
-        def curves(data: pd.DataFrame) -> hv.Overlay:
-            # Both curves hold the buffer's own DataFrame: HoloViews then streams new rows.
-            axes = {"logy": log, "tools": ["hover"], "xlabel": "step", "ylabel": label}
-            raw_curve = hv.Curve(data, "step", (raw, label), label="ELBO").opts(
-                color="#1f77b4", alpha=0.35, line_width=1, hooks=[_name_models(SOURCE_NAME, RAW_RENDERER_NAME)],
-                **axes,
-            )
-            smooth_curve = hv.Curve(data, "step", (smooth, label), label="smoothed").opts(
-                color="#d62728", line_width=2.5, hooks=[_name_models(SMOOTHED_SOURCE_NAME, SMOOTHED_RENDERER_NAME)],
-                **axes,
-            )
-            return (raw_curve * smooth_curve).opts(
-                legend_position="bottom_right", responsive=True, min_height=300, show_grid=True,
-            )
-
-        return hv.DynamicMap(curves, streams=[self.buffer])
+        data = data if data is not None else _empty()
+        self.source = ColumnDataSource({c: data[c].copy() for c in COLUMNS}, name=SOURCE_NAME)
+        self.smoothed_source = ColumnDataSource({c: data[c].copy() for c in COLUMNS}, name=SMOOTHED_SOURCE_NAME)
+        fig = figure(
+            name=FIGURE_NAME, y_axis_type="log" if log else "linear", x_axis_label="step", y_axis_label=label,
+            sizing_mode="stretch_width", height=300, min_height=300, tools="pan,wheel_zoom,box_zoom,reset,save",
+            active_scroll=None, output_backend="canvas",
+        )
+        raw_renderer = fig.line("step", raw, source=self.source, color="#1f77b4", alpha=0.35, line_width=1,
+                                legend_label="ELBO", name=RAW_RENDERER_NAME)
+        smooth_renderer = fig.line("step", smooth, source=self.smoothed_source, color="#d62728", line_width=2.5,
+                                   legend_label="smoothed", name=SMOOTHED_RENDERER_NAME)
+        fig.add_tools(HoverTool(renderers=[raw_renderer, smooth_renderer], mode="vline",
+                                tooltips=[("step", "@step"), ("ELBO", "@elbo{0.000}"), ("smoothed", "@smoothed_elbo{0.000}")]))
+        fig.legend.location = "bottom_right"
+        fig.toolbar.logo = None
+        self.figure = fig
 
     def _update_note(self) -> None:
         hidden = self._hidden if self.scale == "log" else 0
-        self._note.object = (
+        text = (
             f"{hidden} point(s) with ELBO ≥ 0 (loss ≤ 0) cannot be drawn on the log scale and are "
             "left out; the linear scale shows every point."
             if hidden else ""
         )
-        self._note.visible = bool(hidden)
+        if self._note.object != text:
+            self._note.object = text
+        if self._note.visible != bool(hidden):
+            self._note.visible = bool(hidden)
 
 
 def _positive(values: np.ndarray) -> np.ndarray:

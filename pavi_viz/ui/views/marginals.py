@@ -386,7 +386,10 @@ class DensityPlot:
         )
 
     def send(self, series: Sequence[Series]) -> None:
-        """Draw ``series`` (one per event component; empty: a blank plot)."""
+        """Draw ``series`` (one per event component; empty: a blank plot; a blank plot
+        again is no redraw)."""
+        if not series and not self.series and not len(self._pipe.data["posterior"]):
+            return
         self.series = list(series)
         self._pipe.send({"posterior": _segments(series, "posterior"), "reference": _segments(series, "reference"),
                          "marker": _markers(series)})
@@ -625,7 +628,7 @@ class ForestView(Viewer):
         if found is None:
             self._elements = self._all = np.array([], dtype=int)
             self._pipe.send({"rows": empty, "marker": empty, "reference": empty})
-            self._highlight.send(pd.DataFrame({"y0": [], "y1": []}))
+            self._send_highlight([])
             self._status.object = "No posterior summary yet: start a fit." if self.variable else "No plated variable."
             self._widgets["page"].visible = False
             self._widgets["restrict"].visible = False
@@ -712,7 +715,15 @@ class ForestView(Viewer):
     def _update_highlight(self) -> None:
         selected = self.selected_element()
         rows = np.flatnonzero(self._elements == selected) if selected is not None else []
-        self._highlight.send(pd.DataFrame({"y0": [r - 0.5 for r in rows], "y1": [r + 0.5 for r in rows]}))
+        self._send_highlight(rows)
+
+    def _send_highlight(self, rows: Sequence[int]) -> None:
+        """Highlight ``rows`` (positions on the page); nothing to redraw when they are
+        the ones highlighted already (a new summary, the selection unchanged)."""
+        y0 = [float(r) - 0.5 for r in rows]
+        if self._highlight.data["y0"].tolist() == y0:
+            return
+        self._highlight.send(pd.DataFrame({"y0": y0, "y1": [y + 1.0 for y in y0]}))
 
     def _tapped(self, x: float | None = None, y: float | None = None) -> None:
         if y is None or not len(self._elements):

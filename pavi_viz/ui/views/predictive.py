@@ -175,6 +175,8 @@ class PredictiveCheck(Viewer):
         shown = not message
         for (name, label), pipe in self.pipes.items():
             frame = self._frame(name, label) if shown else None
+            if frame is None and not len(pipe.data):
+                continue  # blank already: no redraw
             pipe.send(empty if frame is None else frame)
         for note, ((name, label), pipe) in zip(self._notes, self.pipes.items(), strict=True):
             note.object = self._note(name, label, pipe.data) if shown else f"**{name}{f'[{label}]' if label else ''}**"

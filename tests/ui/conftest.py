@@ -44,9 +44,11 @@ def dashboard_server(artifacts_dir: Path, repo_root: Path, launch_server):
     served.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """A headless chromium shared by the session's UI tests."""
+    """A headless chromium shared by one module's tests. Not the session's: Playwright's
+    synchronous API runs an event loop in the main thread while it is open, which the
+    other modules' dashboards would take for a notebook's."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (installs Debian's chromium)")
     from playwright.sync_api import sync_playwright
@@ -84,12 +86,14 @@ class Page:
 
 @pytest.fixture
 def open_page(browser, screenshots: Path, request) -> Iterator:
-    """``open_page(url)``: a new tab at ``url``, loaded (closed after the test)."""
+    """``open_page(url)``: a new tab at ``url``, loaded and rendered (closed after the test)."""
     pages: list[Page] = []
 
     def open_(url: str, label: str = "") -> Page:
         page = Page(browser, screenshots, request.node.name + (f"-{label}" if label else ""))
         page.page.goto(url, wait_until="networkidle", timeout=60_000)
+        # The page is there once Bokeh has built the session's document.
+        page.page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0", timeout=60_000)
         pages.append(page)
         return page
 

@@ -83,6 +83,7 @@ def test_the_page_loads_offline_without_errors(dashboard_server, open_page):
     page = open_page(dashboard_server.url)
     page.page.on("request", lambda r: outside.append(r.url) if "localhost" not in r.url else None)
     page.page.reload(wait_until="networkidle")
+    page.page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0", timeout=60_000)
     assert page.page.title() == "pavi_viz"
     assert rows(page, NODES) == 3  # the default model's diagram: mu, mu_g, x
     assert run_state(page) == "idle"

@@ -22,8 +22,8 @@ sets ``state.summary_interval`` so that applying summaries takes at most
 :data:`MIN_SUMMARY_INTERVAL` seconds: a summary arriving sooner waits, and a newer one
 replaces it (see :class:`~pavi_viz.ui.state.DashboardState`). The first summary of a
 run and the last one of a run that stopped going are shown at once. The redraws of one
-summary run inside a frozen Bokeh document, so the document's model graph is walked
-once per summary rather than once per plot.
+summary, or of a click selecting an element, run inside a frozen Bokeh document, so the
+document's model graph is walked once rather than once per plot.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ class Dashboard(Viewer):
     def __init__(self, state: DashboardState | None = None, **params: Any) -> None:
         super().__init__(**params)
         self.state = state if state is not None else DashboardState()
+        self.state.hold = self._frozen  # a summary, a selection: the views redraw in one frozen document
         names = examples.list()
         self.model_select = pn.widgets.Select(
             label="Model", options=names, value=self.state.model.name if self.state.model.name in names else None,
@@ -144,7 +145,7 @@ class Dashboard(Viewer):
         only); apply a posterior summary when its time has come, and pace the next one
         from what this one cost (see the module's docstring)."""
         started = time.perf_counter()
-        polled = self.state.poll(hold=self._frozen)
+        polled = self.state.poll()
         if polled.new_summary:
             cost = time.perf_counter() - started
             self.summary_cost = cost if self.summary_cost is None else 0.5 * (self.summary_cost + cost)

@@ -108,6 +108,9 @@ class DashboardState(param.Parameterized):
         super().__init__(model=model, reference=reference, **params)
         self._reader = None
         self._restarted = False
+        #: A context manager factory that batches the views' redraws (the dashboard
+        #: freezes its Bokeh documents there); None: no batching. See :meth:`redrawing`.
+        self.hold: Callable[[], AbstractContextManager] | None = None
         self._pending: dict[str, Any] | None = None  # the newest summary not applied yet
         self._applied_at: float | None = None  # time.monotonic() of the last summary applied (None: none yet)
         self._model_changed()
@@ -171,10 +174,12 @@ class DashboardState(param.Parameterized):
 
         Args:
             hold: a context manager factory the parameter updates run in when they
-                apply a summary or the run's data and truth (the dashboard freezes its Bokeh documents there, so the
-                views' redraws recompute each document's model graph once, not once per
+                apply a summary or the run's data and truth (default: :attr:`hold`;
+                the dashboard freezes its Bokeh documents there, so the views'
+                redraws recompute each document's model graph once, not once per
                 plot).
         """
+        hold = hold if hold is not None else self.hold
         polled = Polled(restarted=self._restarted)
         self._restarted = False
         if self._reader is None:
@@ -217,6 +222,11 @@ class DashboardState(param.Parameterized):
         if self._applied_at is None or run_state != RunState.RUNNING.value:
             return True
         return time.monotonic() - self._applied_at >= self.summary_interval
+
+    def redrawing(self) -> AbstractContextManager:
+        """A context for changes that redraw several views at once (a new selection):
+        :attr:`hold`'s, or one that does nothing."""
+        return self.hold() if self.hold is not None else nullcontext()
 
     # -- reading ----------------------------------------------------------------------------
     @property

@@ -736,7 +736,8 @@ class ForestView(Viewer):
         """Select flat element ``element`` of the shown variable (what a click on its row does)."""
         plates = self.plates
         index = np.unravel_index(element, plate_shape(self.state.model, plates))
-        self.state.selection = {**self.state.selection, **{p: int(i) for p, i in zip(plates, index, strict=True)}}
+        with self.state.redrawing():  # the linked views redraw in one go
+            self.state.selection = {**self.state.selection, **{p: int(i) for p, i in zip(plates, index, strict=True)}}
 
     @property
     def rows(self) -> pd.DataFrame:

@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from pavi_viz import examples
+from pavi_viz.runner import RunConfig
+from pavi_viz.ui.state import DashboardState
+
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: Flags that work in this project's sandboxed machines (no network, no GPU, root).
@@ -100,3 +104,32 @@ def open_page(browser, screenshots: Path, request) -> Iterator:
     yield open_
     for page in pages:
         page.close()
+
+
+# -- fitted dashboard states, for the views' tests -----------------------------------------
+def _fitted(name: str, steps: int = 200, reference: bool = False, **options) -> DashboardState:
+    """A state whose tiny mean-field fit has ended and been polled."""
+    config = RunConfig(family="mean-field", steps=steps, threads=1, summary_every=50, seed=0)
+    state = DashboardState(examples.load(name, **options), config=config,
+                           reference=examples.reference(name) if reference else None)
+    state.start().wait()
+    state.poll()
+    assert state.summary is not None
+    return state
+
+
+@pytest.fixture(scope="session")
+def fitted():
+    """``fitted(example, steps=200, reference=False, **options)``: a :class:`DashboardState`
+    whose tiny mean-field fit of a bundled example has ended and been polled."""
+    return _fitted
+
+
+@pytest.fixture(scope="module")
+def gre(fitted) -> DashboardState:
+    return fitted("gre", G=20, N=10, D=2)
+
+
+@pytest.fixture(scope="module")
+def radon(fitted) -> DashboardState:
+    return fitted("radon")

@@ -7,7 +7,6 @@ import pytest
 from bokeh.document import Document
 
 from pavi_viz import examples
-from pavi_viz.runner import RunConfig
 from pavi_viz.ui.state import DashboardState
 from pavi_viz.ui.views.marginals import (
     DENSITY_NAME,
@@ -22,15 +21,6 @@ from pavi_viz.ui.views.marginals import (
 )
 
 
-def fitted(name: str, steps: int = 200, reference: bool = False, **options) -> DashboardState:
-    """A state whose tiny mean-field fit has ended and been polled."""
-    config = RunConfig(family="mean-field", steps=steps, threads=1, summary_every=50, seed=0)
-    state = DashboardState(examples.load(name, **options), config=config,
-                           reference=examples.reference(name) if reference else None)
-    state.start().wait()
-    state.poll()
-    assert state.summary is not None
-    return state
 
 
 def render(view) -> tuple[Document, object]:
@@ -47,23 +37,13 @@ def source(root, name: str):
 
 
 @pytest.fixture(scope="module")
-def gre() -> DashboardState:
-    return fitted("gre", G=20, N=10, D=2)
-
-
-@pytest.fixture(scope="module")
-def radon() -> DashboardState:
-    return fitted("radon")
-
-
-@pytest.fixture(scope="module")
-def big() -> DashboardState:
+def big(fitted) -> DashboardState:
     """5000 groups: no draws are published for a model this size."""
     return fitted("gre", steps=50, G=5000, N=10, D=2)
 
 
 @pytest.fixture(scope="module")
-def schools() -> DashboardState:
+def schools(fitted) -> DashboardState:
     return fitted("eight_schools", reference=True)
 
 
@@ -244,7 +224,7 @@ def test_forest_shows_reference_intervals(schools: DashboardState) -> None:
     np.testing.assert_allclose(reference["mean"], schools.reference["theta"].mean("sample").values, rtol=1e-6)
 
 
-def test_views_survive_a_new_model() -> None:
+def test_views_survive_a_new_model(fitted) -> None:
     from pavi_viz.ui.views.predictive import PredictiveCheck
 
     state = fitted("radon", steps=50)

@@ -7,7 +7,6 @@ import pytest
 from bokeh.document import Document
 
 from pavi_viz import examples
-from pavi_viz.runner import RunConfig
 from pavi_viz.ui.state import DashboardState
 from pavi_viz.ui.views.predictive import (
     OBSERVED_NAME,
@@ -16,13 +15,6 @@ from pavi_viz.ui.views.predictive import (
 )
 
 
-def fitted(name: str, steps: int = 200, **options) -> DashboardState:
-    """A state whose tiny mean-field fit has ended and been polled."""
-    config = RunConfig(family="mean-field", steps=steps, threads=1, summary_every=50, seed=0)
-    state = DashboardState(examples.load(name, **options), config=config)
-    state.start().wait()
-    state.poll()
-    return state
 
 
 def render(view) -> object:
@@ -30,16 +22,6 @@ def render(view) -> object:
     root = view.__panel__().get_root(doc)
     doc.add_root(root)
     return root
-
-
-@pytest.fixture(scope="module")
-def gre() -> DashboardState:
-    return fitted("gre", G=20, N=10, D=2)
-
-
-@pytest.fixture(scope="module")
-def radon() -> DashboardState:
-    return fitted("radon")
 
 
 def test_the_selected_group_shows_its_observations(gre: DashboardState) -> None:
@@ -77,7 +59,7 @@ def test_a_county_shows_its_houses(radon: DashboardState) -> None:
     assert f"{inside} of {len(houses)} observed values" in view._notes[0].object
 
 
-def test_messages_without_draws() -> None:
+def test_messages_without_draws(fitted) -> None:
     state = DashboardState(examples.load("gre", G=5, N=3))
     view = PredictiveCheck(state)
     render(view)

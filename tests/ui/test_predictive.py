@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from bokeh.document import Document
 
 from pavi_viz import examples

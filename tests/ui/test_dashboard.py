@@ -264,3 +264,15 @@ def test_the_dashboard_paces_summaries_by_their_cost(dashboard):
     assert cost is not None and cost > 0
     assert dashboard.state.summary_interval == max(module.MIN_SUMMARY_INTERVAL, cost / module.SUMMARY_SHARE)
     assert dashboard.forest.rows["mean"].notna().all() and len(dashboard.forest.rows) == 20
+
+
+def test_the_dashboard_is_an_ipywidget_where_jupyter_bokeh_is_installed(dashboard):
+    from jupyter_bokeh import BokehModel
+
+    widget = pn.ipywidget(dashboard)
+    assert isinstance(widget, BokehModel)
+    # The Bokeh model the widget displays (jupyter_bokeh keeps it as _model), in its own document.
+    source = widget._model.document.select_one({"name": SOURCE_NAME})
+    dashboard.controls.buttons["start"].clicks += 1
+    poll_until(dashboard, lambda: dashboard.state.run_state == "finished")
+    assert list(source.data["step"]) == list(range(1, 201))  # streamed into the widget's plot

@@ -4,7 +4,8 @@ One process, three measurements on the same model and settings:
 
 1. **Throughput, headless**: a :class:`~pavi_viz.runner.TrainingRun` with the
    dashboard's default settings, no page; steps per second of wall-clock time over a
-   window after a warm-up.
+   window after a warm-up. Headless and watched windows alternate (``--rounds``), and
+   the ratio compares their medians.
 2. **Throughput, watched**: the same run started from a served dashboard
    (``pn.serve(..., threaded=True)`` in this process, as ``panel serve`` would serve
    it) with one headless chromium tab watching; steps per second over the same window,
@@ -15,8 +16,10 @@ One process, three measurements on the same model and settings:
    ``Date.now()`` on the same machine); and from a click on a forest element of a
    1,000-element plate to the detail plot's new title and data in the page.
 
-Run ``python benchmarks/dashboard.py [--seconds 20] [--groups 1000] [--out benchmarks/results]``;
-writes ``dashboard.json`` (and prints a summary). Needs chromium at /usr/bin/chromium
+Run ``python benchmarks/dashboard.py [--seconds 20] [--groups 1000] [--pin] [--out benchmarks/results]``;
+writes ``dashboard.json`` (``dashboard_pinned.json`` with ``--pin``: this process on CPU 0,
+the browser on CPU 1, as when the visitor's browser runs on their own machine) and
+prints a summary. Needs chromium at /usr/bin/chromium
 (``make system-deps``) and Playwright (the test extra).
 """
 
@@ -97,6 +100,12 @@ WAIT_TITLE = "async (before) => {" + TITLE + """
 }"""
 
 
+def pin_process(cpus: set[int]) -> None:
+    """Run every thread of this process, and the threads they start later, on ``cpus``."""
+    for task in os.listdir("/proc/self/task"):
+        os.sched_setaffinity(int(task), cpus)
+
+
 def steps_per_second(run: TrainingRun, warm_up: float, window: float) -> float:
     """Steps per wall-clock second of a running run, over ``window`` s after ``warm_up`` s."""
     time.sleep(warm_up)
@@ -113,7 +122,9 @@ def headless(model, seconds: float) -> float:
         run.stop(wait=True)
 
 
-def watched(model_factory, seconds: float, groups: int) -> dict[str, Any]:
+def watched(
+    model_factory, seconds: float, groups: int, browser_cpus: set[int] | None = None, clicks: bool = True
+) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     dashboards: list[Dashboard] = []
@@ -132,8 +143,12 @@ def watched(model_factory, seconds: float, groups: int) -> dict[str, Any]:
                       websocket_origin=[f"localhost:{port}"])
     out: dict[str, Any] = {}
     try:
+        python_cpus = os.sched_getaffinity(0)
+        if browser_cpus is not None:  # the driver and the browser inherit the launching thread's CPUs
+            os.sched_setaffinity(0, browser_cpus)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+            os.sched_setaffinity(0, python_cpus)
             # Tall enough that the forest's rows are on screen, where a click lands.
             page = browser.new_page(viewport={"width": 1600, "height": 3000})
             page.goto(f"http://localhost:{port}/dashboard", wait_until="networkidle", timeout=60_000)
@@ -148,24 +163,10 @@ def watched(model_factory, seconds: float, groups: int) -> dict[str, Any]:
             out["steps_per_second"] = steps_per_second(run, 2.5, seconds)
             arrivals = page.evaluate("() => window.arrivals")
             published = {r["step"]: r["time"] for r in run.hub.since(0).records if r["kind"] == POINT}
-            delays = [at / 1000 - published[step] for at, step in arrivals if step in published]
-            out["point_latency_s"] = _stats(delays)
+            out["point_latency"] = [at / 1000 - published[step] for at, step in arrivals if step in published]
 
-            # Click latency: pause (the forest holds still), click rows, time the redraw.
-            page.get_by_role("button", name="Pause", exact=True).click()
-            page.wait_for_timeout(1000)
-            page.evaluate("() => document.addEventListener('pointerdown', () => { window.clicked = performance.now(); }, true)")
-            clicks = []
-            for row in range(5, 5 + 15):
-                before = page.evaluate(CURRENT_TITLE)
-                x, y = page.evaluate(POINT_AT, [FOREST_SOURCE, row])
-                page.mouse.click(x, y)
-                took = page.evaluate(WAIT_TITLE, before)
-                if took is not None:
-                    clicks.append(took / 1000)
-            out["click_to_detail_s"] = _stats(clicks)
-            out["clicks_missed"] = 15 - len(clicks)
-            out["plate_elements"] = groups
+            if clicks:
+                out.update(click_latency(page, groups))
             browser.close()
         for dashboard in dashboards:
             dashboard.close()
@@ -174,6 +175,23 @@ def watched(model_factory, seconds: float, groups: int) -> dict[str, Any]:
     finally:
         server.stop()
     return out
+
+
+def click_latency(page, groups: int, count: int = 15) -> dict[str, Any]:
+    """Pause (the forest holds still), click ``count`` forest rows, time each redraw of
+    the detail view in the page."""
+    page.get_by_role("button", name="Pause", exact=True).click()
+    page.wait_for_timeout(1000)
+    page.evaluate("() => document.addEventListener('pointerdown', () => { window.clicked = performance.now(); }, true)")
+    times = []
+    for row in range(5, 5 + count):
+        before = page.evaluate(CURRENT_TITLE)
+        x, y = page.evaluate(POINT_AT, [FOREST_SOURCE, row])
+        page.mouse.click(x, y)
+        took = page.evaluate(WAIT_TITLE, before)
+        if took is not None:
+            times.append(took / 1000)
+    return {"click_to_detail_s": _stats(times), "clicks_missed": count - len(times), "plate_elements": groups}
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -190,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window per throughput (s)")
     parser.add_argument("--groups", type=int, default=1000, help="G of the GRE model watched for click latency")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating headless / watched windows")
+    parser.add_argument("--pin", action="store_true",
+                        help="run this process (server and training) on CPU 0 and the browser on CPU 1, as when "
+                             "the browser runs on the visitor's machine; by default they share every CPU")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     args = parser.parse_args(argv)
 
@@ -197,22 +219,36 @@ def main(argv: list[str] | None = None) -> int:
     model = examples.load(DEFAULT_EXAMPLE, **DEFAULT_OPTIONS)
     report: dict[str, Any] = {"model": f"{DEFAULT_EXAMPLE} {DEFAULT_OPTIONS}", "settings": DEFAULT_CONFIG,
                               "cpu_count": os.cpu_count(), "load_average_before": os.getloadavg()}
-    report["headless_steps_per_second"] = headless(model, args.seconds)
-    watched_default = watched(lambda: examples.load(DEFAULT_EXAMPLE, **DEFAULT_OPTIONS), args.seconds,
-                              DEFAULT_OPTIONS["G"])
-    report["watched"] = watched_default
-    report["throughput_ratio"] = watched_default["steps_per_second"] / report["headless_steps_per_second"]
+    browser_cpus = None
+    if args.pin:
+        pin_process({0})
+        browser_cpus = {1}
+    report["pinned"] = args.pin
+    # Headless and watched windows alternate, so that a change of the machine's speed
+    # (other work, a shared host) weighs on both alike; the ratio compares medians.
+    heads, watches = [], []
+    for _ in range(args.rounds):
+        heads.append(headless(model, args.seconds))
+        watches.append(watched(lambda: examples.load(DEFAULT_EXAMPLE, **DEFAULT_OPTIONS), args.seconds,
+                               DEFAULT_OPTIONS["G"], browser_cpus, clicks=False))
+    report["headless_steps_per_second"] = [round(h, 2) for h in heads]
+    report["watched_steps_per_second"] = [round(w["steps_per_second"], 2) for w in watches]
+    report["point_latency_s"] = _stats([d for w in watches for d in w["point_latency"]])
+    report["throughput_ratio"] = statistics.median(report["watched_steps_per_second"]) / statistics.median(
+        report["headless_steps_per_second"])
     options = {**DEFAULT_OPTIONS, "G": args.groups}
-    report["large_plate"] = watched(lambda: examples.load(DEFAULT_EXAMPLE, **options), 5.0, args.groups)
+    large = watched(lambda: examples.load(DEFAULT_EXAMPLE, **options), 5.0, args.groups, browser_cpus)
+    large.pop("point_latency")
+    report["large_plate"] = large
     report["load_average_after"] = os.getloadavg()
     report["threads_alive_after"] = sorted(t.name for t in threading.enumerate() if t.name.startswith("pavi_viz "))
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "dashboard.json"
+    path = args.out / ("dashboard_pinned.json" if args.pin else "dashboard.json")
     path.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
-    print(f"\nthroughput watched / headless: {report['throughput_ratio']:.2f}; "
-          f"point latency median {watched_default['point_latency_s']['median']:.3f} s "
-          f"(max {watched_default['point_latency_s']['max']:.3f}); click to detail on {args.groups} elements: "
+    print(f"\nthroughput watched / headless (medians of {args.rounds}): {report['throughput_ratio']:.2f}; "
+          f"point latency median {report['point_latency_s']['median']:.3f} s "
+          f"(max {report['point_latency_s']['max']:.3f}); click to detail on {args.groups} elements: "
           f"median {report['large_plate']['click_to_detail_s']['median'] * 1000:.0f} ms "
           f"(max {report['large_plate']['click_to_detail_s']['max'] * 1000:.0f}); wrote {path}")
     return 0

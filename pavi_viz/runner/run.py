@@ -138,18 +138,6 @@ class Progress:
     steps_per_second: float = 0.0
     elapsed: float = 0.0
 
-    @property
-    def fraction(self) -> float:
-        """The share of the steps done, in [0, 1]."""
-        return min(self.step / self.total_steps, 1.0) if self.total_steps else 0.0
-
-    @property
-    def seconds_left(self) -> float:
-        """The time left at the current throughput (NaN before the first steps)."""
-        if self.steps_per_second <= 0:
-            return math.nan
-        return max(self.total_steps - self.step, 0) / self.steps_per_second
-
 
 _run_numbers = itertools.count(1)
 

@@ -11,11 +11,15 @@ bundled default model; press Start to fit it and watch the ELBO.
 
 from __future__ import annotations
 
+import logging
+
 import panel as pn
 
 from pavi_viz.ui.dashboard import Dashboard
 
 pn.extension(sizing_mode="stretch_width")
+# The server's log says when a closed tab's run was stopped (the server logs at INFO).
+logging.getLogger("pavi_viz").setLevel(logging.INFO)
 
 if __name__.startswith("bokeh"):  # run by `panel serve`
     Dashboard().template().servable()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -50,6 +51,7 @@ from pavi_viz.ui.views import (
     TrainingControls,
 )
 
+LOG = logging.getLogger(__name__)
 #: Milliseconds between two polls of the run (5 Hz), whatever the training rate.
 POLL_PERIOD_MS = 200
 #: The share of wall-clock time applying posterior summaries may take at most.
@@ -193,7 +195,10 @@ class Dashboard(Viewer):
             pn.state.on_session_destroyed(self._session_destroyed)
 
     def _session_destroyed(self, session_context: Any) -> None:
+        run = self.state.run
         self.close()
+        if run is not None:  # the server's log says what a closed tab freed
+            LOG.info("session %s closed: %s is %s", session_context.id, run.name, run.state)
 
     def close(self) -> None:
         """Stop polling, and stop the run and let its thread end."""

@@ -41,7 +41,11 @@ def dashboard_server(artifacts_dir: Path, repo_root: Path, launch_server):
     """``panel serve apps/dashboard.py`` in a subprocess, for the tests of one module."""
     served = launch_server(
         lambda port: [sys.executable, "-m", "panel", "serve", str(repo_root / "apps" / "dashboard.py"),
-                      "--port", str(port), "--address", "127.0.0.1", "--allow-websocket-origin", f"localhost:{port}"],
+                      "--port", str(port), "--address", "127.0.0.1", "--allow-websocket-origin", f"localhost:{port}",
+                      # A closed tab's session ends within about 11 s (the default: up to 32 s). Not
+                      # much sooner: a session whose page has not yet opened its websocket counts
+                      # as unused, and discarding it half-built breaks the page.
+                      "--check-unused-sessions", "1000", "--unused-session-lifetime", "10000"],
         artifacts_dir / "ui-server.log",
     )
     yield served
@@ -73,6 +77,7 @@ class Page:
         self.errors: list[str] = []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url}"))
         self.screenshots = screenshots
         self.name = name
         self.shots = 0

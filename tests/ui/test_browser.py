@@ -65,10 +65,14 @@ def press(page, label: str) -> None:
     page.page.get_by_role("button", name=label, exact=True).click()
 
 
-def run_state(page) -> str:
-    """The run's state as the controls show it ("Run: **running** · ...")."""
+def run_status(page) -> list[str]:
+    """The controls' run line, "Run: **running** · parameters: 40,632 · run-3", in parts."""
     text = page.page.get_by_text("Run:").first.inner_text()
-    return text.split("Run:")[1].split("·")[0].strip()
+    return [part.strip() for part in text.split("Run:")[1].splitlines()[0].split("·")]
+
+
+def run_state(page) -> str:
+    return run_status(page)[0]
 
 
 def wait_state(page, state: str, timeout: float = 30) -> None:
@@ -151,3 +155,16 @@ def test_two_sessions_train_their_own_runs(dashboard_server, open_page):
     press(second, "Stop")
     wait_state(second, "stopped")
     assert first.errors == [] and second.errors == []
+
+
+def test_closing_a_tab_stops_its_run(dashboard_server, open_page):
+    page = open_page(dashboard_server.url)
+    press(page, "Start")
+    wait_rows(page, ELBO, 5)
+    name = run_status(page)[-1]
+    assert name.startswith("run-")
+    page.close()  # the tab goes: its session ends, and with it the run
+    end = time.monotonic() + 30
+    while f"closed: {name} is stopped" not in dashboard_server.log():
+        assert time.monotonic() < end, f"no sign in the server's log that {name} stopped:\n{dashboard_server.log()[-2000:]}"
+        time.sleep(0.2)

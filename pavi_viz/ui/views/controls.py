@@ -215,7 +215,8 @@ class TrainingControls(Viewer):
             left = format_seconds(state.seconds_left) if state.run_state == "running" else "–"
             self.progress_text.object = f"step {state.step:,} / {state.total_steps:,} · {rate} · {left} left"
         count = "–" if state.parameter_count is None else f"{state.parameter_count:,}"
-        self.run_status.object = f"Run: **{state.run_state}** · parameters: {count}" + (
+        name = f" · {state.run.name}" if state.run is not None else ""
+        self.run_status.object = f"Run: **{state.run_state}** · parameters: {count}{name}" + (
             f"  \n{state.message}" if state.message and state.run_state != "failed" else ""
         )
         failed = state.run_state == "failed"

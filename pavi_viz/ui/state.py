@@ -120,13 +120,18 @@ class DashboardState(param.Parameterized):
         """A new model: the run of the old one stops, the selections start afresh."""
         self.stop()
         latent = [v.name for v in self.model.variables if not v.observed]
-        self._reader = None
+        self._follow(None, truth=None, observed=None, variable=latent[0] if latent else "", selection={})
+
+    def _follow(self, run: TrainingRun | None, **updates: Any) -> None:
+        """Show ``run`` (None: no run) from its start: its reader, and every polled
+        parameter back to where a new run begins, plus ``updates``."""
+        self._reader = run.hub.reader() if run is not None else None
         self._restarted = True
         self._pending, self._applied_at = None, None
         self.param.update(
-            run=None, run_state="idle", message="", traceback="", step=0, total_steps=0, steps_per_second=0.0,
-            parameter_count=None, summary=None, draws=None, summary_step=0, truth=None, observed=None,
-            variable=latent[0] if latent else "", selection={},
+            run=run, run_state="running" if run is not None else "idle", message="", traceback="", step=0,
+            total_steps=run.config.steps if run is not None else 0, steps_per_second=0.0, parameter_count=None,
+            summary=None, draws=None, summary_step=0, **updates,
         )
 
     # -- control -----------------------------------------------------------------------
@@ -135,13 +140,7 @@ class DashboardState(param.Parameterized):
         run, if still going, is stopped)."""
         self.stop()
         run = TrainingRun(self.model, self.config)
-        self._reader = run.hub.reader()
-        self._pending, self._applied_at = None, None
-        self.param.update(
-            run=run, run_state="running", message="", traceback="", step=0, total_steps=run.config.steps,
-            steps_per_second=0.0, parameter_count=None, summary=None, draws=None, summary_step=0,
-        )
-        self._restarted = True
+        self._follow(run)
         return run.start()
 
     def pause(self) -> None:
@@ -164,22 +163,15 @@ class DashboardState(param.Parameterized):
             self.run.stop(wait=wait)
 
     # -- polling (the session's event loop) ------------------------------------------------
-    def poll(self, hold: Callable[[], AbstractContextManager] | None = None) -> Polled:
+    def poll(self) -> Polled:
         """Read what the run published since the last poll, update the parameters, and
         return the new ELBO points.
 
         A new summary is applied (``summary``, ``draws``, ``summary_step``) only when its
         time has come (see the module's docstring and ``summary_interval``); until then
-        it is pending, and ``Polled.summary_pending`` says so.
-
-        Args:
-            hold: a context manager factory the parameter updates run in when they
-                apply a summary or the run's data and truth (default: :attr:`hold`;
-                the dashboard freezes its Bokeh documents there, so the views'
-                redraws recompute each document's model graph once, not once per
-                plot).
+        it is pending, and ``Polled.summary_pending`` says so. Updates that redraw the
+        posterior views (a summary, the run's data and truth) run in :meth:`redrawing`.
         """
-        hold = hold if hold is not None else self.hold
         polled = Polled(restarted=self._restarted)
         self._restarted = False
         if self._reader is None:
@@ -212,7 +204,7 @@ class DashboardState(param.Parameterized):
         polled.summary_pending = self._pending is not None
         if updates:
             redraws = polled.new_summary or "truth" in updates  # the posterior views redraw
-            with hold() if hold is not None and redraws else nullcontext():
+            with self.redrawing() if redraws else nullcontext():
                 self.param.update(**updates)
         return polled
 

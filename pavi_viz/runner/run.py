@@ -222,7 +222,7 @@ class TrainingRun:
         with self._condition:
             if self.state is not RunState.IDLE:
                 raise RuntimeError(f"{self.name} is {self.state}: start() starts an idle run (resume() goes on)")
-            self._launch(self._resume_from, self.config.steps)
+            self._launch(self._resume_from)
         return self
 
     def pause(self) -> None:
@@ -255,7 +255,7 @@ class TrainingRun:
                 )
             self.config.steps = total
             resume = self.result.state if self.result is not None else self.checkpoint
-            self._launch(resume, total)
+            self._launch(resume)
 
     def stop(self, wait: bool = False, timeout: float | None = None) -> None:
         """Stop after the current step, saving a checkpoint; ``wait`` for the thread to end."""
@@ -281,11 +281,11 @@ class TrainingRun:
         return self._thread is not None and self._thread.is_alive()
 
     # -- the training thread -------------------------------------------------------------
-    def _launch(self, resume: str | Path | TrainingState | None, steps: int) -> None:
-        """Start the thread (the condition's lock is held)."""
+    def _launch(self, resume: str | Path | TrainingState | None) -> None:
+        """Start the thread towards ``config.steps`` (the condition's lock is held)."""
         self._pause_requested = self._stop_requested = False
         self.error = self.traceback = None
-        self.progress = dataclasses.replace(self.progress, total_steps=steps)
+        self.progress = dataclasses.replace(self.progress, total_steps=self.config.steps)
         self._published_info = False
         self._set_state(RunState.RUNNING)
         self._thread = threading.Thread(target=self._train, args=(resume,), name=f"pavi_viz {self.name}", daemon=True)

@@ -4,7 +4,7 @@ A GRE model with ``G`` groups is fitted briefly (mean-field), its state polled, 
 :class:`~pavi_viz.ui.views.marginals.DetailView` (and optionally a forest of the same
 plate) rendered into a Bokeh document, as a served page would be. Each timing runs
 from setting ``state.selection`` to the return of the change: by then the view has
-computed the densities and HoloViews has written the new data into the document's
+computed the densities and written the new data into the document's
 ``ColumnDataSource`` (what a server then sends to the browser). No browser involved.
 
 Run ``python benchmarks/detail_redraw.py [--groups 1000] [--obs 10] [--repeats 30] [--forest]``;

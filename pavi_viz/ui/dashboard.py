@@ -21,18 +21,16 @@ sets ``state.summary_interval`` so that applying summaries takes at most
 :data:`SUMMARY_SHARE` of wall-clock time, and never comes more often than every
 :data:`MIN_SUMMARY_INTERVAL` seconds: a summary arriving sooner waits, and a newer one
 replaces it (see :class:`~pavi_viz.ui.state.DashboardState`). The first summary of a
-run and the last one of a run that stopped going are shown at once. The redraws of one
-summary, or of a click selecting an element, run inside a frozen Bokeh document, so the
-document's model graph is walked once rather than once per plot.
+run and the last one of a run that stopped going are shown at once. The posterior views
+redraw by giving new columns to the data sources of plain Bokeh figures (see
+:mod:`pavi_viz.ui.views.figures`): no model is made or replaced.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import panel as pn
@@ -81,7 +79,6 @@ class Dashboard(Viewer):
     def __init__(self, state: DashboardState | None = None, **params: Any) -> None:
         super().__init__(**params)
         self.state = state if state is not None else DashboardState()
-        self.state.hold = self._frozen  # a summary, a selection: the views redraw in one frozen document
         names = examples.list()
         self.model_select = pn.widgets.Select(
             label="Model", options=names, value=self.state.model.name if self.state.model.name in names else None,
@@ -154,23 +151,6 @@ class Dashboard(Viewer):
             self.state.summary_interval = max(MIN_SUMMARY_INTERVAL, self.summary_cost / SUMMARY_SHARE)
         self.elbo.push(polled)
         return polled
-
-    @contextlib.contextmanager
-    def _frozen(self) -> Iterator[None]:
-        """Hold the model graph of the documents showing this dashboard until the views
-        have redrawn (each HoloViews redraw would otherwise walk the whole page's models)."""
-        with contextlib.ExitStack() as stack:
-            for doc in self._documents():
-                stack.enter_context(doc.models.freeze())
-            yield
-
-    def _documents(self) -> list[Any]:
-        """The Bokeh documents this dashboard is shown in (its ELBO plot's)."""
-        docs: dict[int, Any] = {}
-        for model, _ in list(self.elbo._pane._models.values()):
-            if model.document is not None:
-                docs[id(model.document)] = model.document
-        return list(docs.values())
 
     async def _poll(self) -> None:
         self.poll()

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +33,16 @@ import xarray as xr
 
 from pavi_viz.inference.posterior import Posterior
 from pavi_viz.model.spec import PlateModel
-from pavi_viz.runner import ENDED, INFO, POINT, STATE, SUMMARY, RunConfig, RunState, TrainingRun
+from pavi_viz.runner import (
+    ENDED,
+    INFO,
+    POINT,
+    STATE,
+    SUMMARY,
+    RunConfig,
+    RunState,
+    TrainingRun,
+)
 
 
 @dataclass
@@ -108,9 +115,6 @@ class DashboardState(param.Parameterized):
         super().__init__(model=model, reference=reference, **params)
         self._reader = None
         self._restarted = False
-        #: A context manager factory that batches the views' redraws (the dashboard
-        #: freezes its Bokeh documents there); None: no batching. See :meth:`redrawing`.
-        self.hold: Callable[[], AbstractContextManager] | None = None
         self._pending: dict[str, Any] | None = None  # the newest summary not applied yet
         self._applied_at: float | None = None  # time.monotonic() of the last summary applied (None: none yet)
         self._model_changed()
@@ -169,8 +173,7 @@ class DashboardState(param.Parameterized):
 
         A new summary is applied (``summary``, ``draws``, ``summary_step``) only when its
         time has come (see the module's docstring and ``summary_interval``); until then
-        it is pending, and ``Polled.summary_pending`` says so. Updates that redraw the
-        posterior views (a summary, the run's data and truth) run in :meth:`redrawing`.
+        it is pending, and ``Polled.summary_pending`` says so.
         """
         polled = Polled(restarted=self._restarted)
         self._restarted = False
@@ -203,9 +206,7 @@ class DashboardState(param.Parameterized):
             polled.new_summary = True
         polled.summary_pending = self._pending is not None
         if updates:
-            redraws = polled.new_summary or "truth" in updates  # the posterior views redraw
-            with self.redrawing() if redraws else nullcontext():
-                self.param.update(**updates)
+            self.param.update(**updates)
         return polled
 
     def _summary_due(self, run_state: str) -> bool:
@@ -214,11 +215,6 @@ class DashboardState(param.Parameterized):
         if self._applied_at is None or run_state != RunState.RUNNING.value:
             return True
         return time.monotonic() - self._applied_at >= self.summary_interval
-
-    def redrawing(self) -> AbstractContextManager:
-        """A context for changes that redraw several views at once (a new selection):
-        :attr:`hold`'s, or one that does nothing."""
-        return self.hold() if self.hold is not None else nullcontext()
 
     # -- reading ----------------------------------------------------------------------------
     @property

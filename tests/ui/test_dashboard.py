@@ -22,6 +22,7 @@ from pavi_viz.ui.views import ElboView, Exports, TrainingControls
 from pavi_viz.ui.views.controls import enabled_buttons, format_seconds
 from pavi_viz.ui.views.diagram import FIGURE_NAME as DIAGRAM_FIGURE_NAME
 from pavi_viz.ui.views.elbo import FIGURE_NAME, SMOOTHED_SOURCE_NAME, SOURCE_NAME
+from pavi_viz.ui.views.marginals import FOREST_MEANS_NAME
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -264,6 +265,24 @@ def test_the_dashboard_paces_summaries_by_their_cost(dashboard):
     assert cost is not None and cost > 0
     assert dashboard.state.summary_interval == max(module.MIN_SUMMARY_INTERVAL, cost / module.SUMMARY_SHARE)
     assert dashboard.forest.rows["mean"].notna().all() and len(dashboard.forest.rows) == 20
+
+
+def test_a_summary_and_a_selection_redraw_without_new_bokeh_models(dashboard):
+    """The posterior views redraw by giving their sources new columns: the document's
+    models stay the same objects, so nothing but those columns goes to the browser."""
+    doc = render(dashboard)
+    dashboard.state.start().wait()
+    poll_until(dashboard, lambda: dashboard.state.summary is not None and dashboard.state.run_state == "finished")
+    models = {m.id for m in doc.models}
+    forest = doc.select_one({"name": FOREST_MEANS_NAME})
+    before = list(forest.data["mean"])
+    summary = dashboard.state.summary
+    dashboard.state.summary = summary.copy(data={**{k: v.values for k, v in summary.data_vars.items()},
+                                                 "mu_g": summary["mu_g"].values + 1})
+    dashboard.state.selection = {"group": 4}
+    assert list(forest.data["mean"]) == pytest.approx([m + 1 for m in before])
+    assert dashboard.detail.title == "mu_g · group 4"
+    assert {m.id for m in doc.models} == models
 
 
 def test_the_dashboard_is_an_ipywidget_where_jupyter_bokeh_is_installed(dashboard):

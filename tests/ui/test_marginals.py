@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from bokeh.document import Document
+from bokeh.events import Tap
 
 from pavi_viz import examples
 from pavi_viz.ui.state import DashboardState
@@ -21,8 +22,6 @@ from pavi_viz.ui.views.marginals import (
 )
 
 
-
-
 def render(view) -> tuple[Document, object]:
     """``view`` rendered into a new Bokeh document: the document and the root model."""
     doc = Document()
@@ -34,6 +33,12 @@ def render(view) -> tuple[Document, object]:
 def source(root, name: str):
     (found,) = root.select({"name": name})
     return found
+
+
+def click(view: ForestView, y: float) -> None:
+    """A click on a forest's plot at height ``y`` (data coordinates), as Bokeh's server
+    delivers the browser's tap event."""
+    view.figure._trigger_event(Tap(view.figure, x=0.0, y=y))
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +87,12 @@ def test_forest_sorted_by_mean(gre: DashboardState) -> None:
 def test_truth_shown_for_simulated_data_only(gre: DashboardState, radon: DashboardState) -> None:
     view = ForestView(gre, variable="mu_g")
     render(view)
-    marker = view._pipe.data["marker"]
+    marker = view.sources["marker"].data
     np.testing.assert_allclose(marker["mean"], gre.truth["mu_g"].values[:, 0], rtol=1e-6)
     assert "truth" in view._status.object
     county = ForestView(radon, variable="alpha")
     render(county)
-    assert radon.truth is None and len(county._pipe.data["marker"]) == 0
+    assert radon.truth is None and len(county.sources["marker"].data["mean"]) == 0
     assert "truth" not in county._status.object
 
 
@@ -103,18 +108,18 @@ def test_a_5000_element_plate_renders_one_page(big: DashboardState) -> None:
     big.selection = {"group": 4321}  # selected elsewhere: the forest turns to its page and highlights it
     assert view.page == 4321 // PAGE_SIZE + 1
     row = 4321 % PAGE_SIZE
-    assert list(view._highlight.data["y0"]) == [row - 0.5]
+    assert list(view.sources["highlight"].data["y0"]) == [row - 0.5]
 
 
 def test_a_click_selects_and_every_forest_of_the_plate_highlights(gre: DashboardState) -> None:
     first, second = ForestView(gre, variable="mu_g", order="mean"), ForestView(gre, variable="mu_g")
     render(first)
     render(second)
-    first._tap.event(x=0.0, y=3.2)  # a click on the fourth row from the top
+    click(first, y=3.2)  # a click on the fourth row from the top
     element = int(first.rows["element"][3])
     assert gre.selection == {"group": element}
-    assert list(first._highlight.data["y0"]) == [3 - 0.5]
-    assert list(second._highlight.data["y0"]) == [element - 0.5]
+    assert list(first.sources["highlight"].data["y0"]) == [3 - 0.5]
+    assert list(second.sources["highlight"].data["y0"]) == [element - 0.5]
 
 
 def test_an_outer_selection_restricts_the_inner_forest(radon: DashboardState) -> None:
@@ -123,7 +128,7 @@ def test_an_outer_selection_restricts_the_inner_forest(radon: DashboardState) ->
     assert len(houses.rows) == PAGE_SIZE and "of 919" in houses._status.object
     counties = ForestView(radon, variable="alpha")
     render(counties)
-    counties._tap.event(x=0.0, y=12)
+    click(counties, y=12)
     assert radon.selection == {"county": 12}
     members = np.flatnonzero(radon.model.plate("house").membership == 12)
     assert list(houses.rows["element"]) == list(members)
@@ -169,10 +174,10 @@ def test_the_detail_follows_the_selection(gre: DashboardState) -> None:
     assert "mu_g · group 3" in view._title.object
     density = source(root, DENSITY_NAME).data
     draws = gre.draws["mu_g"].isel(group=3).values  # (sample, 2)
-    for c, label in enumerate(["0", "1"]):
-        xs = np.asarray(density["x"])[np.asarray(density["component"]) == label]
+    assert list(density["component"]) == ["0", "1"]  # one curve per component
+    for c, xs in enumerate(density["xs"]):
         assert xs.min() < draws[:, c].min() and xs.max() > draws[:, c].max()
-    truth_lines = view.density._pipe.data["marker"]
+    truth_lines = view.density.sources["marker"].data
     np.testing.assert_allclose(truth_lines["x"], gre.truth["mu_g"].values[3], rtol=1e-6)
     gre.selection = {"group": 11}
     assert view.title == "mu_g · group 11"
@@ -220,7 +225,7 @@ def test_global_marginals_show_truth_and_reference(gre: DashboardState, schools:
 def test_forest_shows_reference_intervals(schools: DashboardState) -> None:
     view = ForestView(schools, variable="theta")
     render(view)
-    reference = view._pipe.data["reference"]
+    reference = view.sources["reference"].data
     np.testing.assert_allclose(reference["mean"], schools.reference["theta"].mean("sample").values, rtol=1e-6)
 
 

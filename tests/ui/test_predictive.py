@@ -7,13 +7,12 @@ from bokeh.document import Document
 
 from pavi_viz import examples
 from pavi_viz.ui.state import DashboardState
+from pavi_viz.ui.views.figures import as_frame
 from pavi_viz.ui.views.predictive import (
     OBSERVED_NAME,
     PredictiveCheck,
     observations_under,
 )
-
-
 
 
 def render(view) -> object:
@@ -35,7 +34,7 @@ def test_the_selected_group_shows_its_observations(gre: DashboardState) -> None:
     sources = list(root.select({"name": OBSERVED_NAME}))
     assert len(sources) == 2  # x has two components
     for c, label in enumerate(["0", "1"]):
-        frame = view.pipes["x", label].data
+        frame = as_frame(view.sources["x", label])
         np.testing.assert_allclose(frame["observed"], gre.observed["x"].values[4, :, c], rtol=1e-6)
         predictive = gre.draws["x"].values[:, 4, :, c]
         np.testing.assert_allclose(frame["median"], np.median(predictive, axis=0), rtol=1e-5)
@@ -43,7 +42,7 @@ def test_the_selected_group_shows_its_observations(gre: DashboardState) -> None:
     expected = gre.observed["x"].values[4, :, 0]
     assert any(np.allclose(s.data["observed"], expected, rtol=1e-6) for s in sources)
     gre.selection = {"group": 9}
-    np.testing.assert_allclose(view.pipes["x", "0"].data["observed"], gre.observed["x"].values[9, :, 0], rtol=1e-6)
+    np.testing.assert_allclose(as_frame(view.sources["x", "0"])["observed"], gre.observed["x"].values[9, :, 0], rtol=1e-6)
 
 
 def test_a_county_shows_its_houses(radon: DashboardState) -> None:
@@ -51,7 +50,7 @@ def test_a_county_shows_its_houses(radon: DashboardState) -> None:
     view = PredictiveCheck(radon)
     render(view)
     houses = np.flatnonzero(radon.model.plate("house").membership == 20)
-    frame = view.pipes["log_radon", ""].data
+    frame = as_frame(view.sources["log_radon", ""])
     np.testing.assert_allclose(frame["observed"], radon.observed["log_radon"].values[houses], rtol=1e-6)
     assert list(frame["label"]) == [f"house {h}" for h in houses]
     inside = int((~frame["outside"].astype(bool)).sum())

@@ -33,10 +33,10 @@ import pandas as pd
 import panel as pn
 import param
 from bokeh.models import ColumnDataSource, HoverTool
-from bokeh.plotting import figure
 from panel.viewable import Viewer
 
 from pavi_viz.ui.state import DashboardState, Polled
+from pavi_viz.ui.views.figures import new_figure
 
 #: Names of the Bokeh models, for browser tests (see the module's docstring).
 SOURCE_NAME = "pavi-elbo-source"
@@ -148,11 +148,8 @@ class ElboView(Viewer):
         data = data if data is not None else _empty()
         self.source = ColumnDataSource({c: data[c].copy() for c in COLUMNS}, name=SOURCE_NAME)
         self.smoothed_source = ColumnDataSource({c: data[c].copy() for c in COLUMNS}, name=SMOOTHED_SOURCE_NAME)
-        fig = figure(
-            name=FIGURE_NAME, y_axis_type="log" if log else "linear", x_axis_label="step", y_axis_label=label,
-            sizing_mode="stretch_width", height=300, min_height=300, tools="pan,wheel_zoom,box_zoom,reset,save",
-            active_scroll=None, output_backend="canvas",
-        )
+        fig = new_figure(name=FIGURE_NAME, y_axis_type="log" if log else "linear", x_axis_label="step",
+                         y_axis_label=label, height=300, min_height=300)
         raw_renderer = fig.line("step", raw, source=self.source, color="#1f77b4", alpha=0.35, line_width=1,
                                 legend_label="ELBO", name=RAW_RENDERER_NAME)
         smooth_renderer = fig.line("step", smooth, source=self.smoothed_source, color="#d62728", line_width=2.5,
@@ -160,7 +157,6 @@ class ElboView(Viewer):
         fig.add_tools(HoverTool(renderers=[raw_renderer, smooth_renderer], mode="vline",
                                 tooltips=[("step", "@step"), ("ELBO", "@elbo{0.000}"), ("smoothed", "@smoothed_elbo{0.000}")]))
         fig.legend.location = "bottom_right"
-        fig.toolbar.logo = None
         self.figure = fig
 
     def _update_note(self) -> None:

@@ -8,8 +8,8 @@
 
 All of them read a :class:`~pavi_viz.ui.state.DashboardState` and watch its
 ``summary``, ``draws``, ``truth``, ``observed``, ``reference``, ``variable`` and
-``selection``. The plots are ``hv.DynamicMap`` layers fed by ``hv.streams.Pipe``: a
-change sends new data to the layers it concerns, the figures stay.
+``selection``. The plots are plain Bokeh figures (:mod:`pavi_viz.ui.views.figures`):
+a change gives new columns to the data sources it concerns, the figures stay.
 
 What the plots draw, by source:
 
@@ -29,8 +29,8 @@ inner plate shows only that element's members (a checkbox lifts the restriction)
 Inspecting the page (browser tests): the Bokeh data sources carry the names
 :data:`FOREST_MEANS_NAME` (columns ``mean``, ``row``, ``element``, ``label``, ``low``,
 ``high``), :data:`DENSITY_NAME` (the detail view's density; :data:`GLOBAL_DENSITY_PREFIX`
-plus the variable's name for the global marginals; ``xs``, ``ys``, ``component``: one path per event
-component) and the detail view's title is an HTML pane with the CSS class
+plus the variable's name for the global marginals; ``xs``, ``ys``, ``component``: one
+curve per event component) and the detail view's title is an HTML pane with the CSS class
 :data:`DETAIL_TITLE_CLASS`.
 """
 
@@ -41,17 +41,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import holoviews as hv
-import holoviews.plotting.bokeh
 import numpy as np
 import pandas as pd
 import panel as pn
 import param
 import xarray as xr
+from bokeh.events import Tap
+from bokeh.models import DataRange1d, FixedTicker, HoverTool
+from bokeh.plotting import figure
 from panel.viewable import Viewer
 
 from pavi_viz.model.spec import PlateModel
 from pavi_viz.ui.state import DashboardState
+from pavi_viz.ui.views.figures import (
+    as_frame,
+    new_figure,
+    new_source,
+    replace_data,
+    row_count,
+)
 
 #: Rows a forest shows at most on one page.
 PAGE_SIZE = 200
@@ -161,15 +169,23 @@ def _depth(model: PlateModel, plate: str) -> int:
 def element_label(dataset: xr.Dataset | None, plates: Sequence[str], index: Sequence[int]) -> str:
     """``"group 3"``, ``"group 3, obs 2"``; with the coordinate's value when the
     dataset's coords are not just the positions: ``"county 3 (AITKIN)"``."""
-    parts = []
-    for plate, i in zip(plates, index, strict=True):
-        text = f"{plate} {int(i)}"
+    return element_labels(dataset, plates, [[i] for i in index])[0]
+
+
+def element_labels(dataset: xr.Dataset | None, plates: Sequence[str], index: Sequence[Sequence[int]]) -> list[str]:
+    """The :func:`element_label` of many elements at once: ``index`` holds, for each
+    plate, the positions of the elements in it (one array per plate, as
+    ``np.unravel_index`` gives them)."""
+    columns = []
+    for plate, positions in zip(plates, index, strict=True):
+        positions = np.asarray(positions, dtype=int)
+        text = [f"{plate} {i}" for i in positions]
         if dataset is not None and plate in dataset.coords:
             values = dataset.coords[plate].values
             if not np.array_equal(values, np.arange(len(values))):
-                text += f" ({values[int(i)]})"
-        parts.append(text)
-    return ", ".join(parts)
+                text = [f"{t} ({v})" for t, v in zip(text, values[positions], strict=True)]
+        columns.append(text)
+    return [", ".join(parts) for parts in zip(*columns, strict=True)]
 
 
 def kde(values: np.ndarray, points: int = GRID_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -307,92 +323,67 @@ def element_series(state: DashboardState, name: str, element: int) -> list[Serie
     return out
 
 
-# -- a density plot fed by pipes ----------------------------------------------------------------
-def name_source(name: str):
-    """A HoloViews hook naming an element's Bokeh data source (for tests and page scripts)."""
-
-    def hook(plot: Any, element: Any) -> None:
-        plot.handles["source"].name = name
-
-    return hook
+# -- a density plot ---------------------------------------------------------------------------
+_CURVE_COLUMNS = ["xs", "ys", "component", "color"]
+_MARKER_COLUMNS = ["x", "y0", "y1", "component", "color"]
 
 
-_SEGMENT_COLUMNS = ["x", "y", "x1", "y1", "component", "color"]
-
-
-def _segments(series: Sequence[Series], which: str) -> pd.DataFrame:
-    """The curves of ``series`` (``which``: ``"posterior"`` or ``"reference"``) as
-    consecutive line segments, one row each, with the component's label and colour:
-    one columnar glyph however many components (HoloViews ranges a Path element
-    path by path, too slowly for a redraw per click)."""
-    frames = []
+def _curves(series: Sequence[Series], which: str) -> dict[str, list]:
+    """The curves of ``series`` (``which``: ``"posterior"`` or ``"reference"``), one row
+    each (a multi-line's ``xs`` and ``ys``), with the component's label and colour."""
+    out: dict[str, list] = {c: [] for c in _CURVE_COLUMNS}
     for i, s in enumerate(series):
         x, y = (s.x, s.y) if which == "posterior" else (s.ref_x, s.ref_y)
         if len(x) > 1:
-            frames.append(pd.DataFrame({"x": x[:-1], "y": y[:-1], "x1": x[1:], "y1": y[1:],
-                                        "component": s.component or "value", "color": _COLORS[i % len(_COLORS)]}))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=_SEGMENT_COLUMNS)
+            for column, value in zip(_CURVE_COLUMNS, (x, y, s.component or "value", _COLORS[i % len(_COLORS)]),
+                                     strict=True):
+                out[column].append(value)
+    return out
 
 
-def _markers(series: Sequence[Series]) -> pd.DataFrame:
+def _markers(series: Sequence[Series]) -> dict[str, list]:
     """Vertical segments at each component's marker, as tall as the highest density."""
     top = max((float(np.max(s.y)) for s in series if len(s.y)), default=1.0)
-    rows = [
-        {"x": s.marker, "y": 0.0, "x1": s.marker, "y1": top, "component": s.component or "value",
-         "color": _COLORS[i % len(_COLORS)]}
-        for i, s in enumerate(series) if np.isfinite(s.marker)
-    ]
-    return pd.DataFrame(rows, columns=_SEGMENT_COLUMNS)
-
-
-def _palette(frame: pd.DataFrame) -> dict[str, str]:
-    """The colour of each component, as a categorical colormap."""
-    return dict(zip(frame["component"], frame["color"], strict=True)) or {"value": _COLORS[0]}
+    out: dict[str, list] = {c: [] for c in _MARKER_COLUMNS}
+    for i, s in enumerate(series):
+        if np.isfinite(s.marker):
+            for column, value in zip(_MARKER_COLUMNS, (s.marker, 0.0, top, s.component or "value",
+                                                       _COLORS[i % len(_COLORS)]), strict=True):
+                out[column].append(value)
+    return out
 
 
 class DensityPlot:
     """Densities of the event components of one element: the posterior's (solid, one
-    colour per component), the reference's (dashed) and the truth's (vertical lines).
+    colour per component), the reference's (dashed) and the truth's (dotted vertical
+    lines).
 
-    Call :meth:`send` with new series; the figure is built once (``plot``), and a
-    send redraws it once.
+    Call :meth:`send` with new series: it replaces the columns of the three sources
+    (``sources["posterior"]``, named ``name``; ``"reference"``; ``"marker"``) of the
+    figure (``figure``), built once.
     """
 
     def __init__(self, xlabel: str = "value", height: int = 260, name: str = DENSITY_NAME) -> None:
         self.series: list[Series] = []
-        empty = pd.DataFrame(columns=_SEGMENT_COLUMNS)
-        # One stream for the three layers: a send redraws the figure once.
-        self._pipe = hv.streams.Pipe(data={"posterior": empty, "reference": empty, "marker": empty})
-        styles = {
-            "posterior": {"line_width": 2.5, "tools": ["hover"], "hooks": [name_source(name)]},
-            "reference": {"line_width": 1.5, "line_dash": "dashed", "alpha": 0.8},
-            "marker": {"line_width": 2, "line_dash": "dotted"},
-        }
-
-        def layer(kind: str) -> hv.DynamicMap:
-            def draw(data: dict[str, pd.DataFrame]) -> hv.Segments:
-                # No legend: the caption names the components' colours (a legend would
-                # gather renderers of three sources, which Bokeh reports as an error).
-                return hv.Segments(data[kind], ["x", "y", "x1", "y1"], ["component", "color"]).opts(
-                    color="component", cmap=_palette(data[kind]), framewise=True, show_legend=False, **styles[kind],
-                )
-
-            return hv.DynamicMap(draw, streams=[self._pipe])
-
-        # Axes of their own: HoloViews would otherwise link the "density" axes of every
-        # density plot of the page, the detail view's clipping the global ones.
-        self.plot = (layer("posterior") * layer("reference") * layer("marker")).opts(
-            framewise=True, shared_axes=False, xlabel=xlabel, ylabel="density", responsive=True, height=height, show_grid=True,
-        )
+        self.sources = {"posterior": new_source(_CURVE_COLUMNS, name), "reference": new_source(_CURVE_COLUMNS),
+                        "marker": new_source(_MARKER_COLUMNS)}
+        fig = new_figure(x_axis_label=xlabel, y_axis_label="density", height=height, min_height=height)
+        # No legend: the caption names the components' colours.
+        posterior = fig.multi_line("xs", "ys", source=self.sources["posterior"], line_color="color", line_width=2.5)
+        fig.multi_line("xs", "ys", source=self.sources["reference"], line_color="color", line_width=1.5,
+                       line_dash="dashed", line_alpha=0.8)
+        fig.segment("x", "y0", "x", "y1", source=self.sources["marker"], line_color="color", line_width=2,
+                    line_dash="dotted")
+        fig.add_tools(HoverTool(renderers=[posterior], tooltips=[("component", "@component"), ("value", "$x{0.000}"),
+                                                                 ("density", "$y{0.000}")]))
+        self.figure = fig
 
     def send(self, series: Sequence[Series]) -> None:
-        """Draw ``series`` (one per event component; empty: a blank plot; a blank plot
-        again is no redraw)."""
-        if not series and not self.series and not len(self._pipe.data["posterior"]):
-            return
+        """Draw ``series`` (one per event component; empty: a blank plot)."""
         self.series = list(series)
-        self._pipe.send({"posterior": _segments(series, "posterior"), "reference": _segments(series, "reference"),
-                         "marker": _markers(series)})
+        replace_data(self.sources["posterior"], _curves(series, "posterior"))
+        replace_data(self.sources["reference"], _curves(series, "reference"))
+        replace_data(self.sources["marker"], _markers(series))
 
 
 def caption(series: Sequence[Series], marker_label: str) -> str:
@@ -455,7 +446,7 @@ class GlobalMarginals(Viewer):
         }
         self._captions = {name: pn.pane.Markdown("", margin=(0, 10), styles={"font-size": "0.85em"}) for name in self.plots}
         self._grid.objects = [
-            pn.Column(pn.pane.Markdown(f"**{name}**", margin=(0, 10)), pn.pane.HoloViews(plot.plot, sizing_mode="stretch_width"),
+            pn.Column(pn.pane.Markdown(f"**{name}**", margin=(0, 10)), pn.pane.Bokeh(plot.figure, sizing_mode="stretch_width"),
                       self._captions[name], sizing_mode="stretch_width")
             for name, plot in self.plots.items()
         ]
@@ -509,9 +500,10 @@ class ForestView(Viewer):
         self._elements = np.array([], dtype=int)  # the flat element of each row of the page
         self._all = np.array([], dtype=int)  # the flat elements the rows run over, in order
         self._marker_label = "truth"
-        # One stream for the rows' layers (a new page redraws once), one for the highlight.
-        self._pipe = hv.streams.Pipe(data={k: _forest_frame() for k in ("rows", "marker", "reference")})
-        self._highlight = hv.streams.Pipe(data=pd.DataFrame({"y0": [], "y1": []}))
+        #: The plot's data: the page's rows (named :data:`FOREST_MEANS_NAME`), their
+        #: markers (truth or observed) and reference rows, and the highlighted row.
+        self.sources = {"rows": new_source(_ROW_COLUMNS, FOREST_MEANS_NAME), "marker": new_source(_ROW_COLUMNS),
+                        "reference": new_source(_ROW_COLUMNS), "highlight": new_source(["y0", "y1"])}
         self._choices()
         self.variable = variable if variable is not None else self._default_variable()
         self._status = pn.pane.Markdown("", margin=(0, 10))
@@ -524,11 +516,11 @@ class ForestView(Viewer):
         }
         self._widgets["page"].param.watch(lambda event: setattr(self, "page", event.new), "value")
         self.param.watch(lambda event: setattr(self._widgets["page"], "value", event.new), "page")
-        self._plot = self._build_plot()
+        self.figure = self._build_figure()
         self._layout = pn.Column(
             pn.Row(*self._widgets.values(), sizing_mode="stretch_width"),
             self._status,
-            pn.pane.HoloViews(self._plot, sizing_mode="stretch_width"),
+            pn.pane.Bokeh(self.figure, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
         self._holding = False
@@ -623,12 +615,12 @@ class ForestView(Viewer):
         """Recompute the rows of the page and send them to the plot."""
         if self._holding:
             return
-        empty = _forest_frame()
         found = marginals(self.state, self.shown) if self.shown else None
         if found is None:
             self._elements = self._all = np.array([], dtype=int)
-            self._pipe.send({"rows": empty, "marker": empty, "reference": empty})
-            self._send_highlight([])
+            for source in self.sources.values():
+                replace_data(source, {})
+            self._label_rows(pd.DataFrame({"row": [], "label": []}))
             self._status.object = "No posterior summary yet: start a fit." if self.variable else "No plated variable."
             self._widgets["page"].visible = False
             self._widgets["restrict"].visible = False
@@ -654,23 +646,25 @@ class ForestView(Viewer):
     def _labels(self, elements: np.ndarray) -> list[str]:
         shape = plate_shape(self.state.model, self.plates)
         dataset = self.state.summary if self.state.summary is not None else self.state.draws
-        index = np.unravel_index(elements, shape)
-        return [element_label(dataset, self.plates, [i[k] for i in index]) for k in range(len(elements))]
+        return element_labels(dataset, self.plates, np.unravel_index(elements, shape))
 
     def _send_rows(self, found: Marginals, c: int) -> None:
         e = self._elements
         row = np.arange(len(e), dtype=float)
         labels = self._labels(e)
         frame = pd.DataFrame({"mean": found.mean[e, c], "row": row, "low": found.low[e, c], "high": found.high[e, c],
-                              "row1": row, "element": e, "label": labels})
-        marker = frame.assign(mean=found.marker[e, c]) if found.marker is not None else _forest_frame()
+                              "element": e, "label": labels})
+        marker = frame.assign(mean=found.marker[e, c]) if found.marker is not None else {}
         if found.ref_mean is not None:
             ref = frame.assign(mean=found.ref_mean[e, c], low=found.ref_low[e, c], high=found.ref_high[e, c],
-                               row=row + 0.3, row1=row + 0.3)
+                               row=row + 0.3)
         else:
-            ref = _forest_frame()
+            ref = {}
         self._marker_label = found.marker_label
-        self._pipe.send({"rows": frame, "marker": marker, "reference": ref})
+        replace_data(self.sources["rows"], frame)
+        replace_data(self.sources["marker"], marker)
+        replace_data(self.sources["reference"], ref)
+        self._label_rows(frame)
 
     def _update_status(self, total: int, start: int) -> None:
         text = f"{self.variable}: rows {start + 1 if total else 0}–{start + len(self._elements)} of {total}"
@@ -679,7 +673,7 @@ class ForestView(Viewer):
         restriction = self.restriction()
         if restriction is not None:
             text += f", members of {element_label(self.state.summary, [restriction[0]], [restriction[1]])}"
-        text += f" · dots: mean, bars: 90% interval; ✕ {self._marker_label}" if len(self._pipe.data["marker"]) else ""
+        text += f" · dots: mean, bars: 90% interval; ✕ {self._marker_label}" if row_count(self.sources["marker"].data) else ""
         if self.state.reference is not None and self.variable in self.state.reference:
             text += "; grey: reference"
         self._status.object = text
@@ -721,11 +715,12 @@ class ForestView(Viewer):
         """Highlight ``rows`` (positions on the page); nothing to redraw when they are
         the ones highlighted already (a new summary, the selection unchanged)."""
         y0 = [float(r) - 0.5 for r in rows]
-        if self._highlight.data["y0"].tolist() == y0:
-            return
-        self._highlight.send(pd.DataFrame({"y0": y0, "y1": [y + 1.0 for y in y0]}))
+        if list(self.sources["highlight"].data["y0"]) != y0:
+            self.sources["highlight"].data = {"y0": y0, "y1": [y + 1.0 for y in y0]}
 
-    def _tapped(self, x: float | None = None, y: float | None = None) -> None:
+    def _tapped(self, event: Tap) -> None:
+        """A click on the plot selects the element of the nearest row."""
+        y = event.y
         if y is None or not len(self._elements):
             return
         row = round(y)
@@ -736,63 +731,49 @@ class ForestView(Viewer):
         """Select flat element ``element`` of the shown variable (what a click on its row does)."""
         plates = self.plates
         index = np.unravel_index(element, plate_shape(self.state.model, plates))
-        with self.state.redrawing():  # the linked views redraw in one go
-            self.state.selection = {**self.state.selection, **{p: int(i) for p, i in zip(plates, index, strict=True)}}
+        self.state.selection = {**self.state.selection, **{p: int(i) for p, i in zip(plates, index, strict=True)}}
 
     @property
     def rows(self) -> pd.DataFrame:
         """The rows of the page shown: ``mean``, ``low``, ``high``, ``row`` (position from
         the top), ``element`` (flat index over the plates) and ``label``."""
-        return self._pipe.data["rows"].copy()
+        return as_frame(self.sources["rows"])
 
     # -- drawing ------------------------------------------------------------------------------------
-    def _build_plot(self) -> hv.Overlay:
-        def intervals(data: dict[str, pd.DataFrame]) -> hv.Segments:
-            return hv.Segments(data["rows"], ["low", "row", "high", "row1"]).opts(
-                color="#1f77b4", line_width=2, alpha=0.6, framewise=True,
-            )
+    def _build_figure(self) -> figure:
+        """Rows top to bottom (row 0 on top): the highlight, the intervals and the means,
+        the reference's (grey, a little below) and the markers; a click selects a row."""
+        fig = new_figure(height=560, min_height=560, x_axis_label="value", y_range=DataRange1d(flipped=True))
+        fig.hstrip("y0", "y1", source=self.sources["highlight"], fill_color="#ffd54f", fill_alpha=0.45,
+                               line_alpha=0)
+        drawn = [
+            fig.segment("low", "row", "high", "row", source=self.sources["rows"], line_color="#1f77b4", line_width=2,
+                        line_alpha=0.6),
+            fig.segment("low", "row", "high", "row", source=self.sources["reference"], line_color="#7f7f7f",
+                        line_width=1.5),
+            fig.scatter("mean", "row", source=self.sources["reference"], color="#7f7f7f", size=4),
+            fig.scatter("mean", "row", source=self.sources["marker"], marker="x", line_color="#d62728", size=9,
+                        line_width=2),
+        ]
+        means = fig.scatter("mean", "row", source=self.sources["rows"], color="#1f77b4", size=6)
+        # The highlight spans every x: it must not stretch the ranges, which follow the rows.
+        fig.x_range.renderers = fig.y_range.renderers = [*drawn, means]
+        fig.yaxis.ticker = FixedTicker(ticks=[])
+        fig.add_tools(HoverTool(renderers=[means], tooltips=[("element", "@label"), ("mean", "@mean{0.000}"),
+                                                             ("90%", "@low{0.000} to @high{0.000}")]))
+        fig.on_event(Tap, self._tapped)
+        return fig
 
-        def means(data: dict[str, pd.DataFrame]) -> hv.Scatter:
-            rows = data["rows"]
-            step = max(1, math.ceil(len(rows) / 25))
-            ticks = [(float(r), str(lab)) for r, lab in zip(rows["row"][::step], rows["label"][::step], strict=True)]
-            return hv.Scatter(rows, "mean", ["row", "low", "high", "label", "element"]).opts(
-                color="#1f77b4", size=6, tools=["hover", "tap"], yticks=ticks or None, framewise=True,
-                hooks=[name_source(FOREST_MEANS_NAME)],
-            )
-
-        def markers(data: dict[str, pd.DataFrame]) -> hv.Scatter:
-            return hv.Scatter(data["marker"], "mean", ["row", "label"]).opts(
-                color="#d62728", marker="x", size=9, line_width=2, framewise=True,
-            )
-
-        def reference_intervals(data: dict[str, pd.DataFrame]) -> hv.Segments:
-            return hv.Segments(data["reference"], ["low", "row", "high", "row1"]).opts(
-                color="#7f7f7f", line_width=1.5, framewise=True,
-            )
-
-        def reference_means(data: dict[str, pd.DataFrame]) -> hv.Scatter:
-            return hv.Scatter(data["reference"], "mean", ["row", "label"]).opts(color="#7f7f7f", size=4, framewise=True)
-
-        def highlight(data: pd.DataFrame) -> hv.HSpans:
-            return hv.HSpans(data, ["y0", "y1"]).opts(color="#ffd54f", alpha=0.45)
-
-        dots = hv.DynamicMap(means, streams=[self._pipe])
-        self._tap = hv.streams.Tap(source=dots, x=None, y=None)
-        self._tap.add_subscriber(self._tapped)
-        return (
-            hv.DynamicMap(highlight, streams=[self._highlight])
-            * hv.DynamicMap(intervals, streams=[self._pipe])
-            * hv.DynamicMap(reference_intervals, streams=[self._pipe])
-            * hv.DynamicMap(reference_means, streams=[self._pipe])
-            * dots
-            * hv.DynamicMap(markers, streams=[self._pipe])
-        ).opts(framewise=True, invert_yaxis=True, responsive=True, height=560, show_grid=True, ylabel="", xlabel="value")
+    def _label_rows(self, frame: pd.DataFrame) -> None:
+        """Name the rows on the y axis: at most 25 labels, evenly spaced."""
+        step = max(1, math.ceil(len(frame) / 25))
+        ticks = [float(r) for r in frame["row"][::step]]
+        self.figure.yaxis.ticker.ticks = ticks
+        self.figure.yaxis.major_label_overrides = dict(zip(ticks, (str(label) for label in frame["label"][::step]),
+                                                       strict=True))
 
 
-def _forest_frame() -> pd.DataFrame:
-    """An empty page of forest rows."""
-    return pd.DataFrame({"mean": [], "row": [], "low": [], "high": [], "row1": [], "element": [], "label": []})
+_ROW_COLUMNS = ["mean", "row", "low", "high", "element", "label"]
 
 
 class DetailView(Viewer):
@@ -815,7 +796,7 @@ class DetailView(Viewer):
         self.density = DensityPlot()
         self._title = pn.pane.HTML("", css_classes=[DETAIL_TITLE_CLASS], margin=(0, 10))
         self._caption = pn.pane.Markdown("", margin=(0, 10), styles={"font-size": "0.85em"})
-        self._layout = pn.Column(self._title, pn.pane.HoloViews(self.density.plot, sizing_mode="stretch_width"),
+        self._layout = pn.Column(self._title, pn.pane.Bokeh(self.density.figure, sizing_mode="stretch_width"),
                                  self._caption, sizing_mode="stretch_width")
         self._update()
 

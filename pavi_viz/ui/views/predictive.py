@@ -20,22 +20,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import holoviews as hv
-import holoviews.plotting.bokeh
 import numpy as np
 import pandas as pd
 import panel as pn
 import param
+from bokeh.models import ColumnDataSource, HoverTool
+from bokeh.plotting import figure
 from panel.viewable import Viewer
 
 from pavi_viz.model.spec import PlateModel
 from pavi_viz.ui.state import DashboardState
+from pavi_viz.ui.views.figures import as_frame, new_figure, new_source, replace_data
 from pavi_viz.ui.views.marginals import (
     ancestor_index,
     as_table,
     component_labels,
     element_label,
-    name_source,
+    element_labels,
     plate_shape,
     plates_of,
 )
@@ -45,7 +46,7 @@ MAX_OBSERVATIONS = 500
 #: Name of the observed dots' Bokeh data source (see the module's docstring).
 OBSERVED_NAME = "pavi-ppc-observed"
 
-_COLUMNS = ["position", "observed", "median", "low", "high", "label", "outside"]
+_COLUMNS = ["position", "observed", "median", "low", "high", "label", "outside", "color"]
 
 
 def observations_under(model: PlateModel, name: str, plate: str, index: int) -> np.ndarray | None:
@@ -89,8 +90,8 @@ class PredictiveCheck(Viewer):
         super().__init__(state=state, **params)
         #: Whether the plate follows ``state.variable`` (no plate given).
         self.follow = plate is None
-        #: The plot of each (observed variable, component label), fed by its pipe.
-        self.pipes: dict[tuple[str, str], hv.streams.Pipe] = {}
+        #: The data source of each plot, by (observed variable, component label).
+        self.sources: dict[tuple[str, str], ColumnDataSource] = {}
         self._notes: list[pn.pane.Markdown] = []
         self._counts: dict[str, int] = {}  # observations under the element, by variable (before the cap)
         self._message = pn.pane.Markdown("", margin=(0, 10))
@@ -113,15 +114,15 @@ class PredictiveCheck(Viewer):
         """One plot per observed variable and component of the current model."""
         model = self.state.model
         self.param.plate.objects = plates_with_observations(model)
-        self.pipes = {}
+        self.sources = {}
         panes = []
         for variable in (v for v in model.variables if v.observed):
             for label in component_labels(model, variable.name):
-                pipe = hv.streams.Pipe(data=pd.DataFrame(columns=_COLUMNS))
-                self.pipes[variable.name, label] = pipe
+                source = new_source(_COLUMNS, OBSERVED_NAME)
+                self.sources[variable.name, label] = source
                 title = f"{variable.name}[{label}]" if label else variable.name
                 panes.append(pn.Column(pn.pane.Markdown(f"**{title}**", margin=(0, 10)),
-                                       pn.pane.HoloViews(_plot(pipe, title), sizing_mode="stretch_width"),
+                                       pn.pane.Bokeh(_figure(source, title), sizing_mode="stretch_width"),
                                        sizing_mode="stretch_width"))
         self._plots.objects = panes
         self._notes = [pane.objects[0] for pane in panes]
@@ -155,10 +156,9 @@ class PredictiveCheck(Viewer):
     def _update(self) -> None:
         model = self.state.model
         if self.plate not in [None, *(p.name for p in model.plates)] or any(
-            name not in model.observed_names for name, _ in self.pipes
+            name not in model.observed_names for name, _ in self.sources
         ):
             return  # a new model came in: _build follows
-        empty = pd.DataFrame(columns=_COLUMNS)
         draws, element = self.state.draws, self.element
         message = ""
         if self.plate is None:
@@ -173,13 +173,11 @@ class PredictiveCheck(Viewer):
                        "posterior predictive draws.")
         self._message.object = message
         shown = not message
-        for (name, label), pipe in self.pipes.items():
+        for (name, label), source in self.sources.items():
             frame = self._frame(name, label) if shown else None
-            if frame is None and not len(pipe.data):
-                continue  # blank already: no redraw
-            pipe.send(empty if frame is None else frame)
-        for note, ((name, label), pipe) in zip(self._notes, self.pipes.items(), strict=True):
-            note.object = self._note(name, label, pipe.data) if shown else f"**{name}{f'[{label}]' if label else ''}**"
+            replace_data(source, {} if frame is None else frame)
+        for note, ((name, label), source) in zip(self._notes, self.sources.items(), strict=True):
+            note.object = self._note(name, label, as_frame(source)) if shown else f"**{name}{f'[{label}]' if label else ''}**"
         if shown:
             self._message.object = f"Observed data under **{element_label(draws, [self.plate], [element])}**."
         self._plots.visible = shown
@@ -199,11 +197,12 @@ class PredictiveCheck(Viewer):
         values = as_table(observed[name], model, name)[elements, c]
         low, median, high = np.quantile(predicted, [0.05, 0.5, 0.95], axis=0)
         plates = plates_of(model, name)
-        index = np.unravel_index(elements, plate_shape(model, plates))
-        labels = [element_label(draws, plates, [i[k] for i in index]) for k in range(len(elements))]
+        labels = element_labels(draws, plates, np.unravel_index(elements, plate_shape(model, plates)))
+        outside = (values < low) | (values > high)
         return pd.DataFrame({
             "position": np.arange(len(elements), dtype=float), "observed": values, "median": median,
-            "low": low, "high": high, "label": labels, "outside": (values < low) | (values > high),
+            "low": low, "high": high, "label": labels, "outside": outside,
+            "color": np.where(outside, "#d62728", "black"),
         })
 
     def _note(self, name: str, label: str, frame: pd.DataFrame) -> str:
@@ -218,26 +217,14 @@ class PredictiveCheck(Viewer):
         return text
 
 
-def _plot(pipe: hv.streams.Pipe, ylabel: str) -> hv.Overlay:
-    """Predictive intervals and medians, and the observed dots, of one pipe's frame."""
-
-    def intervals(data: pd.DataFrame) -> hv.Segments:
-        return hv.Segments(data, ["position", "low", "position", "high"], ["label"]).opts(
-            color="#9ecae1", line_width=6, framewise=True,
-        )
-
-    def medians(data: pd.DataFrame) -> hv.Scatter:
-        return hv.Scatter(data, "position", ["median", "label"]).opts(color="#3182bd", marker="dash", size=12, framewise=True)
-
-    def observed(data: pd.DataFrame) -> hv.Scatter:
-        colored = data.assign(color=np.where(data["outside"].astype(bool), "outside", "inside"))
-        return hv.Scatter(colored, "position", ["observed", "label", "median", "low", "high", "color"]).opts(
-            color="color", cmap={"inside": "black", "outside": "#d62728"}, size=7, tools=["hover"], framewise=True,
-            hooks=[name_source(OBSERVED_NAME)],
-        )
-
-    return (
-        hv.DynamicMap(intervals, streams=[pipe]) * hv.DynamicMap(medians, streams=[pipe])
-        * hv.DynamicMap(observed, streams=[pipe])
-    ).opts(framewise=True, responsive=True, height=260, show_grid=True, xlabel="observation", ylabel=ylabel)
-
+def _figure(source: ColumnDataSource, ylabel: str) -> figure:
+    """Predictive intervals and medians, and the observed dots, of one source's rows."""
+    fig = new_figure(height=260, min_height=260, x_axis_label="observation", y_axis_label=ylabel)
+    fig.segment("position", "low", "position", "high", source=source, line_color="#9ecae1", line_width=6)
+    fig.scatter("position", "median", source=source, marker="dash", color="#3182bd", size=12)
+    observed = fig.scatter("position", "observed", source=source, color="color", size=7)
+    fig.add_tools(HoverTool(renderers=[observed], tooltips=[
+        ("element", "@label"), ("observed", "@observed{0.000}"), ("median", "@median{0.000}"),
+        ("90%", "@low{0.000} to @high{0.000}"),
+    ]))
+    return fig

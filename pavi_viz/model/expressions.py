@@ -476,3 +476,36 @@ def parse(text: str, culprit: str | None = None) -> Expression:
     except RecursionError:  # a last guard, should the caller's own stack already be deep
         raise ExpressionError(_TOO_DEEP, culprit, text=text) from None
     return Expression(text, root, tuple(parser.references), culprit)
+
+
+def rename(text: str, old: str, new: str | None, *, plate: bool = False) -> str:
+    """``text`` with the name ``old`` replaced by ``new``, token by token (never inside a
+    longer name: renaming ``mu`` leaves ``mu_g`` alone).
+
+    Without ``plate``, ``old`` names a variable or covariate: its uses as a value are
+    renamed, not a plate index ``x[old]`` nor a function call. With ``plate``, only the
+    plate indexes ``x[old]`` are renamed, and ``new=None`` drops them (``alpha[county]``
+    becomes ``alpha``). Spacing is kept; text that does not tokenize (a typo the user is
+    still fixing) comes back unchanged.
+    """
+    if new is None and not plate:
+        raise ValueError("only a plate index can be dropped, not a variable or covariate")
+    try:
+        tokens = _Parser(text, None).tokens
+    except ExpressionError:
+        return text
+    edits: list[tuple[int, int, str]] = []  # (start, end, replacement), left to right
+    for before, token, after in zip([None, *tokens], tokens, tokens[1:]):
+        if token.kind != "name" or token.text != old:
+            continue
+        is_index = before is not None and before.kind == "[" and after.kind == "]"
+        if plate and is_index:
+            if new is None:  # drop the brackets too
+                edits.append((before.position, after.position + 1, ""))
+            else:
+                edits.append((token.position, token.position + len(old), new))
+        elif not plate and not is_index and after.kind != "(":
+            edits.append((token.position, token.position + len(old), new))
+    for start, end, replacement in reversed(edits):
+        text = text[:start] + replacement + text[end:]
+    return text

@@ -43,6 +43,17 @@ def find_problems(model: PlateModel, require_data: bool = True) -> list[ModelErr
     return checker.problems
 
 
+def name_problem(name: Any, kind: str) -> str | None:
+    """Why ``name`` cannot name a ``kind`` (plate, variable, covariate); None when it can."""
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        return f"{kind} name {name!r} is not a valid name: use letters, digits and _, not starting with a digit"
+    if name.startswith("__"):
+        return f"{kind} name {name!r} may not start with '__'"
+    if name in FUNCTIONS:
+        return f"{kind} name {name!r} is the name of a function; choose another"
+    return None
+
+
 def parse_param(value: Any, variable: str, param: str) -> Expression | torch.Tensor:
     """A parameter value as a parsed expression or a constant tensor.
 
@@ -101,13 +112,8 @@ class _Checker:
                  + [("covariate", c.name) for c in self.model.covariates]
                  + [("variable", v.name) for v in self.model.variables])
         for kind, name in parts:
-            if not isinstance(name, str) or not _IDENTIFIER.match(name):
-                self.add(f"{kind} name {name!r} is not a valid name: use letters, digits and _, "
-                         "not starting with a digit", name)
-            elif name.startswith("__"):
-                self.add(f"{kind} name {name!r} may not start with '__'", name)
-            elif name in FUNCTIONS:
-                self.add(f"{kind} name {name!r} is the name of a function; choose another", name)
+            if (problem := name_problem(name, kind)) is not None:
+                self.add(problem, name)
             if name in seen:
                 self.add(f"duplicate name {name!r}: used by a {seen[name]} and a {kind}", name)
             seen.setdefault(name, kind)

@@ -22,6 +22,11 @@ model's objects in place, and undo, loading, simulating or attaching replace ``m
 itself), so a view that redraws on ``revision`` and reads ``model`` afresh is always
 up to date. ``problems``, ``valid``, ``error``, ``message``, ``can_undo`` and
 ``can_redo`` change with it, in the same batch.
+
+``variable`` names the selected variable (the one the builder's editor shows and the
+diagram rings; a click on the diagram sets it). It follows the model: a new variable is
+selected, a renamed one stays selected, and a selection the model no longer holds
+moves to its first variable ('' when it has none).
 """
 
 from __future__ import annotations
@@ -177,11 +182,13 @@ class BuilderState(param.Parameterized):
     revision = param.Integer(default=0, doc="Grows by one after every change: views redraw on it.")
     can_undo = param.Boolean(default=False, doc="Whether there is an action to undo.")
     can_redo = param.Boolean(default=False, doc="Whether there is an undone action to redo.")
+    variable = param.String(default="", doc="The selected variable ('' when the model has none).")
 
     def __init__(self, model: PlateModel | None = None, **params: Any) -> None:
         super().__init__(model=model if model is not None else PlateModel(), **params)
         self._undo: deque[_Snapshot] = deque(maxlen=MAX_UNDO)
         self._redo: list[_Snapshot] = []
+        self._select: str | None = None  # the variable an action asks to select once it is done
         self._refresh()
 
     # -- the machinery of an action ----------------------------------------------------
@@ -211,8 +218,19 @@ class BuilderState(param.Parameterized):
         self.param.update(
             problems=problems, valid=has_data and not problems, error=error,
             message=error.message if error is not None else "",
-            can_undo=bool(self._undo), can_redo=bool(self._redo), revision=self.revision + 1,
+            can_undo=bool(self._undo), can_redo=bool(self._redo), variable=self._selection(error),
+            revision=self.revision + 1,
         )
+
+    def _selection(self, error: ModelError | None) -> str:
+        """The variable to select after an action: the one it asked for (unless it
+        failed), else the selected one while the model holds it, else the first."""
+        wanted, self._select = self._select, None
+        names = [v.name for v in self.model.variables]
+        for name in (wanted if error is None else None, self.variable):
+            if name in names:
+                return name
+        return names[0] if names else ""
 
     def undo(self) -> None:
         """Go back one action (nothing happens when there is none)."""
@@ -345,6 +363,7 @@ class BuilderState(param.Parameterized):
                 observed=bool(observed), params={k: v for k, v in values.items() if v is not None},
             )
             self.model.variables = [*self.model.variables, variable]
+            self._select = name
         return name
 
     def rename_variable(self, old: str, new: str) -> None:
@@ -353,6 +372,8 @@ class BuilderState(param.Parameterized):
         with self._action():
             self._variable(old).name = self._new_name(new, "variable", current=old)
             self._renamed_value(old, new)
+            if self.variable == old:
+                self._select = new
 
     def remove_variable(self, name: str) -> None:
         """Remove a variable and its data. Expressions that use it keep its name, which

@@ -488,3 +488,23 @@ def test_attaching_an_uploaded_csv_file() -> None:
     with pytest.raises(ModelError, match="upload a .csv"):
         state.attach_file(content, "points.xlsx")
     assert state.model.data["x"].dtype == torch.get_default_dtype()
+
+
+def test_the_selected_variable_follows_the_model() -> None:
+    state = state_of("gre")
+    assert state.variable == "mu"  # the first variable of a model
+    state.variable = "mu_g"
+    state.rename_variable("mu_g", "theta")
+    assert state.variable == "theta"  # a renamed variable stays selected
+    state.rename_variable("mu", "m")
+    assert state.variable == "theta"  # renaming another keeps the selection
+    assert state.add_variable("z") == "z" and state.variable == "z"  # a new variable is selected
+    with pytest.raises(ModelError):
+        state.add_variable("theta")  # a name in use: nothing added, the selection stays
+    assert state.variable == "z"
+    state.remove_variable("z")
+    assert state.variable == "m"  # gone: the first variable
+    state.new()
+    assert state.variable == ""  # no variable to select
+    state.undo()
+    assert state.variable == "m"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from bokeh.document import Document
-from bokeh.events import Tap
+from bokeh.events import DoubleTap, Tap
 
 from pavi_viz import examples
 from pavi_viz.ui.state import DashboardState
@@ -35,10 +35,10 @@ def source(root, name: str):
     return found
 
 
-def click(view: ForestView, y: float) -> None:
+def click(view: ForestView, y: float, event: type = Tap) -> None:
     """A click on a forest's plot at height ``y`` (data coordinates), as Bokeh's server
-    delivers the browser's tap event."""
-    view.figure._trigger_event(Tap(view.figure, x=0.0, y=y))
+    delivers the browser's tap event (``DoubleTap``: the second of two quick clicks)."""
+    view.figure._trigger_event(event(view.figure, x=0.0, y=y))
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +120,8 @@ def test_a_click_selects_and_every_forest_of_the_plate_highlights(gre: Dashboard
     assert gre.selection == {"group": element}
     assert list(first.sources["highlight"].data["y0"]) == [3 - 0.5]
     assert list(second.sources["highlight"].data["y0"]) == [element - 0.5]
+    click(first, y=5.9, event=DoubleTap)  # a quick second click, elsewhere
+    assert gre.selection == {"group": int(first.rows["element"][6])}
 
 
 def test_an_outer_selection_restricts_the_inner_forest(radon: DashboardState) -> None:

@@ -46,7 +46,7 @@ import pandas as pd
 import panel as pn
 import param
 import xarray as xr
-from bokeh.events import Tap
+from bokeh.events import DoubleTap, Tap
 from bokeh.models import DataRange1d, FixedTicker, HoverTool
 from bokeh.plotting import figure
 from panel.viewable import Viewer
@@ -718,7 +718,7 @@ class ForestView(Viewer):
         if list(self.sources["highlight"].data["y0"]) != y0:
             self.sources["highlight"].data = {"y0": y0, "y1": [y + 1.0 for y in y0]}
 
-    def _tapped(self, event: Tap) -> None:
+    def _tapped(self, event: Tap | DoubleTap) -> None:
         """A click on the plot selects the element of the nearest row."""
         y = event.y
         if y is None or not len(self._elements):
@@ -761,7 +761,9 @@ class ForestView(Viewer):
         fig.yaxis.ticker = FixedTicker(ticks=[])
         fig.add_tools(HoverTool(renderers=[means], tooltips=[("element", "@label"), ("mean", "@mean{0.000}"),
                                                              ("90%", "@low{0.000} to @high{0.000}")]))
+        # Two quick clicks are a double tap to Bokeh, not two taps: both select.
         fig.on_event(Tap, self._tapped)
+        fig.on_event(DoubleTap, self._tapped)
         return fig
 
     def _label_rows(self, frame: pd.DataFrame) -> None:

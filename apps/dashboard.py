@@ -1,12 +1,14 @@
-"""The pavi_viz live training dashboard.
+"""The pavi_viz app: the live training dashboard and the visual model builder.
 
 Serve it with ``make app`` or ``pavi-viz serve``, or directly::
 
     panel serve apps/dashboard.py --port 5006    # http://localhost:5006/dashboard
 
-Every browser session gets its own dashboard (``panel serve`` runs this script per
-session): its own state, its own run, stopped when the session ends. It opens on the
-bundled default model; press Start to fit it and watch the ELBO.
+Every browser session gets its own app (``panel serve`` runs this script per
+session): its own dashboard, builder and run, the run stopped when the session ends.
+It opens on the *Fit* tab with the bundled default model (press Start to fit it and
+watch the ELBO); the *Build* tab assembles a model by clicks, and its Fit button
+brings it back here.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ import logging
 
 import panel as pn
 
-from pavi_viz.ui.dashboard import Dashboard
+from pavi_viz.ui.app import App
 
 pn.extension(sizing_mode="stretch_width")
 # The server's log says when a closed tab's run was stopped (the server logs at INFO).
 logging.getLogger("pavi_viz").setLevel(logging.INFO)
 
 if __name__.startswith("bokeh"):  # run by `panel serve`
-    Dashboard().template().servable()
+    App().template().servable()
 elif __name__ == "__main__":  # `python apps/dashboard.py`
-    pn.serve({"dashboard": lambda: Dashboard().template()}, port=5006, show=False)
+    pn.serve({"dashboard": lambda: App().template()}, port=5006, show=False)

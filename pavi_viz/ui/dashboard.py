@@ -60,6 +60,8 @@ MIN_SUMMARY_INTERVAL = 1.0
 EXAMPLE_OPTIONS: dict[str, dict[str, Any]] = {DEFAULT_EXAMPLE: DEFAULT_OPTIONS}
 #: The page's title (the browser tab's too).
 TITLE = "pavi_viz"
+#: The model selector's choice for a model that is no bundled example (from the builder).
+OWN_MODEL = "{name} (your model)"
 
 
 class Dashboard(Viewer):
@@ -71,7 +73,9 @@ class Dashboard(Viewer):
 
     Attributes:
         state: the :class:`DashboardState`.
-        model_select: the bundled example to fit (replacing it stops the current run).
+        model_select: the bundled example to fit (replacing it stops the current run); a
+            model given otherwise (the builder's, say) shows as one more choice,
+            :data:`OWN_MODEL` with its name.
         controls, elbo, exports, diagram, global_marginals, forest, detail, predictive:
             the views (:mod:`pavi_viz.ui.views`).
     """
@@ -83,6 +87,10 @@ class Dashboard(Viewer):
         self.model_select = pn.widgets.Select(
             label="Model", options=names, value=self.state.model.name if self.state.model.name in names else None,
         )
+        #: The selector's choice for a model it did not load (None while it shows a bundled one).
+        self._own_choice: str | None = None
+        self._loading = False  # the selector is loading a bundled example
+        self._bundled = self.state.model.name in names  # the state's own default model is one
         self.model_select.param.watch(self._select_model, "value")
         self.model_info = pn.pane.Markdown("", margin=(0, 10))
         self.state.param.watch(self._model_changed, "model")
@@ -189,16 +197,30 @@ class Dashboard(Viewer):
 
     # -- the model ------------------------------------------------------------------------
     def _select_model(self, event: Any) -> None:
-        if event.new is not None and event.new != self.state.model.name:
-            self.state.param.update(
-                model=examples.load(event.new, **EXAMPLE_OPTIONS.get(event.new, {})),
-                reference=examples.reference(event.new),
-            )
+        if event.new is None or event.new == self._own_choice:
+            return
+        if event.new != self.state.model.name or self._own_choice is not None:
+            self._loading = True
+            try:
+                self.state.param.update(
+                    model=examples.load(event.new, **EXAMPLE_OPTIONS.get(event.new, {})),
+                    reference=examples.reference(event.new),
+                )
+            finally:
+                self._loading = False
 
     def _model_changed(self, *_: Any) -> None:
         model = self.state.model
-        if model.name in self.model_select.options:
-            self.model_select.value = model.name
+        names = examples.list()
+        # A model the selector did not load may share a bundled example's name (an
+        # edited "gre"): it gets a choice of its own, and picking "gre" loads the example.
+        bundled, self._bundled = self._bundled or self._loading, False
+        if bundled:
+            self._own_choice = None
+            self.model_select.param.update(options=names, value=model.name)
+        else:
+            self._own_choice = OWN_MODEL.format(name=model.name)
+            self.model_select.param.update(options=[*names, self._own_choice], value=self._own_choice)
         plates = ", ".join(f"{p.name} ({p.size})" for p in model.plates) or "none"
         latent = sum(not v.observed for v in model.variables)
         self.model_info.object = f"**{model.name}**: plates {plates}; {latent} latent variable(s)"

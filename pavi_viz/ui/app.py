@@ -1,0 +1,65 @@
+"""The served app: the training dashboard and the visual builder, in two tabs.
+
+:class:`App` holds one :class:`~pavi_viz.ui.dashboard.Dashboard` (tab *Fit*, shown
+first: a first visitor sees the default example and can press Start at once) and one
+:class:`~pavi_viz.ui.builder.Builder` (tab *Build*), which starts from a copy of the
+dashboard's model. The builder's Fit button hands a copy of its model to the
+dashboard (which stops the run of the previous model) and opens the *Fit* tab.
+
+Serve it with ``App().template().servable()`` (``apps/dashboard.py``), one App per
+session. The tabs are *dynamic*: only the open tab's views are in the page, so the
+page loads what it shows, and the two plate diagrams never share the page (browser
+tests find each by its Bokeh name).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import panel as pn
+from panel.viewable import Viewer
+
+from pavi_viz import __version__
+from pavi_viz.model.spec import PlateModel
+from pavi_viz.ui.builder import Builder
+from pavi_viz.ui.builder_state import BuilderState
+from pavi_viz.ui.dashboard import TITLE, Dashboard
+
+#: The tabs, in order.
+FIT_TAB, BUILD_TAB = 0, 1
+
+
+class App(Viewer):
+    """A dashboard and a builder whose Fit feeds it.
+
+    Args:
+        dashboard: the training dashboard (default: a new one on the default example).
+
+    Attributes:
+        dashboard, builder: the two components.
+        tabs: *Fit* (the dashboard) and *Build* (the builder).
+    """
+
+    def __init__(self, dashboard: Dashboard | None = None, **params: Any) -> None:
+        super().__init__(**params)
+        self.dashboard = dashboard if dashboard is not None else Dashboard()
+        self.builder = Builder(BuilderState(self.dashboard.state.model.copy()), on_fit=self.fit)
+        self.tabs = pn.Tabs(("Fit", self.dashboard), ("Build", self.builder), dynamic=True,
+                            sizing_mode="stretch_width", css_classes=["pavi-app-tabs"])
+
+    def fit(self, model: PlateModel) -> None:
+        """Give ``model`` to the dashboard (its run, if any, stops) and open the *Fit* tab."""
+        self.dashboard.state.param.update(model=model, reference=None)
+        self.tabs.active = FIT_TAB
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self.tabs
+
+    def template(self) -> pn.template.BootstrapTemplate:
+        """A page for serving (a new template per call: one per session), Bootstrap like
+        :meth:`Dashboard.template` (Fast's theme fetches its font from Google; the app
+        works offline). The tabs hold everything: no sidebar."""
+        self.dashboard.start_polling()  # and a closed session stops its run
+        return pn.template.BootstrapTemplate(
+            title=TITLE, main=[self.tabs, pn.pane.Markdown(f"pavi_viz {__version__}", margin=(20, 10, 0, 10))],
+        )

@@ -1,0 +1,205 @@
+"""The visual model builder: assemble a plate model by clicks, check it, give it data, fit it.
+
+:class:`Builder` shows one :class:`~pavi_viz.ui.builder_state.BuilderState` in three
+columns:
+
+- **left**: the Fit button (enabled only while the model is valid and has data) and
+  what it waits for; start afresh or from a bundled example; open and save a model
+  file (JSON); undo / redo; add a plate or a variable; data: upload a CSV or NetCDF
+  file (see :mod:`pavi_viz.model.tables`; plates picked as *ragged* take their
+  nesting from the file's columns), or simulate it from the prior at the plates'
+  sizes with a seed (the latent values are kept as the truth); every problem of the
+  model, in a list;
+- **middle**: why the last action failed (a malformed file, a name in use), and the
+  plate diagram (:class:`~pavi_viz.ui.views.diagram.PlateDiagram`), redrawn as the
+  model changes; clicking a variable opens it in the editor;
+- **right**: the selected variable's editor and the plates' editor
+  (:mod:`pavi_viz.ui.views.editors`), each part's problems under it.
+
+Every button and widget calls one state method; the state checks the model after each
+change and keeps the undo history. Fit hands a copy of the model to ``on_fit`` (the
+app gives it to its training dashboard, see :mod:`pavi_viz.ui.app`).
+
+Browser tests find the widgets by their CSS classes (``pavi-builder-*``).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import panel as pn
+
+from pavi_viz import examples
+from pavi_viz.model.spec import PlateModel
+from pavi_viz.model.tables import CSV_SUFFIXES, NETCDF_SUFFIXES
+from pavi_viz.ui.builder_state import BuilderState
+from pavi_viz.ui.dashboard import EXAMPLE_OPTIONS
+from pavi_viz.ui.state import DEFAULT_EXAMPLE, DEFAULT_OPTIONS
+from pavi_viz.ui.views.diagram import PlateDiagram
+from pavi_viz.ui.views.editors import PlatesEditor, StateView, VariableEditor
+
+#: Width of the left and right columns (pixels); the diagram takes the rest.
+LEFT_WIDTH, RIGHT_WIDTH = 300, 480
+
+
+def _button(label: str, css: str, **options: Any) -> pn.widgets.Button:
+    return pn.widgets.Button(label=label, css_classes=[f"pavi-builder-{css}"], **options)
+
+
+def _heading(text: str) -> pn.pane.Markdown:
+    return pn.pane.Markdown(f"### {text}", margin=(10, 10, 0, 10))
+
+
+class Builder(StateView):
+    """The visual builder of one :class:`BuilderState`.
+
+    Args:
+        state: the state to show and edit (default: a new state on a copy of the
+            dashboard's default example).
+        on_fit: called with a copy of the model when Fit is pressed.
+
+    Attributes:
+        diagram, variable_editor, plates_editor: the views.
+        fit: the Fit button, enabled while ``state.valid``.
+    """
+
+    def __init__(self, state: BuilderState | None = None, on_fit: Callable[[PlateModel], Any] | None = None,
+                 **params: Any) -> None:
+        if state is None:
+            state = BuilderState(examples.load(DEFAULT_EXAMPLE, **DEFAULT_OPTIONS))
+        super().__init__(state, **params)
+        self.on_fit = on_fit
+        self.fit = _button("Fit", "fit", color="success", disabled=True, sizing_mode="stretch_width")
+        self.status = pn.pane.Markdown("", css_classes=["pavi-builder-status"], margin=(0, 10))
+        self.example = pn.widgets.Select(label="Example", options=examples.list(), value=DEFAULT_EXAMPLE,
+                                         css_classes=["pavi-builder-example"])
+        self.load_example = _button("Load example", "load-example", align="end")
+        self.new = _button("New", "new", color="warning", variant="outline")
+        self.json_upload = pn.widgets.FileInput(accept=".json", css_classes=["pavi-builder-json-upload"])
+        self.json_download = pn.widgets.FileDownload(callback=self._model_file, filename="model.json",
+                                                     label="Save model (JSON)", color="default",
+                                                     css_classes=["pavi-builder-json-download"])
+        self.undo = _button("Undo", "undo")
+        self.redo = _button("Redo", "redo")
+        self.add_plate = _button("Add plate", "add-plate", color="primary", variant="outline")
+        self.add_variable = _button("Add variable", "add-variable", color="primary", variant="outline")
+        self.data_upload = pn.widgets.FileInput(accept=",".join(CSV_SUFFIXES + NETCDF_SUFFIXES),
+                                                css_classes=["pavi-builder-data-upload"])
+        self.ragged = pn.widgets.MultiChoice(
+            label="Ragged plates (nesting read from the file)", options=[], css_classes=["pavi-builder-ragged"],
+            description="Plates whose elements belong to outer elements as the file's id columns say, "
+                        "in groups of any size (houses in counties)",
+        )
+        self.seed = pn.widgets.IntInput(label="Seed", value=0, width=90, css_classes=["pavi-builder-seed"])
+        self.simulate = _button("Simulate", "simulate", color="primary", align="end")
+        self.data_info = pn.pane.Markdown("", css_classes=["pavi-builder-data-info"], margin=(0, 10))
+        self.problems = pn.pane.Markdown("", css_classes=["pavi-builder-problems"], margin=(0, 10))
+        self.message = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["pavi-builder-message"])
+
+        self.diagram = PlateDiagram(state)
+        self.variable_editor = VariableEditor(state)
+        self.plates_editor = PlatesEditor(state)
+
+        self.fit.on_click(self._fit)
+        self.load_example.on_click(
+            lambda _: self.edit(state.load_example, self.example.value, **EXAMPLE_OPTIONS.get(self.example.value, {})))
+        self.new.on_click(lambda _: self.edit(state.new))
+        self.undo.on_click(lambda _: state.undo())
+        self.redo.on_click(lambda _: state.redo())
+        self.add_plate.on_click(lambda _: self.edit(state.add_plate))
+        self.add_variable.on_click(lambda _: self.edit(state.add_variable))
+        self.simulate.on_click(lambda _: self.edit(state.simulate, seed=self.seed.value or 0))
+        self.json_upload.param.watch(self._json_uploaded, "value")
+        self.data_upload.param.watch(self._data_uploaded, "value")
+        state.param.watch(self.show_state, ["revision"])
+        self.show_state()
+
+    # -- layout ----------------------------------------------------------------------------
+    def controls(self) -> pn.Column:
+        """The left column: Fit, the model's files and actions, data, problems."""
+        return pn.Column(
+            self.fit, self.status,
+            _heading("Model"),
+            pn.Row(self.example, self.load_example, sizing_mode="stretch_width"),
+            self.new,
+            pn.pane.Markdown("Open a model file (JSON):", margin=(5, 10, 0, 10)), self.json_upload,
+            self.json_download,
+            pn.Row(self.undo, self.redo, sizing_mode="stretch_width"),
+            pn.Row(self.add_plate, self.add_variable, sizing_mode="stretch_width"),
+            _heading("Data"),
+            pn.pane.Markdown("Upload a CSV file (one row per element of the innermost plate) or NetCDF:",
+                             margin=(0, 10)),
+            self.data_upload, self.ragged,
+            pn.pane.Markdown("or simulate it from the prior, at the plates' sizes:", margin=(5, 10, 0, 10)),
+            pn.Row(self.seed, self.simulate, sizing_mode="stretch_width"),
+            self.data_info,
+            _heading("Problems"), self.problems,
+            width=LEFT_WIDTH,
+        )
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return pn.Row(
+            self.controls(),
+            pn.Column(self.message, self.diagram, sizing_mode="stretch_width"),
+            pn.Column(self.variable_editor, self.plates_editor, width=RIGHT_WIDTH),
+            sizing_mode="stretch_width",
+        )
+
+    # -- actions ---------------------------------------------------------------------------
+    def _fit(self, *_: Any) -> None:
+        if self.state.valid and self.on_fit is not None:
+            self.on_fit(self.state.model.copy())
+
+    def _model_file(self) -> io.StringIO:
+        return io.StringIO(self.state.to_json())
+
+    def _json_uploaded(self, event: Any) -> None:
+        if event.new is not None:
+            self.edit(self.state.load_json, event.new)
+            self._clear(self.json_upload)
+
+    def _data_uploaded(self, event: Any) -> None:
+        if event.new is None:
+            return
+        nesting = {p.name: p.nested_in for p in self.state.model.plates}
+        ragged = {p: nesting[p] for p in self.ragged.value if nesting.get(p)}
+        self.edit(self.state.attach_file, event.new, self.data_upload.filename or "", ragged=ragged or None)
+        self._clear(self.data_upload)
+
+    def _clear(self, upload: pn.widgets.FileInput) -> None:
+        """Forget an upload once read, here and in the browser, so that the same file
+        chosen again is read again."""
+        with self.quietly():
+            upload.param.update(value=None, filename=None)
+        upload.clear()
+
+    # -- showing the state ----------------------------------------------------------------------
+    def show(self) -> None:
+        state, model = self.state, self.state.model
+        self.fit.disabled = not state.valid
+        self.undo.disabled, self.redo.disabled = not state.can_undo, not state.can_redo
+        if state.valid:
+            self.status.object = "Ready: **Fit** trains it in the *Fit* tab."
+        elif state.problems:
+            self.status.object = f"**{len(state.problems)} problem(s)** to fix first: see the list below."
+        else:
+            self.status.object = "No data yet: upload a file or simulate it."
+        self.message.param.update(object=state.message, visible=bool(state.message))
+        self.json_download.filename = f"{model.name or 'model'}.json"
+        nested = [p.name for p in model.plates if p.nested_in]
+        self.ragged.param.update(options=nested, value=[p for p in self.ragged.value if p in nested])
+        self.data_info.object = _describe_data(model)
+        self.problems.object = "\n".join(
+            f"- **{p.culprit}**: {p.message}" if p.culprit else f"- {p.message}" for p in state.problems
+        ) or "None."
+
+
+def _describe_data(model: PlateModel) -> str:
+    """``"Data: x (20 × 10 × 2). Truth: mu, mu_g."``, or that there is none."""
+    if not model.data:
+        return "No data attached."
+    arrays = ", ".join(f"{k} ({' × '.join(map(str, v.shape)) or 'a number'})" for k, v in model.data.items())
+    truth = f" Truth kept: {', '.join(model.truth)}." if model.truth else ""
+    return f"Data: {arrays}.{truth}"

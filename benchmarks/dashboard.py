@@ -6,10 +6,11 @@ One process, three measurements on the same model and settings:
    dashboard's default settings, no page; steps per second of wall-clock time over a
    window after a warm-up. Headless and watched windows alternate (``--rounds``), and
    the ratio compares their medians.
-2. **Throughput, watched**: the same run started from a served dashboard
-   (``pn.serve(..., threaded=True)`` in this process, as ``panel serve`` would serve
-   it) with one headless chromium tab watching; steps per second over the same window,
-   read from the run. The ratio watched / headless is the dashboard's cost.
+2. **Throughput, watched**: the same run started from the served app (the page
+   ``apps/dashboard.py`` serves, on its *Fit* tab; ``pn.serve(..., threaded=True)`` in
+   this process, as ``panel serve`` would serve it) with one headless chromium tab
+   watching; steps per second over the same window, read from the run. The ratio
+   watched / headless is the dashboard's cost.
 3. **Latency**: a new ELBO point's wall-clock time from its publication by the
    training thread (the hub record's ``time``) to its arrival in the page's data
    source (recorded in the page by a ``ColumnDataSource`` change listener,
@@ -39,6 +40,7 @@ import panel as pn
 
 from pavi_viz import examples
 from pavi_viz.runner import POINT, RunState, TrainingRun
+from pavi_viz.ui.app import App
 from pavi_viz.ui.dashboard import Dashboard
 from pavi_viz.ui.state import DEFAULT_CONFIG, DEFAULT_EXAMPLE, DEFAULT_OPTIONS, DashboardState
 
@@ -134,7 +136,7 @@ def watched(
         state.config.steps = 1_000_000
         dashboard = Dashboard(state)
         dashboards.append(dashboard)
-        return dashboard.template()
+        return App(dashboard).template()  # the page apps/dashboard.py serves
 
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))

@@ -7,9 +7,10 @@ dashboard's model. The builder's Fit button hands a copy of its model to the
 dashboard (which stops the run of the previous model) and opens the *Fit* tab.
 
 Serve it with ``App().template().servable()`` (``apps/dashboard.py``), one App per
-session. The tabs are *dynamic*: only the open tab's views are in the page, so the
-page loads what it shows, and the two plate diagrams never share the page (browser
-tests find each by its Bokeh name).
+session. Both tabs are in the page from the start (not *dynamic* tabs): a view that
+makes new Panel objects while its tab is hidden (the dashboard's, on a new model or
+a first summary) would make them outside the page's document, where Panel links their
+stylesheets to its CDN, and the app must work offline.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class App(Viewer):
         super().__init__(**params)
         self.dashboard = dashboard if dashboard is not None else Dashboard()
         self.builder = Builder(BuilderState(self.dashboard.state.model.copy()), on_fit=self.fit)
-        self.tabs = pn.Tabs(("Fit", self.dashboard), ("Build", self.builder), dynamic=True,
+        self.tabs = pn.Tabs(("Fit", self.dashboard), ("Build", self.builder),
                             sizing_mode="stretch_width", css_classes=["pavi-app-tabs"])
 
     def fit(self, model: PlateModel) -> None:

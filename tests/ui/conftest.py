@@ -67,9 +67,56 @@ def browser():
         browser.close()
 
 
+#: A JS helper: the Bokeh views shown in the page (in every root, but not in a hidden tab)
+#: of the renderer whose model or whose data source carries ``name``. Shown views, not
+#: ``get_model_by_name``: the app's two tabs each have a plate diagram with the same
+#: names, and BokehJS keeps the models a redraw dropped (a redrawn diagram's old nodes).
+FIND_VIEWS = """
+const shown = (view) => {
+  const el = view.plot_view ? view.plot_view.el : view.el;
+  return !el || !el.checkVisibility || el.checkVisibility({visibilityProperty: true});
+};
+const findViews = (name) => {
+  const found = [], seen = new Set(), stack = [];
+  const index = Bokeh.index;
+  stack.push(...(index instanceof Map ? index.values() : Object.values(index)));
+  while (stack.length) {
+    const view = stack.pop();
+    if (!view || seen.has(view)) continue;
+    seen.add(view);
+    const model = view.model;
+    if (model && (model.name === name || (model.data_source && model.data_source.name === name)) && shown(view)) {
+      found.push(view);
+    }
+    for (const child of (view.children ? view.children() : [])) stack.push(child);
+  }
+  return found;
+};
+"""
+#: The number of rows of a named data source, or of a named renderer's (0 while there is none).
+ROWS = "(name) => { const m = Bokeh.documents[0].get_model_by_name(name);" \
+       " if (!m) return 0; const d = (m.data_source || m).data; const k = Object.keys(d)[0];" \
+       " return k ? d[k].length : 0; }"
+#: The page coordinates of row ``i`` of a renderer's glyph (its data source named ``name``).
+POINT_AT = "([name, i]) => {" + FIND_VIEWS + """
+  const view = findViews(name).find(v => v.model.glyph);
+  const data = view.model.data_source.data, glyph = view.model.glyph;
+  const sx = view.coordinates.x_scale.compute(data[glyph.x.field][i]);
+  const sy = view.coordinates.y_scale.compute(data[glyph.y.field][i]);
+  const box = view.plot_view.canvas_view.el.getBoundingClientRect();
+  return [box.left + sx, box.top + sy];
+}"""
+#: A column of the data of the renderer named ``name`` that the page shows (null when none).
+SHOWN_COLUMN = "([name, column]) => {" + FIND_VIEWS + """
+  const view = findViews(name).find(v => v.model.data_source);
+  return view ? Array.from(view.model.data_source.data[column]) : null;
+}"""
+
+
 class Page:
     """A browser tab (its own context: its own cookies, so its own Panel session) that
-    records the page's console errors and uncaught exceptions."""
+    records the page's console errors and uncaught exceptions, with helpers that read
+    the page's Bokeh models and press its buttons."""
 
     def __init__(self, browser, screenshots: Path, name: str) -> None:
         self.context = browser.new_context(viewport={"width": 1600, "height": 1800})
@@ -91,6 +138,28 @@ class Page:
 
     def close(self) -> None:
         self.context.close()
+
+    def rows(self, name: str) -> int:
+        """The number of rows of the data source (or renderer) named ``name``."""
+        return self.page.evaluate(ROWS, name)
+
+    def wait_rows(self, name: str, at_least: int, timeout: float = 60) -> int:
+        """Wait until the data source has ``at_least`` rows; how many it has then."""
+        self.page.wait_for_function(f"(n) => ({ROWS})('{name}') >= n", arg=at_least, timeout=timeout * 1000,
+                                    polling=100)
+        return self.rows(name)
+
+    def press(self, label: str) -> None:
+        """Click the button labelled ``label``."""
+        self.page.get_by_role("button", name=label, exact=True).click()
+
+    def point_at(self, name: str, i: int) -> tuple[float, float]:
+        """The page coordinates of row ``i`` of the glyph whose data source is ``name``."""
+        return tuple(self.page.evaluate(POINT_AT, [name, i]))
+
+    def shown_column(self, name: str, column: str) -> list | None:
+        """``column`` of the data of the renderer named ``name`` that the page shows."""
+        return self.page.evaluate(SHOWN_COLUMN, [name, column])
 
 
 @pytest.fixture

@@ -13,56 +13,10 @@ import pytest
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(240)]
 
-#: A JS helper: the Bokeh views (in every root of the page) of the renderer whose model
-#: or whose data source carries ``name``.
-FIND_VIEWS = """
-const findViews = (name) => {
-  const found = [], seen = new Set(), stack = [];
-  const index = Bokeh.index;
-  stack.push(...(index instanceof Map ? index.values() : Object.values(index)));
-  while (stack.length) {
-    const view = stack.pop();
-    if (!view || seen.has(view)) continue;
-    seen.add(view);
-    const model = view.model;
-    if (model && (model.name === name || (model.data_source && model.data_source.name === name))) found.push(view);
-    for (const child of (view.children ? view.children() : [])) stack.push(child);
-  }
-  return found;
-};
-"""
-#: The number of rows of a named data source, or of a named renderer's (0 while there is none).
-ROWS = "(name) => { const m = Bokeh.documents[0].get_model_by_name(name);" \
-       " if (!m) return 0; const d = (m.data_source || m).data; const k = Object.keys(d)[0];" \
-       " return k ? d[k].length : 0; }"
-#: The page coordinates of row ``i`` of a renderer's glyph (its data source named ``name``).
-POINT_AT = "([name, i]) => {" + FIND_VIEWS + """
-  const view = findViews(name).find(v => v.model.glyph);
-  const data = view.model.data_source.data, glyph = view.model.glyph;
-  const sx = view.coordinates.x_scale.compute(data[glyph.x.field][i]);
-  const sy = view.coordinates.y_scale.compute(data[glyph.y.field][i]);
-  const box = view.plot_view.canvas_view.el.getBoundingClientRect();
-  return [box.left + sx, box.top + sy];
-}"""
 ELBO = "pavi-elbo-source"
 FOREST = "pavi-forest-means"
 DENSITY = "pavi-density"
 NODES = "pavi-diagram-nodes"
-
-
-def rows(page, name: str) -> int:
-    return page.page.evaluate(ROWS, name)
-
-
-def wait_rows(page, name: str, at_least: int, timeout: float = 60) -> int:
-    """Wait until the data source has ``at_least`` rows; how many it has then."""
-    page.page.wait_for_function(f"(n) => ({ROWS})('{name}') >= n", arg=at_least, timeout=timeout * 1000,
-                                polling=100)
-    return rows(page, name)
-
-
-def press(page, label: str) -> None:
-    page.page.get_by_role("button", name=label, exact=True).click()
 
 
 def run_status(page) -> list[str]:
@@ -89,7 +43,7 @@ def test_the_page_loads_offline_without_errors(dashboard_server, open_page):
     page.page.reload(wait_until="networkidle")
     page.page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0", timeout=60_000)
     assert page.page.title() == "pavi_viz"
-    assert rows(page, NODES) == 3  # the default model's diagram: mu, mu_g, x
+    assert page.shown_column(NODES, "name") == ["mu", "mu_g", "x"]  # the default model's diagram
     assert run_state(page) == "idle"
     page.shot("loaded")
     assert page.errors == []
@@ -98,41 +52,41 @@ def test_the_page_loads_offline_without_errors(dashboard_server, open_page):
 
 def test_start_streams_the_elbo_and_stop_ends_the_run(dashboard_server, open_page):
     page = open_page(dashboard_server.url)
-    assert rows(page, ELBO) == 0
-    press(page, "Start")
-    first = wait_rows(page, ELBO, 1)
+    assert page.rows(ELBO) == 0
+    page.press("Start")
+    first = page.wait_rows(ELBO, 1)
     page.shot("started")
     time.sleep(2)
-    later = rows(page, ELBO)
+    later = page.rows(ELBO)
     assert later > first  # the plot gains points while training goes on
-    press(page, "Stop")
+    page.press("Stop")
     wait_state(page, "stopped")
-    stopped = rows(page, ELBO)
+    stopped = page.rows(ELBO)
     time.sleep(1.5)
-    assert rows(page, ELBO) == stopped  # no more points once stopped
+    assert page.rows(ELBO) == stopped  # no more points once stopped
     page.shot("stopped")
     assert page.errors == []
 
 
 def test_clicking_a_plate_element_updates_the_detail_plot(dashboard_server, open_page):
     page = open_page(dashboard_server.url)
-    press(page, "Start")
-    wait_rows(page, FOREST, 10)  # the first posterior summary arrived: the forest has rows
+    page.press("Start")
+    page.wait_rows(FOREST, 10)  # the first posterior summary arrived: the forest has rows
     title = page.page.locator(".pavi-detail-title h3").first
     before = title.inner_text()
     assert "select" in before  # nothing selected yet
-    press(page, "Pause")  # hold the summary still while clicking
+    page.press("Pause")  # hold the summary still while clicking
     wait_state(page, "paused")
-    x, y = page.page.evaluate(POINT_AT, [FOREST, 7])
+    x, y = page.point_at(FOREST, 7)
     page.page.mouse.click(x, y)
     end = time.monotonic() + 10
     while title.inner_text() == before:
         assert time.monotonic() < end, "the detail plot's title did not change after the click"
         time.sleep(0.05)
     assert "mu_g" in title.inner_text() and "group 7" in title.inner_text()
-    wait_rows(page, DENSITY, 1, timeout=10)  # the element's density is drawn
+    page.wait_rows(DENSITY, 1, timeout=10)  # the element's density is drawn
     page.shot("element-7")
-    press(page, "Stop")
+    page.press("Stop")
     wait_state(page, "stopped")
     assert page.errors == []
 
@@ -140,27 +94,27 @@ def test_clicking_a_plate_element_updates_the_detail_plot(dashboard_server, open
 def test_two_sessions_train_their_own_runs(dashboard_server, open_page):
     first = open_page(dashboard_server.url, "first")
     second = open_page(dashboard_server.url, "second")
-    press(first, "Start")
-    wait_rows(first, ELBO, 20)
-    assert rows(second, ELBO) == 0 and run_state(second) == "idle"  # the other session sees nothing
-    press(second, "Start")
-    wait_rows(second, ELBO, 5)
-    press(first, "Stop")
+    first.press("Start")
+    first.wait_rows(ELBO, 20)
+    assert second.rows(ELBO) == 0 and run_state(second) == "idle"  # the other session sees nothing
+    second.press("Start")
+    second.wait_rows(ELBO, 5)
+    first.press("Stop")
     wait_state(first, "stopped")
-    going = rows(second, ELBO)
+    going = second.rows(ELBO)
     time.sleep(1.5)
-    assert rows(second, ELBO) > going and run_state(second) == "running"  # stopping one leaves the other
+    assert second.rows(ELBO) > going and run_state(second) == "running"  # stopping one leaves the other
     first.shot("stopped")
     second.shot("running")
-    press(second, "Stop")
+    second.press("Stop")
     wait_state(second, "stopped")
     assert first.errors == [] and second.errors == []
 
 
 def test_closing_a_tab_stops_its_run(dashboard_server, open_page):
     page = open_page(dashboard_server.url)
-    press(page, "Start")
-    wait_rows(page, ELBO, 5)
+    page.press("Start")
+    page.wait_rows(ELBO, 5)
     name = run_status(page)[-1]
     assert name.startswith("run-")
     page.close()  # the tab goes: its session ends, and with it the run

@@ -232,28 +232,30 @@ class VariableEditor(StateView):
 
     def _show_params(self, variable: Variable) -> None:
         """One row per parameter of its distribution (and per parameter it has that the
-        distribution lacks, so that it can be cleared): rebuilt when the list of
-        parameters or of possible parents changes, else given the values."""
+        distribution lacks, so that it can be cleared). The rows are made anew only for
+        another list of parameters, so that a widget being used stays in the page."""
         info = DISTRIBUTIONS.get(variable.distribution)
         names = [p.name for p in info.params] if info is not None else []
         names += [p for p in variable.params if p not in names]
-        parents = self.state.candidate_parents(variable.name)
-        key = (variable.name, variable.distribution, tuple(names), tuple(parents))
+        key = (variable.distribution, tuple(names))
         if key != self._rows_key:
             self._rows_key = key
             self.param_inputs, self.parent_pickers = {}, {}
-            rows = [self._param_row(name, parents, _placeholder(variable.distribution, name)) for name in names]
-            self.param_rows.objects = rows
+            self.param_rows.objects = [self._param_row(name, _placeholder(variable.distribution, name))
+                                       for name in names]
+        parents = self.state.candidate_parents(variable.name)
         for name in names:
             value = variable.params.get(name)
             self.param_inputs[name].value = value_text(value)
-            self.parent_pickers[name].value = value if isinstance(value, str) and value in parents else NO_PARENT
+            self.parent_pickers[name].param.update(
+                options={"–": NO_PARENT, **{p: p for p in parents}},
+                value=value if isinstance(value, str) and value in parents else NO_PARENT,
+            )
 
-    def _param_row(self, name: str, parents: Sequence[str], placeholder: str) -> pn.Row:
+    def _param_row(self, name: str, placeholder: str) -> pn.Row:
         text = pn.widgets.TextInput(label=name, placeholder=placeholder, css_classes=["pavi-variable-param"],
                                     sizing_mode="stretch_width")
-        picker = pn.widgets.Select(label="parent", options={"–": NO_PARENT, **{p: p for p in parents}},
-                                   css_classes=["pavi-variable-parent"], width=110)
+        picker = pn.widgets.Select(label="parent", css_classes=["pavi-variable-parent"], width=110)
         text.param.watch(lambda e: self._param_edited(name, e.new), "value")
         picker.param.watch(lambda e: self._parent_picked(name, e.new), "value")
         self.param_inputs[name], self.parent_pickers[name] = text, picker

@@ -1,0 +1,220 @@
+"""The visual builder in a real headless browser, against the served app: a model built by
+clicks from an empty page, simulated and fitted; problems shown next to the variable at
+fault; model and data files uploaded, malformed ones refused.
+
+Everything is read from the page: the widgets' values and texts, the diagram's nodes (the
+Bokeh data source the page shows), the model file the page downloads. Screenshots of
+each step go to ``tests/artifacts/ui/``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from pavi_viz import examples
+from pavi_viz.model.tables import model_to_table, write_table
+
+pytestmark = [pytest.mark.ui, pytest.mark.timeout(180)]
+
+NODES = "pavi-diagram-nodes"
+ELBO = "pavi-elbo-source"
+#: Milliseconds to wait for the server's answer to an action.
+ANSWER_MS = 20_000
+
+
+class Builder:
+    """The *Build* tab of one page, driven as a user does."""
+
+    def __init__(self, page) -> None:
+        self.page = page
+        self.p = page.page
+
+    def open(self) -> Builder:
+        self.p.locator(".bk-tab", has_text="Build").click()
+        expect(self.p.locator(".pavi-builder-fit button")).to_be_visible(timeout=ANSWER_MS)
+        return self
+
+    def find(self, css: str, element: str = "", nth: int = 0):
+        return self.p.locator(f".{css} {element}".strip()).nth(nth)
+
+    def click(self, css: str, nth: int = 0) -> None:
+        self.find(css, "button", nth).click()
+
+    def type(self, css: str, text: str, nth: int = 0) -> None:
+        """Type ``text`` in a text input and press Enter (the value goes to the server)."""
+        field = self.find(css, "input", nth)
+        field.fill(text)
+        field.press("Enter")
+
+    def choose(self, css: str, label: str, nth: int = 0) -> None:
+        self.find(css, "select", nth).select_option(label=label)
+
+    def pick_plates(self, *plates: str) -> None:
+        """Add plates to the selected variable's (a MultiChoice: click it, click each choice)."""
+        self.find("pavi-variable-plates", ".choices").click()
+        for plate in plates:
+            self.p.locator(".pavi-variable-plates .choices__item--choice", has_text=plate).first.click()
+        self.p.keyboard.press("Escape")
+
+    def upload(self, css: str, path: Path) -> None:
+        self.find(css, "input[type=file]").set_input_files(str(path))
+
+    def nodes(self, column: str = "name") -> list | None:
+        return self.page.shown_column(NODES, column)
+
+    def wait_nodes(self, names: list[str], observed: list[bool] | None = None) -> None:
+        """Wait until the diagram draws the variables ``names`` (``observed`` or not)."""
+        end = time.monotonic() + ANSWER_MS / 1000
+        while self.nodes() != names or (observed is not None and list(map(bool, self.nodes("observed"))) != observed):
+            assert time.monotonic() < end, f"the diagram shows {self.nodes()} ({self.nodes('observed')})"
+            time.sleep(0.1)
+
+    def add_variable(self, name: str) -> None:
+        """Add a variable (it is selected) and rename it ``name``."""
+        options = self.p.locator(".pavi-variable-select option")
+        count = options.count()
+        self.click("pavi-builder-add-variable")
+        expect(options).to_have_count(count + 1, timeout=ANSWER_MS)
+        expect(self.find("pavi-variable-name", "input")).to_have_value(options.last.inner_text())
+        self.type("pavi-variable-name", name)
+        expect(self.find("pavi-variable-select", "select")).to_have_value(name, timeout=ANSWER_MS)
+
+    def saved_model(self) -> dict:
+        """The model file the page downloads."""
+        with self.p.expect_download(timeout=ANSWER_MS) as download:
+            self.click("pavi-builder-json-download")
+        return json.loads(Path(download.value.path()).read_text())
+
+    def fit_button(self):
+        return self.find("pavi-builder-fit", "button")
+
+
+def test_build_gre_by_clicks_simulate_and_fit(dashboard_server, open_page):
+    page = open_page(dashboard_server.url)
+    build = Builder(page).open()
+    build.click("pavi-builder-new")
+    build.wait_nodes([])
+    expect(build.p.locator(".pavi-plate-name")).to_have_count(0)
+    page.shot("empty")
+
+    for count in (1, 2):
+        build.click("pavi-builder-add-plate")
+        expect(build.p.locator(".pavi-plate-name")).to_have_count(count, timeout=ANSWER_MS)
+    build.type("pavi-plate-name", "group", nth=0)
+    build.type("pavi-plate-name", "obs", nth=1)
+    expect(build.find("pavi-plate-nested-in", "option", nth=3)).to_have_text("group", timeout=ANSWER_MS)
+    build.choose("pavi-plate-nested-in", "group", nth=1)
+
+    build.add_variable("mu")
+    build.add_variable("mu_g")
+    build.choose("pavi-variable-parent", "mu", nth=0)  # loc: the parent mu
+    build.pick_plates("group")
+    build.add_variable("x")
+    build.click("pavi-variable-kind", nth=1)  # observed
+    build.choose("pavi-variable-parent", "mu_g", nth=0)
+    build.pick_plates("group", "obs")
+    build.wait_nodes(["mu", "mu_g", "x"], observed=[False, False, True])
+    expect(build.find("pavi-variable-param", "input", nth=0)).to_have_value("mu_g", timeout=ANSWER_MS)
+    page.shot("built")
+
+    saved = build.saved_model()
+    assert [(p["name"], p.get("nested_in")) for p in saved["plates"]] == [("group", None), ("obs", "group")]
+    variables = {v["name"]: v for v in saved["variables"]}
+    assert variables["mu_g"]["params"]["loc"] == "mu" and variables["x"]["params"]["loc"] == "mu_g"
+    assert variables["mu_g"]["plates"] == ["group"] and variables["x"]["plates"] == ["group", "obs"]
+    assert variables["x"]["observed"] and not variables["mu"].get("observed", False)
+    assert build.fit_button().is_disabled()  # valid, but no data yet
+    expect(build.find("pavi-builder-status")).to_contain_text("No data yet")
+
+    build.click("pavi-builder-simulate")
+    expect(build.fit_button()).to_be_enabled(timeout=ANSWER_MS)
+    expect(build.find("pavi-builder-data-info")).to_contain_text("x (10 × 10)")
+    page.shot("simulated")
+
+    build.fit_button().click()  # the Fit tab opens on the built model
+    expect(page.page.get_by_role("combobox", name="Model")).to_have_value("model (your model)", timeout=ANSWER_MS)
+    expect(page.page.get_by_text("plates group (10), obs (10)")).to_be_visible()  # not gre's 100 groups
+    page.press("Start")
+    page.wait_rows(ELBO, 5)
+    page.shot("fitting")
+    page.press("Stop")
+    expect(page.page.get_by_text("Run:").first).to_contain_text("stopped", timeout=ANSWER_MS)
+    assert page.errors == [], "\n".join(page.errors)
+
+
+def test_problems_show_next_to_the_variable_at_fault_and_fit_waits(dashboard_server, open_page):
+    page = open_page(dashboard_server.url)
+    build = Builder(page).open()
+    problems = build.find("pavi-variable-problems")
+    expect(build.fit_button()).to_be_enabled()
+    expect(problems).to_be_hidden()
+
+    build.type("pavi-variable-param", "mu_g", nth=0)  # mu's loc from its own child: a cycle
+    expect(problems).to_contain_text("cycle", timeout=ANSWER_MS)
+    expect(build.fit_button()).to_be_disabled()
+    expect(build.find("pavi-builder-problems")).to_contain_text("mu -> mu_g -> mu")
+    page.shot("cycle")
+    build.click("pavi-builder-undo")
+    expect(problems).to_be_hidden(timeout=ANSWER_MS)
+    expect(build.find("pavi-variable-param", "input", nth=0)).to_have_value("0.0")
+    expect(build.fit_button()).to_be_enabled()
+
+    x, y = page.point_at(NODES, 1)  # a click on mu_g opens it
+    page.page.mouse.click(x, y)
+    expect(build.find("pavi-variable-name", "input")).to_have_value("mu_g", timeout=ANSWER_MS)
+    build.type("pavi-variable-param", "-1", nth=1)  # a negative scale
+    expect(problems).to_contain_text("'scale' of 'mu_g' must be positive", timeout=ANSWER_MS)
+    expect(build.fit_button()).to_be_disabled()
+    page.shot("negative-scale")
+    build.type("pavi-variable-param", "0.5", nth=1)
+    expect(problems).to_be_hidden(timeout=ANSWER_MS)
+    expect(build.fit_button()).to_be_enabled()
+    assert page.errors == [], "\n".join(page.errors)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    """Files to upload: a model (radon), data for GRE, and malformed ones."""
+    folder = tmp_path_factory.mktemp("uploads")
+    files = {
+        "radon.json": examples.load("radon").to_json().encode(),
+        "gre.csv": write_table(model_to_table(examples.load("gre", G=7, N=3, D=2))),
+        "broken.json": b'{"plates": [{"name": "group", "size": 3}',
+        "broken.csv": b"county,house,log_radon\n0,0,1.5\n1,1,2.0,9,9\n",  # a row longer than the header
+    }
+    for name, content in files.items():
+        (folder / name).write_bytes(content)
+    return {name: folder / name for name in files}
+
+
+def test_uploads_change_the_model_and_malformed_files_change_nothing(dashboard_server, open_page, files):
+    page = open_page(dashboard_server.url)
+    build = Builder(page).open()
+    message = build.find("pavi-builder-message")
+
+    build.upload("pavi-builder-data-upload", files["gre.csv"])  # data for the model shown (GRE)
+    expect(build.find("pavi-builder-data-info")).to_contain_text("x (7 × 3 × 2)", timeout=ANSWER_MS)
+    expect(build.find("pavi-plate-size", "input", nth=0)).to_have_value("7")
+    expect(build.fit_button()).to_be_enabled()
+    page.shot("csv")
+
+    build.upload("pavi-builder-json-upload", files["radon.json"])
+    radon = [v.name for v in examples.load("radon").variables]
+    build.wait_nodes(radon)
+    expect(build.find("pavi-plate-name", "input", nth=1)).to_have_value("house")
+    page.shot("json")
+
+    build.upload("pavi-builder-json-upload", files["broken.json"])
+    expect(message).to_contain_text("JSON", timeout=ANSWER_MS)
+    build.upload("pavi-builder-data-upload", files["broken.csv"])
+    expect(message).to_contain_text("broken.csv is not a well-formed CSV file", timeout=ANSWER_MS)
+    page.shot("malformed")
+    assert build.nodes() == radon  # the model stayed
+    expect(build.find("pavi-plate-name", "input", nth=1)).to_have_value("house")
+    expect(build.fit_button()).to_be_enabled()
+    assert page.errors == [], "\n".join(page.errors)

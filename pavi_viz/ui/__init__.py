@@ -1,5 +1,8 @@
 """The UI layer: Panel and HoloViews dashboards over the runner's training runs.
 
-The only layer that imports panel, holoviews and bokeh. :mod:`pavi_viz.ui.state`
-holds the dashboard state as ``param.Parameterized`` objects and imports none of them.
+The only layer that imports panel, holoviews and bokeh. :mod:`pavi_viz.ui.state` and
+:mod:`pavi_viz.ui.builder_state` hold the state of the training dashboard and of the
+visual model builder as ``param.Parameterized`` objects and import none of them;
+:mod:`pavi_viz.ui.dashboard` and :mod:`pavi_viz.ui.builder` show them, and
+:mod:`pavi_viz.ui.app` serves both, in two tabs.
 """

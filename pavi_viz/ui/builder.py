@@ -9,8 +9,9 @@ columns:
   file (see :mod:`pavi_viz.model.tables`; plates picked as *ragged* take their
   nesting from the file's columns), or simulate it from the prior at the plates'
   sizes with a seed (the latent values are kept as the truth); every problem of the
-  model, in a list;
-- **middle**: why the last action failed (a malformed file, a name in use), and the
+  model, in a list. Uploads go through :class:`~pavi_viz.ui.views.upload.GuardedUpload`:
+  a file too large to send is refused in the browser;
+- **middle**: why the last action failed (a malformed or too large file, a name in use), and the
   plate diagram (:class:`~pavi_viz.ui.views.diagram.PlateDiagram`), redrawn as the
   model changes; clicking a variable opens it in the editor;
 - **right**: the selected variable's editor and the plates' editor
@@ -39,6 +40,7 @@ from pavi_viz.ui.dashboard import EXAMPLE_OPTIONS
 from pavi_viz.ui.state import DEFAULT_EXAMPLE, DEFAULT_OPTIONS
 from pavi_viz.ui.views.diagram import PlateDiagram
 from pavi_viz.ui.views.editors import PlatesEditor, StateView, VariableEditor
+from pavi_viz.ui.views.upload import GuardedUpload
 
 #: Width of the left and right columns (pixels); the diagram takes the rest.
 LEFT_WIDTH, RIGHT_WIDTH = 300, 480
@@ -97,6 +99,8 @@ class Builder(StateView):
         self.data_info = pn.pane.Markdown("", css_classes=["pavi-builder-data-info"], margin=(0, 10))
         self.problems = pn.pane.Markdown("", css_classes=["pavi-builder-problems"], margin=(0, 10))
         self.message = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["pavi-builder-message"])
+        self.json_guard = GuardedUpload(self.json_upload, on_refused=self._refused)
+        self.data_guard = GuardedUpload(self.data_upload, on_refused=self._refused)
 
         self.diagram = PlateDiagram(state)
         self.variable_editor = VariableEditor(state)
@@ -124,14 +128,14 @@ class Builder(StateView):
             _heading("Model"),
             pn.Row(self.example, self.load_example, sizing_mode="stretch_width"),
             self.new,
-            pn.pane.Markdown("Open a model file (JSON):", margin=(5, 10, 0, 10)), self.json_upload,
+            pn.pane.Markdown("Open a model file (JSON):", margin=(5, 10, 0, 10)), self.json_guard,
             self.json_download,
             pn.Row(self.undo, self.redo, sizing_mode="stretch_width"),
             pn.Row(self.add_plate, self.add_variable, sizing_mode="stretch_width"),
             _heading("Data"),
             pn.pane.Markdown("Upload a CSV file (one row per element of the innermost plate) or NetCDF:",
                              margin=(0, 10)),
-            self.data_upload, self.ragged,
+            self.data_guard, self.ragged,
             pn.pane.Markdown("or simulate it from the prior, at the plates' sizes:", margin=(5, 10, 0, 10)),
             pn.Row(self.seed, self.simulate, sizing_mode="stretch_width"),
             self.data_info,
@@ -167,6 +171,15 @@ class Builder(StateView):
         ragged = {p: nesting[p] for p in self.ragged.value if nesting.get(p)}
         self.edit(self.state.attach_file, event.new, self.data_upload.filename or "", ragged=ragged or None)
         self._clear(self.data_upload)
+
+    def _refused(self, filename: str, size: int) -> None:
+        """A file the browser kept: too large to send (the model stays as it is)."""
+        limit = self.data_guard.max_bytes / 2**20
+        self.message.param.update(
+            object=f"{filename} is {size / 2**20:.1f} MB; files up to {limit:.0f} MB can be uploaded here "
+                   f"(attach larger data in Python: pavi_viz.model.tables)",
+            visible=True,
+        )
 
     def _clear(self, upload: pn.widgets.FileInput) -> None:
         """Forget an upload once read, here and in the browser, so that the same file

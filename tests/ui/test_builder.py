@@ -237,6 +237,15 @@ def test_a_malformed_or_oversized_upload_changes_nothing_and_says_why(builder, u
     assert builder.message.visible and words in builder.message.object
 
 
+def test_a_file_too_large_to_send_is_refused_by_the_browser(builder) -> None:
+    before = spec(builder)
+    builder.data_guard._handle_msg({"name": "huge.csv", "size": 30 * 2**20})  # what the browser sends instead
+    assert spec(builder) == before and builder.message.visible
+    assert "huge.csv is 30.0 MB; files up to 14 MB" in builder.message.object
+    builder.variable_editor.name_input.value = "m"  # the next change shows the state's message again
+    assert not builder.message.visible
+
+
 def test_a_click_on_the_diagram_opens_the_variable(builder) -> None:
     render(builder)
     names = builder.diagram._variables

@@ -179,13 +179,14 @@ def test_problems_show_next_to_the_variable_at_fault_and_fit_waits(dashboard_ser
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
-    """Files to upload: a model (radon), data for GRE, and malformed ones."""
+    """Files to upload: a model (radon), data for GRE, malformed ones and one too large to send."""
     folder = tmp_path_factory.mktemp("uploads")
     files = {
         "radon.json": examples.load("radon").to_json().encode(),
         "gre.csv": write_table(model_to_table(examples.load("gre", G=7, N=3, D=2))),
         "broken.json": b'{"plates": [{"name": "group", "size": 3}',
         "broken.csv": b"county,house,log_radon\n0,0,1.5\n1,1,2.0,9,9\n",  # a row longer than the header
+        "huge.csv": b"county,house,log_radon\n" + b"0,0,1.5\n" * (15 * 2**20 // 8 - 3),
     }
     for name, content in files.items():
         (folder / name).write_bytes(content)
@@ -213,6 +214,8 @@ def test_uploads_change_the_model_and_malformed_files_change_nothing(dashboard_s
     expect(message).to_contain_text("JSON", timeout=ANSWER_MS)
     build.upload("pavi-builder-data-upload", files["broken.csv"])
     expect(message).to_contain_text("broken.csv is not a well-formed CSV file", timeout=ANSWER_MS)
+    build.upload("pavi-builder-data-upload", files["huge.csv"])  # never sent: it would close the session
+    expect(message).to_contain_text("huge.csv is 15.0 MB; files up to 14 MB", timeout=ANSWER_MS)
     page.shot("malformed")
     assert build.nodes() == radon  # the model stayed
     expect(build.find("pavi-plate-name", "input", nth=1)).to_have_value("house")

@@ -61,6 +61,9 @@ def test_start_streams_the_elbo_and_stop_ends_the_run(dashboard_server, open_pag
     assert later > first  # the plot gains points while training goes on
     page.press("Stop")
     wait_state(page, "stopped")
+    # The poll that reads "stopped" may also stream the run's last points, in a message
+    # of its own that the page applies a moment after the state's text.
+    time.sleep(0.5)
     stopped = page.rows(ELBO)
     time.sleep(1.5)
     assert page.rows(ELBO) == stopped  # no more points once stopped

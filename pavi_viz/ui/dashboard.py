@@ -48,6 +48,7 @@ from pavi_viz.ui.views import (
     PredictiveCheck,
     TrainingControls,
 )
+from pavi_viz.ui.views.figures import one_recompute
 
 LOG = logging.getLogger(__name__)
 #: Milliseconds between two polls of the run (5 Hz), whatever the training rate.
@@ -152,7 +153,8 @@ class Dashboard(Viewer):
         only); apply a posterior summary when its time has come, and pace the next one
         from what this one cost (see the module's docstring)."""
         started = time.perf_counter()
-        polled = self.state.poll()
+        with one_recompute(self.elbo.figure.document):  # the page it is shown in, if any
+            polled = self.state.poll()
         if polled.new_summary:
             cost = time.perf_counter() - started
             self.summary_cost = cost if self.summary_cost is None else 0.5 * (self.summary_cost + cost)

@@ -10,11 +10,13 @@ views of one summary, taken from the training thread through the GIL).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from bokeh.document import Document
 from bokeh.models import ColumnDataSource
 from bokeh.plotting import figure
 
@@ -55,3 +57,33 @@ def row_count(columns: Mapping[str, Any]) -> int:
 def as_frame(source: ColumnDataSource) -> pd.DataFrame:
     """The rows of ``source`` now (a copy)."""
     return pd.DataFrame({c: list(v) if isinstance(v, list) else np.array(v) for c, v in source.data.items()})
+
+
+@contextlib.contextmanager
+def one_recompute(doc: Document | None) -> Iterator[None]:
+    """Changes inside recompute ``doc``'s model graph once at the end, and only if one
+    of them asked to (None: no document, nothing to batch).
+
+    Plain data changes never ask; but the first text change of a Panel HTML or Markdown
+    pane in a served template also replaces its stylesheets, and each such change walks
+    the page's whole graph (0.1 s on the served app; five of them held the first summary
+    of a run, and the ELBO points behind it, for 0.5 s). Bokeh's own ``freeze()`` would
+    batch them too, but recomputes on leaving even when nothing asked.
+    """
+    if doc is None:
+        yield
+        return
+    models = doc.models
+    asked = False
+
+    def defer() -> None:
+        nonlocal asked
+        asked = True
+
+    models.invalidate = defer  # an instance attribute: shadows the method for this batch
+    try:
+        yield
+    finally:
+        del models.invalidate
+        if asked:
+            models.recompute()

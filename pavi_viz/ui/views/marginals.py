@@ -57,6 +57,7 @@ from pavi_viz.ui.views.figures import (
     as_frame,
     new_figure,
     new_source,
+    one_recompute,
     replace_data,
     row_count,
 )
@@ -731,7 +732,8 @@ class ForestView(Viewer):
         """Select flat element ``element`` of the shown variable (what a click on its row does)."""
         plates = self.plates
         index = np.unravel_index(element, plate_shape(self.state.model, plates))
-        self.state.selection = {**self.state.selection, **{p: int(i) for p, i in zip(plates, index, strict=True)}}
+        with one_recompute(self.figure.document):  # the linked views redraw
+            self.state.selection = {**self.state.selection, **{p: int(i) for p, i in zip(plates, index, strict=True)}}
 
     @property
     def rows(self) -> pd.DataFrame:

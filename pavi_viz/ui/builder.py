@@ -7,15 +7,17 @@ columns:
   what it waits for; start afresh or from a bundled example; open and save a model
   file (JSON); undo / redo; add a plate or a variable; data: upload a CSV or NetCDF
   file (see :mod:`pavi_viz.model.tables`; plates picked as *ragged* take their
-  nesting from the file's columns), or simulate it from the prior at the plates'
-  sizes with a seed (the latent values are kept as the truth); every problem of the
+  nesting from the file's columns; covariates take their values from the columns of
+  their names), or simulate it from the prior at the sizes set in the plates' editor,
+  with a seed (the latent values are kept as the truth); every problem of the
   model, in a list. Uploads go through :class:`~pavi_viz.ui.views.upload.GuardedUpload`:
   a file too large to send is refused in the browser;
 - **middle**: why the last action failed (a malformed or too large file, a name in use), and the
   plate diagram (:class:`~pavi_viz.ui.views.diagram.PlateDiagram`), redrawn as the
   model changes; clicking a variable opens it in the editor;
-- **right**: the selected variable's editor and the plates' editor
-  (:mod:`pavi_viz.ui.views.editors`), each part's problems under it.
+- **right**: the selected variable's editor, the plates' editor and the covariates'
+  editor with its Add covariate button (:mod:`pavi_viz.ui.views.editors`), each part's
+  problems under it.
 
 Every button and widget calls one state method; the state checks the model after each
 change and keeps the undo history. Fit hands a copy of the model to ``on_fit`` (the
@@ -39,7 +41,12 @@ from pavi_viz.ui.builder_state import BuilderState
 from pavi_viz.ui.dashboard import EXAMPLE_OPTIONS
 from pavi_viz.ui.state import DEFAULT_EXAMPLE, DEFAULT_OPTIONS
 from pavi_viz.ui.views.diagram import PlateDiagram
-from pavi_viz.ui.views.editors import PlatesEditor, StateView, VariableEditor
+from pavi_viz.ui.views.editors import (
+    CovariatesEditor,
+    PlatesEditor,
+    StateView,
+    VariableEditor,
+)
 from pavi_viz.ui.views.upload import GuardedUpload
 
 #: Width of the left and right columns (pixels); the diagram takes the rest.
@@ -63,7 +70,7 @@ class Builder(StateView):
         on_fit: called with a copy of the model when Fit is pressed.
 
     Attributes:
-        diagram, variable_editor, plates_editor: the views.
+        diagram, variable_editor, plates_editor, covariates_editor: the views.
         fit: the Fit button, enabled while ``state.valid``.
     """
 
@@ -105,6 +112,7 @@ class Builder(StateView):
         self.diagram = PlateDiagram(state)
         self.variable_editor = VariableEditor(state)
         self.plates_editor = PlatesEditor(state)
+        self.covariates_editor = CovariatesEditor(state)
 
         self.fit.on_click(self._fit)
         self.load_example.on_click(
@@ -136,7 +144,9 @@ class Builder(StateView):
             pn.pane.Markdown("Upload a CSV file (one row per element of the innermost plate) or NetCDF:",
                              margin=(0, 10)),
             self.data_guard, self.ragged,
-            pn.pane.Markdown("or simulate it from the prior, at the plates' sizes:", margin=(5, 10, 0, 10)),
+            # Simulate has no size inputs of its own: the plates' editor holds the one place to set them.
+            pn.pane.Markdown("or simulate it from the prior, at the sizes from the **Plates** editor "
+                             "(covariates' data must be uploaded first):", margin=(5, 10, 0, 10)),
             pn.Row(self.seed, self.simulate, sizing_mode="stretch_width"),
             self.data_info,
             _heading("Problems"), self.problems,
@@ -147,7 +157,7 @@ class Builder(StateView):
         return pn.Row(
             self.controls(),
             pn.Column(self.message, self.diagram, sizing_mode="stretch_width"),
-            pn.Column(self.variable_editor, self.plates_editor, width=RIGHT_WIDTH),
+            pn.Column(self.variable_editor, self.plates_editor, self.covariates_editor, width=RIGHT_WIDTH),
             sizing_mode="stretch_width",
         )
 

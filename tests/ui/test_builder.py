@@ -53,7 +53,7 @@ def test_the_builder_renders_with_its_diagram_and_named_widgets(builder) -> None
     classes = {c for model in doc.models for c in getattr(model, "css_classes", [])}
     for css in ("pavi-builder-fit", "pavi-builder-new", "pavi-builder-undo", "pavi-builder-json-upload",
                 "pavi-builder-data-upload", "pavi-builder-simulate", "pavi-variable-distribution",
-                "pavi-variable-param", "pavi-plate-name", "pavi-plate-size"):
+                "pavi-variable-param", "pavi-plate-name", "pavi-plate-size", "pavi-covariate-add"):
         assert css in classes, css
     assert not builder.fit.disabled  # the example comes with its data
 
@@ -125,6 +125,104 @@ def test_plate_widgets_edit_the_plates(builder) -> None:
     assert len(editor.rows) == 3 and editor.rows[2]["name"].value == "plate1"
     press(editor.rows[2]["remove"])
     assert [p.name for p in state.model.plates] == ["school", "obs"] and len(editor.rows) == 2
+
+
+def test_a_covariate_added_and_edited_by_widgets_and_undone(builder) -> None:
+    editor, state = builder.covariates_editor, builder.state
+    assert editor.empty.visible and editor.rows == []
+    press(editor.add)
+    assert [c.name for c in state.model.covariates] == ["cov1"] and not editor.empty.visible
+    row = editor.rows[0]
+    assert (row["name"].value, row["plates"].value, row["event_shape"].value) == ("cov1", [], "")
+    assert row["plates"].options == ["group", "obs"]
+    row["name"].value = "age"
+    row["plates"].value = ["obs", "group"]  # the order of the clicks
+    row["event_shape"].value = "3"
+    covariate = state.model.covariates[0]
+    assert (covariate.name, covariate.plates, covariate.event_shape) == ("age", ["group", "obs"], [3])
+    assert row["plates"].value == ["group", "obs"]
+    assert "age" in builder.variable_editor.parent_pickers["loc"].options.values()  # offered as a parent
+
+    press(builder.undo)  # the event shape
+    press(builder.undo)  # the plates
+    assert state.model.covariates[0].plates == [] and row["plates"].value == []
+    assert row["event_shape"].value == "" and row["name"].value == "age"
+    press(builder.undo)  # the name
+    assert state.model.covariates[0].name == "cov1" and row["name"].value == "cov1"
+    press(builder.undo)  # the covariate itself
+    assert state.model.covariates == [] and editor.rows == [] and editor.empty.visible
+    assert not state.can_undo  # showing the undone states made no edit
+    press(builder.redo)
+    assert editor.rows[0]["name"].value == "cov1"
+
+    editor.rows[0]["name"].value = "mu"  # taken: refused, shown, and the widget shows the model again
+    assert editor.rows[0]["name"].value == "cov1" and "already used" in builder.message.object
+    editor.rows[0]["plates"].value = ["obs"]  # obs sits in group: a problem, next to the covariate
+    assert editor.rows[0]["problems"].visible and "list 'group' before 'obs'" in editor.rows[0]["problems"].object
+
+
+def radon_by_widgets(builder: Builder) -> None:
+    """Radon from an empty model, built by widgets: ``log_radon`` in houses has the mean
+    ``mu + beta * floor`` with the covariate ``floor`` (no county effects, for brevity)."""
+    plates, covariates, variables = builder.plates_editor, builder.covariates_editor, builder.variable_editor
+    press(builder.new)
+    press(builder.add_plate)
+    press(builder.add_plate)
+    plates.rows[0]["name"].value = "county"
+    plates.rows[1]["name"].value = "house"
+    plates.rows[1]["nested_in"].value = "county"
+    press(covariates.add)
+    covariates.rows[0]["name"].value = "floor"
+    covariates.rows[0]["plates"].value = ["house"]
+    for name in ("mu", "beta", "log_radon"):
+        press(builder.add_variable)
+        variables.name_input.value = name
+    variables.plates.value = ["house"]
+    variables.kind.value = "observed"
+    variables.param_inputs["loc"].value = "mu + beta * floor"
+
+
+def attach_radon_csv(builder: Builder) -> None:
+    """Upload radon's data as a CSV file, houses in counties read from its columns."""
+    builder.ragged.value = ["house"]
+    csv = write_table(model_to_table(examples.load("radon")))
+    builder.data_upload.param.update(value=csv, filename="radon.csv")
+
+
+def test_a_covariate_in_an_expression_takes_its_data_from_the_csv_and_the_model_is_valid(builder) -> None:
+    radon_by_widgets(builder)
+    state, row = builder.state, builder.covariates_editor.rows[0]
+    # A regularly nested house must list county first; the file makes it ragged instead.
+    assert builder.fit.disabled and "list 'county' before 'house'" in row["problems"].object
+    attach_radon_csv(builder)
+    assert state.problems == [] and state.valid and not builder.fit.disabled
+    assert set(state.model.data) == {"floor", "log_radon"} and state.model.plate("house").size == 919
+    assert "floor (919)" in builder.data_info.object
+    assert not row["problems"].visible
+
+
+def test_renaming_a_covariate_in_its_editor_renames_it_in_expressions(builder) -> None:
+    radon_by_widgets(builder)
+    attach_radon_csv(builder)
+    state, row = builder.state, builder.covariates_editor.rows[0]
+    row["name"].value = "basement"
+    assert [c.name for c in state.model.covariates] == ["basement"]
+    assert state.model.variable("log_radon").params["loc"] == "mu + beta * basement"
+    assert builder.variable_editor.param_inputs["loc"].value == "mu + beta * basement"
+    assert "basement" in state.model.data and state.valid  # its data follows the name
+
+
+def test_removing_a_covariate_shows_the_problem_next_to_the_variable_that_used_it(builder) -> None:
+    radon_by_widgets(builder)
+    attach_radon_csv(builder)
+    variables, covariates = builder.variable_editor, builder.covariates_editor
+    assert builder.state.variable == "log_radon" and not variables.problems.visible
+    press(covariates.rows[0]["remove"])
+    assert builder.state.model.covariates == [] and covariates.rows == []
+    assert variables.problems.visible and "unknown name 'floor'" in variables.problems.object
+    assert builder.fit.disabled and "floor" not in builder.state.model.data
+    press(builder.undo)
+    assert covariates.rows[0]["name"].value == "floor" and not variables.problems.visible
 
 
 def test_a_refused_edit_shows_why_and_the_widget_shows_the_model_again(builder) -> None:

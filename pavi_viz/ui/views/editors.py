@@ -1,4 +1,4 @@
-"""The visual builder's editors: the selected variable's, and the plates'.
+"""The visual builder's editors: the selected variable's, the plates' and the covariates'.
 
 Each editor is a ``pn.viewable.Viewer`` over one
 :class:`~pavi_viz.ui.builder_state.BuilderState`. A user's edit calls one state method
@@ -14,9 +14,9 @@ The widgets are made by hand rather than with ``pn.Param`` or ``Widget.from_para
 those would write a plate's or variable's parameters directly, around the state's undo
 history and checks. Their labels' tooltips are the parameters' own docs.
 
-The problems of a variable or a plate (:meth:`BuilderState.problems_for`) show in a red
-alert under its editor. Every key widget carries a CSS class (``pavi-variable-*``,
-``pavi-plate-*``) for the browser tests.
+The problems of a variable, a plate or a covariate (:meth:`BuilderState.problems_for`)
+show in a red alert under its editor or row. Every key widget carries a CSS class
+(``pavi-variable-*``, ``pavi-plate-*``, ``pavi-covariate-*``) for the browser tests.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from panel.viewable import Viewer
 
 from pavi_viz.model.distributions import DISTRIBUTIONS
 from pavi_viz.model.errors import ModelError
-from pavi_viz.model.spec import Plate, Variable
+from pavi_viz.model.spec import Covariate, Plate, Variable
 from pavi_viz.ui.builder_state import BuilderState
 
 #: The parent picker's entry that picks nothing (the text input keeps its value).
@@ -191,10 +191,7 @@ class VariableEditor(StateView):
             self.state.variable = event.new
 
     def _set_plates(self, plates: Sequence[str]) -> None:
-        """Set the variable's plates, outer plates first (a MultiChoice keeps the order
-        of the clicks; a variable lists the plate a nested one sits in before it)."""
-        depth = {p.name: _depth(self.state.model.plates, p.name) for p in self.state.model.plates}
-        self.state.set_plates(self.state.variable, sorted(plates, key=lambda p: depth.get(p, 0)))
+        self.state.set_plates(self.state.variable, outer_first(self.state.model.plates, plates))
 
     def _param_edited(self, name: str, value: str) -> None:
         self.edit(self.state.set_param, self.state.variable, name, value)
@@ -223,9 +220,7 @@ class VariableEditor(StateView):
         self.distribution.param.update(
             options=list(DISTRIBUTIONS) + ([] if known else [variable.distribution]), value=variable.distribution)
         self.about.object = info.doc if info is not None else ""
-        plates = [p.name for p in model.plates]
-        self.plates.param.update(options=plates + [p for p in variable.plates if p not in plates],
-                                 value=list(variable.plates))
+        show_plates(self.plates, model.plates, variable.plates)
         self.event_shape.value = shape_text(variable.event_shape)
         self._show_params(variable)
         show_problems(self.problems, self.state.problems_for(variable.name))
@@ -274,6 +269,20 @@ def _placeholder(distribution: str, name: str) -> str:
     return "required" if default is None else f"default {default}"
 
 
+def outer_first(plates: Sequence[Plate], chosen: Sequence[str]) -> list[str]:
+    """The ``chosen`` plates' names, outer plates first: a MultiChoice keeps the order of
+    the clicks, and a variable or covariate lists the plate a nested one sits in before it."""
+    depth = {p.name: _depth(plates, p.name) for p in plates}
+    return sorted(chosen, key=lambda p: depth.get(p, 0))
+
+
+def show_plates(choice: pn.widgets.MultiChoice, plates: Sequence[Plate], listed: Sequence[str]) -> None:
+    """Show the plates a variable or covariate ``listed`` in ``choice``, offering the
+    model's plates (and the unknown ones it lists, so that they show; validation says why)."""
+    names = [p.name for p in plates]
+    choice.param.update(options=names + [p for p in listed if p not in names], value=list(listed))
+
+
 def _depth(plates: Sequence[Plate], name: str) -> int:
     """How many plates ``name`` sits in (a nesting cycle stops the count)."""
     outer = {p.name: p.nested_in for p in plates}
@@ -284,7 +293,76 @@ def _depth(plates: Sequence[Plate], name: str) -> int:
     return len(seen) - 1
 
 
-class PlatesEditor(StateView):
+class RowsEditor(StateView):
+    """One row of widgets per item of a list of the model (its plates, its covariates),
+    the item's problems under its row.
+
+    Rows are reused while the number of items stays, so that a widget being used stays
+    in the page; a row's edits act on the item it shows now (``_names[i]``), whatever
+    the items were when the row was made.
+
+    Subclasses say which items (:meth:`items`), make a row's widgets (:meth:`make_row`,
+    the keys of :attr:`line` laid out in one line) and show one item in them
+    (:meth:`show_row`).
+
+    Args:
+        state: the state to edit.
+        title: the heading.
+        empty: what shows while there is no item.
+
+    Attributes:
+        rows: per item (in model order) its widgets, keyed as :attr:`line` plus ``"problems"``.
+        header: the heading's row (a subclass may add a button to it).
+    """
+
+    #: The keys of a row's widgets, in the order of its line.
+    line: tuple[str, ...] = ()
+    #: The CSS class of a row's problems.
+    problems_class: str = ""
+
+    def __init__(self, state: BuilderState, title: str, empty: str, **params: Any) -> None:
+        super().__init__(state, **params)
+        self.rows: list[dict[str, Any]] = []
+        self._names: list[str] = []  # the items' names as the rows show them
+        self.column = pn.Column(sizing_mode="stretch_width", margin=0)
+        self.empty = pn.pane.Markdown(empty)
+        self.header = pn.Row(pn.pane.Markdown(f"### {title}", margin=(0, 10)), sizing_mode="stretch_width")
+        self._layout = pn.Column(self.header, self.empty, self.column, sizing_mode="stretch_width")
+        state.param.watch(self.show_state, "revision")
+        self.show_state()
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        return self._layout
+
+    def items(self) -> Sequence[Plate | Covariate]:
+        """The items shown, one per row."""
+        raise NotImplementedError
+
+    def make_row(self, i: int) -> dict[str, Any]:
+        """The widgets of row ``i`` (the keys of :attr:`line`); their edits act on ``self._names[i]``."""
+        raise NotImplementedError
+
+    def show_row(self, row: dict[str, Any], item: Any) -> None:
+        """Set a row's widgets from its item (called quietly)."""
+        raise NotImplementedError
+
+    def show(self) -> None:
+        items = self.items()
+        if len(items) != len(self.rows):
+            self.rows = [{**self.make_row(i), "problems": problems_alert(self.problems_class)}
+                         for i in range(len(items))]
+            self.column.objects = [pn.Column(pn.Row(*[r[k] for k in self.line], sizing_mode="stretch_width",
+                                                    margin=0),
+                                             r["problems"], sizing_mode="stretch_width", margin=0)
+                                   for r in self.rows]
+        self._names = [item.name for item in items]
+        self.empty.visible = not items
+        for row, item in zip(self.rows, items):
+            self.show_row(row, item)
+            show_problems(row["problems"], self.state.problems_for(item.name))
+
+
+class PlatesEditor(RowsEditor):
     """One row per plate: name, size, the plate it nests in, whether its nesting is
     ragged, and a remove button; the plate's problems under its row.
 
@@ -297,43 +375,26 @@ class PlatesEditor(StateView):
             "ragged", "remove", "problems"}``.
     """
 
+    line = ("name", "size", "nested_in", "ragged", "remove")
+    problems_class = "pavi-plate-problems"
+
     def __init__(self, state: BuilderState, **params: Any) -> None:
-        super().__init__(state, **params)
-        self.rows: list[dict[str, Any]] = []
-        self._names: list[str] = []  # the plates' names as the rows show them
-        self.column = pn.Column(sizing_mode="stretch_width", margin=0)
-        self.empty = pn.pane.Markdown("No plate yet: press **Add plate**.")
-        self._layout = pn.Column(pn.pane.Markdown("### Plates", margin=(0, 10)), self.empty, self.column,
-                                 sizing_mode="stretch_width")
-        state.param.watch(self.show_state, "revision")
-        self.show_state()
+        super().__init__(state, "Plates", "No plate yet: press **Add plate**.", **params)
 
-    def __panel__(self) -> pn.viewable.Viewable:
-        return self._layout
+    def items(self) -> Sequence[Plate]:
+        return self.state.model.plates
 
-    def show(self) -> None:
-        plates = self.state.model.plates
-        if len(plates) != len(self.rows):  # rows are reused while the count stays
-            self.rows = [self._row(i) for i in range(len(plates))]
-            self.column.objects = [pn.Column(pn.Row(*[r[k] for k in ("name", "size", "nested_in", "ragged", "remove")],
-                                                    sizing_mode="stretch_width", margin=0),
-                                             r["problems"], sizing_mode="stretch_width", margin=0)
-                                   for r in self.rows]
-        self._names = [p.name for p in plates]
-        self.empty.visible = not plates
-        for row, plate in zip(self.rows, plates):
-            others = [n for n in self._names if n != plate.name]
-            if plate.nested_in is not None and plate.nested_in not in others:
-                others.append(plate.nested_in)  # an unknown outer plate shows; validation says why
-            row["name"].value = plate.name
-            row["size"].param.update(value=plate.size, disabled=plate.ragged)
-            row["nested_in"].param.update(options={"(top level)": TOP_LEVEL, **{n: n for n in others}},
-                                          value=plate.nested_in or TOP_LEVEL)
-            row["ragged"].param.update(value=plate.ragged, disabled=not plate.ragged)
-            show_problems(row["problems"], self.state.problems_for(plate.name))
+    def show_row(self, row: dict[str, Any], plate: Plate) -> None:
+        others = [n for n in self._names if n != plate.name]
+        if plate.nested_in is not None and plate.nested_in not in others:
+            others.append(plate.nested_in)  # an unknown outer plate shows; validation says why
+        row["name"].value = plate.name
+        row["size"].param.update(value=plate.size, disabled=plate.ragged)
+        row["nested_in"].param.update(options={"(top level)": TOP_LEVEL, **{n: n for n in others}},
+                                      value=plate.nested_in or TOP_LEVEL)
+        row["ragged"].param.update(value=plate.ragged, disabled=not plate.ragged)
 
-    def _row(self, i: int) -> dict[str, Any]:
-        """The widgets of row ``i``; their edits act on the plate the row shows."""
+    def make_row(self, i: int) -> dict[str, Any]:
         name = pn.widgets.TextInput(label="Plate", description=_doc(Plate.param.name), width=100,
                                     css_classes=["pavi-plate-name"])
         size = pn.widgets.IntInput(label="Size", description=_doc(Plate.param.size), width=75,
@@ -349,11 +410,68 @@ class PlatesEditor(StateView):
         nested_in.param.watch(lambda e: self.edit(state.nest_plate, self._names[i], e.new or None), "value")
         ragged.param.watch(lambda e: self._ragged_ticked(i, e.new), "value")
         remove.on_click(lambda _: self.edit(state.remove_plate, self._names[i]))
-        return {"name": name, "size": size, "nested_in": nested_in, "ragged": ragged, "remove": remove,
-                "problems": problems_alert("pavi-plate-problems")}
+        return {"name": name, "size": size, "nested_in": nested_in, "ragged": ragged, "remove": remove}
 
     def _ragged_ticked(self, i: int, ragged: bool) -> None:
         """Unticked: plate ``i`` nests regularly again (the box is enabled only on a
         ragged plate, whose membership came from a data file)."""
         if not ragged:
             self.edit(self.state.set_ragged, self._names[i], None)
+
+
+class CovariatesEditor(RowsEditor):
+    """One row per covariate: name, plates, event shape and a remove button; the
+    covariate's problems under its row. **Add covariate** (in the heading) adds one.
+
+    A covariate is known data that expressions use (``floor`` in
+    ``alpha[county] + beta * floor``); its values come with an uploaded data file, from
+    the column(s) of its name, never from simulation.
+
+    Attributes:
+        add: the Add covariate button.
+        rows: per covariate (in model order) its widgets, ``{"name", "plates",
+            "event_shape", "remove", "problems"}``.
+    """
+
+    line = ("name", "plates", "event_shape", "remove")
+    problems_class = "pavi-covariate-problems"
+
+    def __init__(self, state: BuilderState, **params: Any) -> None:
+        super().__init__(
+            state, "Covariates",
+            "No covariate yet. A covariate is known data that expressions use (`floor` in "
+            "`alpha[county] + beta * floor`), its values read from the data file's column of its name: "
+            "press **Add covariate**.",
+            **params,
+        )
+        self.add = pn.widgets.Button(label="Add covariate", color="primary", variant="outline", align="center",
+                                     css_classes=["pavi-covariate-add"])
+        self.add.on_click(lambda _: self.edit(self.state.add_covariate))
+        self.header.append(self.add)
+
+    def items(self) -> Sequence[Covariate]:
+        return self.state.model.covariates
+
+    def show_row(self, row: dict[str, Any], covariate: Covariate) -> None:
+        row["name"].value = covariate.name
+        show_plates(row["plates"], self.state.model.plates, covariate.plates)
+        row["event_shape"].value = shape_text(covariate.event_shape)
+
+    def make_row(self, i: int) -> dict[str, Any]:
+        name = pn.widgets.TextInput(label="Covariate", description=_doc(Covariate.param.name), width=100,
+                                    css_classes=["pavi-covariate-name"])
+        plates = pn.widgets.MultiChoice(label="Plates", description=_doc(Covariate.param.plates), width=170,
+                                        css_classes=["pavi-covariate-plates"])
+        event_shape = pn.widgets.TextInput(label="Event shape", placeholder="empty: a number",
+                                           description=_doc(Covariate.param.event_shape), width=90,
+                                           css_classes=["pavi-covariate-event-shape"])
+        remove = pn.widgets.Button(label="✕", color="danger", variant="outline", align="end", width=40,
+                                   description="Remove this covariate", css_classes=["pavi-covariate-remove"])
+        state = self.state
+        name.param.watch(lambda e: self.edit(state.rename_covariate, self._names[i], e.new), "value")
+        plates.param.watch(
+            lambda e: self.edit(state.set_plates, self._names[i], outer_first(state.model.plates, e.new)), "value")
+        event_shape.param.watch(
+            lambda e: self.edit(state.set_event_shape, self._names[i], parse_shape(e.new)), "value")
+        remove.on_click(lambda _: self.edit(state.remove_covariate, self._names[i]))
+        return {"name": name, "plates": plates, "event_shape": event_shape, "remove": remove}

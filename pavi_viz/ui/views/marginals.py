@@ -834,7 +834,7 @@ class DetailView(Viewer):
                 dataset = self.state.summary if self.state.summary is not None else self.state.draws
                 self.title += " · " + element_label(dataset, plates, [self.state.selection[p] for p in plates])
             series = element_series(self.state, name, element)
-        self._title.object = f"<h3 style='margin:0'>{_escape(self.title)}</h3>"
+        self._title.object = f"<h3 style='margin:0; font-size:1.15em'>{_escape(self.title)}</h3>"
         self.density.send(series)
         marker = "observed" if name and self.state.model.variable(name).observed else "truth"
         self._caption.object = caption(series, marker) if series else (

@@ -90,12 +90,14 @@ class Dashboard(Viewer):
         )
         #: The selector's choice for a model it did not load (None while it shows a bundled one).
         self._own_choice: str | None = None
-        self._loading = False  # the selector is loading a bundled example
-        self._bundled = self.state.model.name in names  # the state's own default model is one
+        # Whether the model coming in is a bundled example (the selector loads it, or the
+        # state's own model is one).
+        self._loading = self.state.model.name in names
         self.model_select.param.watch(self._select_model, "value")
         self.model_info = pn.pane.Markdown("", margin=(0, 10))
         self.state.param.watch(self._model_changed, "model")
         self._model_changed()
+        self._loading = False
         self.controls = TrainingControls(self.state)
         self.elbo = ElboView(self.state)
         self.exports = Exports(self.state)
@@ -216,8 +218,7 @@ class Dashboard(Viewer):
         names = examples.list()
         # A model the selector did not load may share a bundled example's name (an
         # edited "gre"): it gets a choice of its own, and picking "gre" loads the example.
-        bundled, self._bundled = self._bundled or self._loading, False
-        if bundled:
+        if self._loading:
             self._own_choice = None
             self.model_select.param.update(options=names, value=model.name)
         else:

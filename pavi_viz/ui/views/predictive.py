@@ -30,7 +30,7 @@ from panel.viewable import Viewer
 
 from pavi_viz.model.spec import PlateModel
 from pavi_viz.ui.state import DashboardState
-from pavi_viz.ui.views.figures import as_frame, new_figure, new_source, replace_data
+from pavi_viz.ui.views.figures import new_figure, new_source, replace_data
 from pavi_viz.ui.views.marginals import (
     ancestor_index,
     as_table,
@@ -173,11 +173,10 @@ class PredictiveCheck(Viewer):
                        "posterior predictive draws.")
         self._message.object = message
         shown = not message
-        for (name, label), source in self.sources.items():
+        for note, ((name, label), source) in zip(self._notes, self.sources.items(), strict=True):
             frame = self._frame(name, label) if shown else None
             replace_data(source, {} if frame is None else frame)
-        for note, ((name, label), source) in zip(self._notes, self.sources.items(), strict=True):
-            note.object = self._note(name, label, as_frame(source)) if shown else f"**{name}{f'[{label}]' if label else ''}**"
+            note.object = self._note(name, label, frame) if shown else f"**{name}{f'[{label}]' if label else ''}**"
         if shown:
             self._message.object = f"Observed data under **{element_label(draws, [self.plate], [element])}**."
         self._plots.visible = shown
@@ -205,9 +204,9 @@ class PredictiveCheck(Viewer):
             "color": np.where(outside, "#d62728", "black"),
         })
 
-    def _note(self, name: str, label: str, frame: pd.DataFrame) -> str:
+    def _note(self, name: str, label: str, frame: pd.DataFrame | None) -> str:
         title = f"**{name}[{label}]**" if label else f"**{name}**"
-        if not len(frame):
+        if frame is None or not len(frame):
             return f"{title}: not under this {self.plate}."
         total = self._counts.get(name, len(frame))
         inside = int((~frame["outside"].astype(bool)).sum())

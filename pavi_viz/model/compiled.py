@@ -351,13 +351,8 @@ def _align_param_ranks(var: CompiledVariable, params: Mapping[str, Value]) -> tu
 
 def _ordered_plates(model: PlateModel) -> list[PlateInfo]:
     """Compiled plates, each after the plate it nests in."""
-    by_name = {p.name: p for p in model.plates}
-
-    def depth(name: str) -> int:
-        return 0 if by_name[name].nested_in is None else 1 + depth(by_name[name].nested_in)
-
     out = []
-    for plate in sorted(model.plates, key=lambda p: depth(p.name)):
+    for plate in sorted(model.plates, key=lambda p: model.nesting_depth(p.name)):
         membership = None if plate.membership is None else torch.as_tensor(plate.membership).long()
         out.append(PlateInfo(plate.name, int(plate.size), plate.nested_in, membership))
     return out

@@ -211,6 +211,16 @@ class PlateModel(param.Parameterized):
         """The variable called ``name``."""
         return _find(self.variables, name, "variable")
 
+    def nesting_depth(self, plate: str) -> int:
+        """How many plates ``plate`` sits in, through ``nested_in`` (0 for a top-level
+        or unknown plate; a nesting cycle, which validation reports, stops the count)."""
+        outer = {p.name: p.nested_in for p in self.plates}
+        seen = {plate}
+        while outer.get(plate) is not None and outer[plate] not in seen:
+            plate = outer[plate]
+            seen.add(plate)
+        return len(seen) - 1
+
     @property
     def latent_names(self) -> list[str]:
         return [v.name for v in self.variables if not v.observed]

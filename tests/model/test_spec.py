@@ -242,3 +242,10 @@ def test_import_does_not_pull_in_the_dashboards(repo_root) -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_nesting_depth_counts_outer_plates_and_survives_a_cycle() -> None:
+    model = PlateModel([Plate("county", 3), Plate("house", 6, nested_in="county"), Plate("visit", 2, nested_in="house")])
+    assert [model.nesting_depth(p) for p in ("county", "house", "visit", "unknown")] == [0, 1, 2, 0]
+    looped = PlateModel([Plate("a", 2, nested_in="b"), Plate("b", 2, nested_in="a")])  # invalid, still edited
+    assert looped.nesting_depth("a") == 1

@@ -32,7 +32,7 @@ from panel.viewable import Viewer
 
 from pavi_viz.model.distributions import DISTRIBUTIONS
 from pavi_viz.model.errors import ModelError
-from pavi_viz.model.spec import Covariate, Plate, Variable
+from pavi_viz.model.spec import Covariate, Plate, PlateModel, Variable
 from pavi_viz.ui.builder_state import BuilderState
 
 #: The parent picker's entry that picks nothing (the text input keeps its value).
@@ -191,7 +191,7 @@ class VariableEditor(StateView):
             self.state.variable = event.new
 
     def _set_plates(self, plates: Sequence[str]) -> None:
-        self.state.set_plates(self.state.variable, outer_first(self.state.model.plates, plates))
+        self.state.set_plates(self.state.variable, outer_first(self.state.model, plates))
 
     def _param_edited(self, name: str, value: str) -> None:
         self.edit(self.state.set_param, self.state.variable, name, value)
@@ -269,11 +269,10 @@ def _placeholder(distribution: str, name: str) -> str:
     return "required" if default is None else f"default {default}"
 
 
-def outer_first(plates: Sequence[Plate], chosen: Sequence[str]) -> list[str]:
+def outer_first(model: PlateModel, chosen: Sequence[str]) -> list[str]:
     """The ``chosen`` plates' names, outer plates first: a MultiChoice keeps the order of
     the clicks, and a variable or covariate lists the plate a nested one sits in before it."""
-    depth = {p.name: _depth(plates, p.name) for p in plates}
-    return sorted(chosen, key=lambda p: depth.get(p, 0))
+    return sorted(chosen, key=model.nesting_depth)
 
 
 def show_plates(choice: pn.widgets.MultiChoice, plates: Sequence[Plate], listed: Sequence[str]) -> None:
@@ -281,16 +280,6 @@ def show_plates(choice: pn.widgets.MultiChoice, plates: Sequence[Plate], listed:
     model's plates (and the unknown ones it lists, so that they show; validation says why)."""
     names = [p.name for p in plates]
     choice.param.update(options=names + [p for p in listed if p not in names], value=list(listed))
-
-
-def _depth(plates: Sequence[Plate], name: str) -> int:
-    """How many plates ``name`` sits in (a nesting cycle stops the count)."""
-    outer = {p.name: p.nested_in for p in plates}
-    seen = {name}
-    while outer.get(name) is not None and outer[name] not in seen:
-        name = outer[name]
-        seen.add(name)
-    return len(seen) - 1
 
 
 class RowsEditor(StateView):
@@ -470,7 +459,7 @@ class CovariatesEditor(RowsEditor):
         state = self.state
         name.param.watch(lambda e: self.edit(state.rename_covariate, self._names[i], e.new), "value")
         plates.param.watch(
-            lambda e: self.edit(state.set_plates, self._names[i], outer_first(state.model.plates, e.new)), "value")
+            lambda e: self.edit(state.set_plates, self._names[i], outer_first(state.model, e.new)), "value")
         event_shape.param.watch(
             lambda e: self.edit(state.set_event_shape, self._names[i], parse_shape(e.new)), "value")
         remove.on_click(lambda _: self.edit(state.remove_covariate, self._names[i]))

@@ -157,14 +157,7 @@ def outer_plates(model: PlateModel, plates: Sequence[str]) -> list[str]:
             if name not in out and ancestor_index(model, plates, name) is not None:
                 out.append(name)
             name = model.plate(name).nested_in
-    return sorted(out, key=lambda p: _depth(model, p))
-
-
-def _depth(model: PlateModel, plate: str) -> int:
-    depth = 0
-    while (plate := model.plate(plate).nested_in) is not None:
-        depth += 1
-    return depth
+    return sorted(out, key=model.nesting_depth)
 
 
 def element_label(dataset: xr.Dataset | None, plates: Sequence[str], index: Sequence[int]) -> str:

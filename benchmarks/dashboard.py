@@ -39,7 +39,7 @@ from typing import Any
 import panel as pn
 
 from pavi_viz import examples
-from pavi_viz.runner import POINT, RunState, TrainingRun
+from pavi_viz.runner import Point, RunState, TrainingRun
 from pavi_viz.ui.app import App
 from pavi_viz.ui.dashboard import Dashboard
 from pavi_viz.ui.state import DEFAULT_CONFIG, DEFAULT_EXAMPLE, DEFAULT_OPTIONS, DashboardState
@@ -164,7 +164,7 @@ def watched(
             run = dashboards[-1].state.run
             out["steps_per_second"] = steps_per_second(run, 2.5, seconds)
             arrivals = page.evaluate("() => window.arrivals")
-            published = {r["step"]: r["time"] for r in run.hub.since(0).records if r["kind"] == POINT}
+            published = {r.step: r.time for r in run.hub.since(0).records if isinstance(r, Point)}
             out["point_latency"] = [at / 1000 - published[step] for at, step in arrivals if step in published]
 
             if clicks:

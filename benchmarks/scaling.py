@@ -345,7 +345,7 @@ def _run_ours(spec, model, truth, subset, device, memory, sync) -> dict[str, Any
 
     from pavi_viz.inference import fit
     from pavi_viz.inference.posterior import Posterior
-    from pavi_viz.inference.training import DivergenceError, StopTraining
+    from pavi_viz.inference import DivergenceError, StopTraining
 
     method = spec["method"]
     n_draws = spec["eval_draws"]
@@ -397,6 +397,7 @@ def _run_ours(spec, model, truth, subset, device, memory, sync) -> dict[str, Any
             callbacks=[callback],
             callback_every=1,
             clip=spec["clip"],
+            threads=spec["threads"],
             progress=False,
         )
         family = result.family
@@ -455,7 +456,7 @@ def _run_pyro(spec, model, truth, subset, device, memory, sync) -> dict[str, Any
     from pyro.infer.autoguide import AutoNormal
     from pyro.optim import Adam
 
-    from pavi_viz.inference.training import lr_factor
+    from pavi_viz.inference.trainer import lr_factor
 
     def scale_of(variable: str) -> float:
         return float(model.variable(variable).params["scale"])

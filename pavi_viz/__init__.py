@@ -25,6 +25,7 @@ _LAZY_ATTRS: dict[str, str] = {
     "PlateModel": "pavi_viz.model",
     "ModelError": "pavi_viz.model",
     "fit": "pavi_viz.inference",
+    "FitConfig": "pavi_viz.inference",
     "FitResult": "pavi_viz.inference",
 }
 # subpackages reachable as attributes without an explicit import
@@ -34,7 +35,7 @@ __all__ = ["__version__", *_LAZY_ATTRS, *sorted(_LAZY_SUBMODULES)]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from pavi_viz import examples, model
-    from pavi_viz.inference import FitResult, fit
+    from pavi_viz.inference import FitConfig, FitResult, fit
     from pavi_viz.model import Covariate, ModelError, Plate, PlateModel, Variable
 
 

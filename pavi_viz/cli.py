@@ -30,7 +30,7 @@ import signal
 import subprocess
 import sys
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,16 +98,38 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _clip(text: str) -> float | None:
-    if text.lower() in ("none", "off"):
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'none'") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be positive (or 'none' for no clipping)")
-    return value
+def _family_option_entry(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE``, the value read as a JSON literal when it is one (``hidden=[32,32]``)."""
+    key, value = _option_entry(text)
+    return key, _literal(value)
+
+
+def _setting_type(setting: Any) -> Callable[[str], Any]:
+    """The converter of a fit setting's text, by the kind of its parameter (``none`` for
+    a setting that may be None, ``auto`` for an :class:`~pavi_viz.inference.config.AutoInteger`);
+    the value's range is checked by :class:`~pavi_viz.inference.config.FitConfig` itself."""
+    import param
+
+    from pavi_viz.inference.config import AutoInteger
+
+    if isinstance(setting, param.Integer | AutoInteger):
+        number, kind = int, "a whole number"
+    elif isinstance(setting, param.Number):
+        number, kind = float, "a number"
+    else:
+        number, kind = str, "a word"
+    words = (["none"] if setting.allow_None else []) + (["auto"] if isinstance(setting, AutoInteger) else [])
+
+    def convert(text: str) -> Any:
+        if text.lower() in words:
+            return None if text.lower() == "none" else text.lower()
+        try:
+            return number(text)
+        except ValueError:
+            alternatives = "".join(f" or '{word}'" for word in words)
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}{alternatives}") from None
+
+    return convert
 
 
 def _literal(text: str) -> Any:
@@ -193,29 +215,7 @@ def _add_fit(commands: Any, common: argparse.ArgumentParser) -> None:
     fit.add_argument("model", metavar="MODEL", help="a model JSON file, or example:NAME (see 'pavi-viz examples')")
     fit.add_argument("--option", action="append", type=_option_entry, default=[], metavar="KEY=VALUE",
                      help="an option of the example (example:NAME only; repeatable), e.g. G=200")
-    fit.add_argument("--family", default=None,
-                     help="the variational family: pavi-e (default), pavi-f or mean-field")
-    fit.add_argument("--family-option", action="append", type=_option_entry, default=[], metavar="KEY=VALUE",
-                     help="an option of the family (repeatable), e.g. flow=nsf, transforms=3, encoding_size=16")
-    fit.add_argument("--steps", type=int, default=2000, help="total training steps (default: %(default)s)")
-    fit.add_argument("--lr", type=float, default=1e-2, help="Adam's learning rate (default: %(default)s)")
-    fit.add_argument("--batch", action="append", type=_batch_entry, default=[], metavar="PLATE=SIZE",
-                     help="elements of PLATE drawn per step (repeatable; PLATE=all takes it whole); "
-                          "plates over 64 elements get 64 by default")
-    fit.add_argument("--particles", type=_positive_int, default=1,
-                     help="Monte Carlo draws per ELBO estimate (default: %(default)s)")
-    fit.add_argument("--seed", type=int, default=0,
-                     help="seeds the weights, the noise, the batches and the draws (default: %(default)s)")
-    fit.add_argument("--device", default="auto",
-                     help="auto (CUDA when available), cpu, cuda or cuda:N (default: %(default)s)")
-    fit.add_argument("--schedule", choices=["none", "cosine", "exponential"], default="none",
-                     help="learning-rate decay (default: %(default)s)")
-    fit.add_argument("--clip", type=_clip, default=10.0, metavar="NORM",
-                     help="maximum gradient norm, or 'none' (default: %(default)s)")
-    fit.add_argument("--early-stopping", type=_positive_int, default=None, metavar="PATIENCE",
-                     help="stop when the smoothed ELBO has not improved for PATIENCE steps")
-    fit.add_argument("--threads", type=_positive_int, default=None,
-                     help="torch CPU threads (default: torch's own choice)")
+    _add_fit_settings(fit)
     fit.add_argument("--checkpoint", default=None, metavar="FILE",
                      help="save the training state to FILE at the end (and on Ctrl-C)")
     fit.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
@@ -229,6 +229,55 @@ def _add_fit(commands: Any, common: argparse.ArgumentParser) -> None:
                      help="print each variable's posterior mean, sd and 90%% interval at the end")
     fit.add_argument("--quiet", action="store_true", help="no progress bar and no start-up line")
     fit.set_defaults(handler=_run_fit)
+
+
+#: The fit settings that are dicts, read from repeatable options: the option, its
+#: metavar, the reader of one entry, and the example of the help text.
+_DICT_SETTINGS: dict[str, tuple[str, str, Callable[[str], tuple[str, Any]], str]] = {
+    "batch": ("--batch", "PLATE=SIZE", _batch_entry, "repeatable; PLATE=all takes it whole"),
+    "family_options": ("--family-option", "KEY=VALUE", _family_option_entry,
+                       "repeatable; e.g. flow=nsf, transforms=3, encoding_size=16"),
+}
+
+
+def _add_fit_settings(fit: argparse.ArgumentParser) -> None:
+    """One option per setting of :class:`~pavi_viz.inference.config.FitConfig`, its name,
+    help text and default read off the setting (``steps`` becomes ``--steps``)."""
+    from pavi_viz.inference.config import FitConfig
+
+    group = fit.add_argument_group("fit settings (those of pavi_viz.inference.FitConfig)")
+    for name in FitConfig.setting_names():
+        setting = FitConfig.param[name]
+        default = "none" if setting.default is None else setting.default
+        help_text = setting.doc.replace("%", "%%")
+        if name in _DICT_SETTINGS:
+            option, metavar, entry, example = _DICT_SETTINGS[name]
+            group.add_argument(option, dest=name, action="append", type=entry, default=None, metavar=metavar,
+                               help=f"{help_text} ({example})")
+            continue
+        objects = getattr(setting, "objects", None)
+        metavar = "{" + ",".join("none" if o is None else str(o) for o in objects) + "}" if objects else None
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_setting_type(setting), default=None,
+                           metavar=metavar, help=f"{help_text} (default: {default})")
+
+
+def _fit_config(args: argparse.Namespace) -> tuple[Any, set[str]]:
+    """The :class:`~pavi_viz.inference.config.FitConfig` of the command line's fit
+    settings, and the names of those given; a bad value names its option."""
+    from pavi_viz.inference.config import FitConfig
+
+    given = {}
+    for name in FitConfig.setting_names():
+        value = getattr(args, name)
+        if value is not None:
+            given[name] = dict(value) if name in _DICT_SETTINGS else value
+    for name, value in given.items():
+        try:
+            FitConfig(**{name: value})
+        except ValueError as err:
+            option = _DICT_SETTINGS[name][0] if name in _DICT_SETTINGS else f"--{name.replace('_', '-')}"
+            raise CliError(f"{option}: {_one_line(err)}") from None
+    return FitConfig(**given), set(given)
 
 
 def _add_examples(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -370,112 +419,66 @@ def _describe(model: Any) -> str:
 def _run_fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_fit_arguments(args, out)
+    config, given = _fit_config(args)
     model = _load_model(args.model, args.option)
 
-    import torch
-
-    from pavi_viz.inference import FAMILIES, CheckpointError, DivergenceError, fit
-    from pavi_viz.inference.training import resolve_device
+    from pavi_viz.inference import CheckpointError, DivergenceError, Posterior, save_checkpoint
+    from pavi_viz.inference.threads import use_threads
+    from pavi_viz.inference.trainer import Trainer
+    from pavi_viz.inference.training import ProgressBar
     from pavi_viz.model import ModelError
 
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    if args.family is not None and args.family not in FAMILIES:
-        raise CliError(f"unknown family {args.family!r}; choose one of {', '.join(FAMILIES)}")
-    plates = [p.name for p in model.plates]
-    unknown = [name for name, _ in args.batch if name not in plates]
-    if unknown:
-        raise CliError(f"--batch names unknown plate {unknown[0]!r}; model {model.name!r} has plates {plates}")
     try:
-        device = resolve_device(args.device)
-    except ValueError as err:
-        raise CliError(f"--device: {err}") from err
-
-    kwargs: dict[str, Any] = {
-        "steps": args.steps,
-        "batch": dict(args.batch) or None,
-        "lr": args.lr,
-        "particles": args.particles,
-        "seed": args.seed,
-        "device": device,
-        "schedule": None if args.schedule == "none" else args.schedule,
-        "clip": args.clip,
-        "early_stopping": args.early_stopping,
-        "progress": not args.quiet,
-        "checkpoint": args.checkpoint,
-        "checkpoint_every": args.checkpoint_every,
-        "resume": args.resume,
-    }
-    if args.family is not None:
-        kwargs["family"] = args.family
-    if args.family_option:
-        kwargs["family_options"] = {key: _literal(value) for key, value in args.family_option}
-
-    first = 0
-    if args.resume:
-        from pavi_viz.inference.checkpoints import read_checkpoint
-
-        try:
-            first = int(read_checkpoint(args.resume)["step"])
-        except CheckpointError as err:
-            raise CliError(_one_line(err)) from err
+        trainer = Trainer.create(model, config, resume=args.resume, family_given=bool(given & {"family", "family_options"}))
+    except (CheckpointError, ModelError, ValueError) as err:
+        raise CliError(_one_line(err)) from err
+    state, config = trainer.state, trainer.config
+    first, trained_before = state.step, state.elapsed
     if not args.quiet:
-        if args.resume:
-            start = f"resuming the run in {args.resume} at step {first}"
-        else:
-            start = f"fitting {args.family or 'pavi-e'}"
-        print(f"{_describe(model)}: {start}, up to step {args.steps}, on {device}", flush=True)
+        start = f"resuming the run in {args.resume} at step {first}" if args.resume else f"fitting {config.family}"
+        print(f"{_describe(model)}: {start}, up to step {config.steps}, on {state.model.device}", flush=True)
 
-    # Ctrl-C asks training to stop after the current step (the run's state is then
-    # whole, and fit saves the checkpoint); a second Ctrl-C quits at once.
-    running: dict[str, Any] = {}
+    # Ctrl-C ends the loop after the current step (the run's state is then whole, and
+    # the checkpoint is saved); a second Ctrl-C quits at once.
     interrupted: list[bool] = []
 
-    def keep_state(state: Any) -> None:
-        running["state"] = state
-
     def on_interrupt(signum: int, frame: Any) -> None:
-        state = running.get("state")
-        if state is None or interrupted:
+        if interrupted:
             raise KeyboardInterrupt
         interrupted.append(True)
-        state.stop_requested = True
         print(f"\n{PROG} fit: stopping after step {state.step + 1} (Ctrl-C again to quit at once)",
               file=sys.stderr, flush=True)
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
-        result = fit(model, callbacks=[keep_state], callback_every=1, **kwargs)
+        with use_threads(trainer.threads), ProgressBar(state, not args.quiet) as bar:
+            while not trainer.done and not interrupted:
+                trainer.step()
+                bar.update(state)
+                if args.checkpoint_every and state.step % args.checkpoint_every == 0 and not trainer.done:
+                    save_checkpoint(args.checkpoint, state)
     except DivergenceError as err:
         saved = ""
-        message = str(err).split(" The family is restored", 1)[0]
-        if args.checkpoint and err.result is not None and err.result.state.step > first:
-            from pavi_viz.inference import save_checkpoint
-
-            save_checkpoint(args.checkpoint, err.result.state)
-            saved = f" The last good state (step {err.result.state.step}) is saved in {args.checkpoint}."
-        raise CliError(message + saved, EXIT_FAILURE) from err
+        if args.checkpoint and trainer.restore_last_good() > first:
+            save_checkpoint(args.checkpoint, state)
+            saved = f" The last good state (step {state.step}) is saved in {args.checkpoint}."
+        raise CliError(err.reason + saved, EXIT_FAILURE) from err
     except KeyboardInterrupt:
-        state = running.get("state")
-        where = f" at step {state.step}" if state is not None else " before the first step"
         last = ""
-        if args.checkpoint and Path(args.checkpoint).is_file() and state is not None and state.step > 0:
+        if args.checkpoint and Path(args.checkpoint).is_file() and state.step > 0:
             last = f"; the last checkpoint in {args.checkpoint} is older: resume it with --resume {args.checkpoint}"
-        raise CliError(f"interrupted{where}, nothing saved{last}", EXIT_INTERRUPTED) from None
-    except (CheckpointError, ModelError) as err:
-        raise CliError(_one_line(err)) from err
-    except ValueError as err:
-        # Settings are checked before the first step: a ValueError then is a usage error.
-        status = EXIT_USAGE if running.get("state") is None else EXIT_FAILURE
-        raise CliError(_one_line(err), status) from err
+        raise CliError(f"interrupted at step {state.step}, nothing saved{last}", EXIT_INTERRUPTED) from None
     finally:
         signal.signal(signal.SIGINT, previous)
+    state.finished = True
+    if args.checkpoint:
+        save_checkpoint(args.checkpoint, state)
 
-    history = result.history
-    if result.stop_reason == "callback":  # stopped by Ctrl-C
-        message = f"interrupted at step {result.steps_done} of {args.steps}"
+    history = state.history
+    if interrupted:
+        message = f"interrupted at step {state.step} of {config.steps}"
         if args.checkpoint:
-            command = [PROG, "fit", args.model, "--resume", args.checkpoint, "--steps", str(args.steps),
+            command = [PROG, "fit", args.model, "--resume", args.checkpoint, "--steps", str(config.steps),
                        "--checkpoint", args.checkpoint]
             message += (f"; the checkpoint is saved in {args.checkpoint}. Resume with: "
                         f"{shlex.join(command)} (and this run's other options)")
@@ -484,34 +487,32 @@ def _run_fit(args: argparse.Namespace) -> int:
         print(f"{PROG} fit: {message}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
-    if result.stop_reason == "early_stopping":
-        print(f"stopped early at step {result.steps_done} of {args.steps}: the smoothed ELBO did not improve "
-              f"for {args.early_stopping} steps")
-    elif result.steps_done > first:
-        print(f"trained steps {first + 1} to {result.steps_done} of {args.steps} in {result.elapsed:.1f} s")
+    if trainer.early_stopped:
+        print(f"stopped early at step {state.step} of {config.steps}: the smoothed ELBO did not improve "
+              f"for {config.early_stopping} steps")
+    elif state.step > first:
+        print(f"trained steps {first + 1} to {state.step} of {config.steps} in {state.elapsed - trained_before:.1f} s")
     else:
-        print(f"nothing to train: the run is at step {result.steps_done}, --steps is {args.steps}")
+        print(f"nothing to train: the run is at step {state.step}, --steps is {config.steps}")
     if history:
-        print(f"final ELBO: {result.elbo:.6g} (smoothed; last estimate {history.elbo[-1]:.6g})")
+        print(f"final ELBO: {state.smoothed_elbo:.6g} (smoothed; last estimate {history.elbo[-1]:.6g})")
     if args.checkpoint:
-        print(f"checkpoint: {args.checkpoint} (step {result.steps_done})")
+        print(f"checkpoint: {args.checkpoint} (step {state.step})")
 
-    posterior = result.posterior
+    posterior = Posterior(state.model, state.family)
     try:
-        posterior.to_netcdf(out, n=args.draws, seed=args.seed)
+        posterior.to_netcdf(out, n=args.draws, seed=config.seed)
     except OSError as err:
         raise CliError(f"cannot write {str(out)!r}: {err.strerror or err}", EXIT_FAILURE) from err
     names = ", ".join(posterior.model.latent_names)
     print(f"wrote {args.draws} posterior draws of {names} to {out}")
     if args.summary:
-        print(_summary_table(posterior.summary(n=args.draws, seed=args.seed), out))
+        print(_summary_table(posterior.summary(n=args.draws, seed=config.seed), out))
     return 0
 
 
 def _check_fit_arguments(args: argparse.Namespace, out: Path) -> None:
     """What can be checked before loading torch and the model."""
-    if args.steps < 0:
-        raise CliError(f"--steps must be at least 0, not {args.steps}")
     if args.checkpoint_every is not None and not args.checkpoint:
         raise CliError("--checkpoint-every needs --checkpoint FILE")
     if args.resume is not None:

@@ -1,37 +1,63 @@
-"""The inference layer: variational families, the ELBO, training and posteriors."""
+"""The inference layer: variational families, the ELBO, training and posteriors.
 
-from pavi_viz.inference.checkpoints import (
-    CheckpointError,
-    load_checkpoint,
-    save_checkpoint,
-)
-from pavi_viz.inference.elbo import ElboEstimate, elbo
-from pavi_viz.inference.families import FAMILIES, VariationalFamily, make_family
-from pavi_viz.inference.posterior import Posterior, load_netcdf
-from pavi_viz.inference.training import (
-    DivergenceError,
-    FitResult,
-    History,
-    StopTraining,
-    TrainingState,
-    fit,
-)
+Modules, from the leaves up: ``config`` (the settings of a fit, :class:`FitConfig`;
+param alone), ``resolve`` (what the settings mean for one model), ``state`` (the
+records of training), ``families`` and ``elbo``, ``checkpoints``, ``threads``,
+``trainer`` (one step at a time), ``training`` (:func:`fit`), ``posterior``.
 
-__all__ = [
-    "FAMILIES",
-    "CheckpointError",
-    "DivergenceError",
-    "ElboEstimate",
-    "FitResult",
-    "History",
-    "Posterior",
-    "StopTraining",
-    "TrainingState",
-    "VariationalFamily",
-    "elbo",
-    "fit",
-    "load_checkpoint",
-    "load_netcdf",
-    "make_family",
-    "save_checkpoint",
-]
+The public names below are loaded on first access (PEP 562), so that
+``from pavi_viz.inference.config import FitConfig`` (the command line's options)
+does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the submodule that defines it
+_PUBLIC: dict[str, str] = {
+    "CheckpointError": "checkpoints",
+    "load_checkpoint": "checkpoints",
+    "save_checkpoint": "checkpoints",
+    "FitConfig": "config",
+    "ElboEstimate": "elbo",
+    "elbo": "elbo",
+    "FAMILIES": "families",
+    "VariationalFamily": "families",
+    "make_family": "families",
+    "Posterior": "posterior",
+    "load_netcdf": "posterior",
+    "DivergenceError": "state",
+    "History": "state",
+    "StepRecord": "state",
+    "TrainingState": "state",
+    "Trainer": "trainer",
+    "FitResult": "state",
+    "StopTraining": "training",
+    "fit": "training",
+}
+
+__all__ = sorted(_PUBLIC)
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from pavi_viz.inference.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+    from pavi_viz.inference.config import FitConfig
+    from pavi_viz.inference.elbo import ElboEstimate, elbo
+    from pavi_viz.inference.families import FAMILIES, VariationalFamily, make_family
+    from pavi_viz.inference.posterior import Posterior, load_netcdf
+    from pavi_viz.inference.state import DivergenceError, FitResult, History, StepRecord, TrainingState
+    from pavi_viz.inference.trainer import Trainer
+    from pavi_viz.inference.training import StopTraining, fit
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

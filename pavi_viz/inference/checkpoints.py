@@ -20,6 +20,11 @@ objects, so loading one never runs code):
 (the same plates, variables, parameters and data shapes; the data values and the
 model's name may differ) and rebuilds a :class:`~pavi_viz.inference.training.TrainingState`
 that ``fit(..., resume=state)`` continues.
+
+PAVI-E on a batched plate: its whole-data summaries are not saved (they may hold
+numbers per plate element); a resumed run makes them anew at its first step, where an
+uninterrupted one would use those of its latest refresh, so the two then differ a
+little. Every other run resumes bit for bit on the CPU.
 """
 
 from __future__ import annotations
@@ -38,11 +43,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from pavi_viz.inference.resolve import resolve_device
+from pavi_viz.inference.families import VariationalFamily, make_family
+from pavi_viz.inference.state import History, TrainingState, derived_seed
 from pavi_viz.model.compiled import CompiledModel, seeded
 
 if TYPE_CHECKING:
-    from pavi_viz.inference.families.base import VariationalFamily
-    from pavi_viz.inference.training import TrainingState
     from pavi_viz.model.spec import PlateModel
 
 #: The ``format`` entry of every checkpoint, and its version. Version 2: the sampling
@@ -100,7 +106,7 @@ def _as_compiled(model: PlateModel | CompiledModel) -> CompiledModel:
     return model.compile()
 
 
-def _model_entry(compiled: CompiledModel) -> dict[str, Any]:
+def model_entry(compiled: CompiledModel) -> dict[str, Any]:
     return {
         "name": compiled.name,
         "fingerprint": model_fingerprint(compiled),
@@ -116,7 +122,7 @@ def check_model(saved: Mapping[str, Any], compiled: CompiledModel, what: str = "
     fingerprint = model_fingerprint(compiled)
     if saved.get("fingerprint") == fingerprint:
         return
-    here = _model_entry(compiled)
+    here = model_entry(compiled)
     differences = []
     for plate, size in here["plates"].items():
         if plate not in saved.get("plates", {}):
@@ -147,7 +153,7 @@ def checkpoint_dict(state: TrainingState) -> dict[str, Any]:
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "torch_version": str(torch.__version__),
-        "model": _model_entry(state.model),
+        "model": model_entry(state.model),
         "family": {
             "name": state.family_name,
             "options": dict(state.family_options),
@@ -267,18 +273,10 @@ def load_checkpoint(
         CheckpointError: the file is no checkpoint, or it was made for another model
             (the message names both) or another family.
     """
-    from pavi_viz.inference.families import make_family
-    from pavi_viz.inference.training import (
-        History,
-        TrainingState,
-        _derived_seed,
-        resolve_device,
-    )
-
     if family is not None:
         compiled = family.model
         if not isinstance(model, CompiledModel) or model is not compiled:
-            check_model(_model_entry(_as_compiled(model)), compiled, what="family")
+            check_model(model_entry(_as_compiled(model)), compiled, what="family")
     elif isinstance(model, CompiledModel):
         compiled = model
     else:
@@ -325,7 +323,7 @@ def load_checkpoint(
                 generator.set_state(state_bytes.cpu())
                 restored = True
         if not restored:
-            generator.manual_seed(_derived_seed(fallback, stream))
+            generator.manual_seed(derived_seed(fallback, stream))
             if state_bytes is not None:
                 lost.append(what)
         generators[key] = generator
@@ -336,23 +334,22 @@ def load_checkpoint(
             stacklevel=2,
         )
     return TrainingState(
+        model=compiled,
+        family=family,
+        family_name=name,
+        family_options=options,
+        optimizer=optimizer,
+        generator=generators["generator"],
+        noise_generator=generators["noise_generator"],
+        history=History.from_dict(raw["history"]),
+        settings=settings,
         step=int(raw["step"]),
         total_steps=int(raw["total_steps"]),
         elbo=float(training.get("elbo", float("nan"))),
         smoothed_elbo=float(training.get("smoothed_elbo", float("nan"))),
-        steps_per_second=0.0,
-        family=family,
-        optimizer=optimizer,
-        model=compiled,
-        history=History.from_dict(raw["history"]),
-        family_name=name,
-        family_options=options,
-        generator=generators["generator"],
-        noise_generator=generators["noise_generator"],
         best_smoothed_elbo=float(training.get("best_smoothed_elbo", float("-inf"))),
         steps_since_best=int(training.get("steps_since_best", 0)),
         elapsed=float(training.get("elapsed", 0.0)),
-        settings=settings,
     )
 
 
@@ -364,6 +361,7 @@ __all__ = [
     "checkpoint_dict",
     "load_checkpoint",
     "model_description",
+    "model_entry",
     "model_fingerprint",
     "read_checkpoint",
     "save_checkpoint",

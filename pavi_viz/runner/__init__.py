@@ -7,27 +7,26 @@ the command line all drive training through it::
     run = TrainingRun(pavi_viz.examples.load("gre"), steps=2000).start()
     reader = run.hub.reader()
     ...
-    new_records = reader.read()      # from any thread, any time
+    new_records = reader.read()      # from any thread, any time: Point, Summary, StateChange, Info
     run.stop(wait=True)
 """
 
-from pavi_viz.runner.hub import INFO, KINDS, POINT, STATE, SUMMARY, MetricsHub, Reader, Record, Update
+from pavi_viz.runner.hub import Info, MetricsHub, Point, Reader, Record, StateChange, Summary, Update
 from pavi_viz.runner.run import ACTIVE, ENDED, Progress, RunConfig, RunState, TrainingRun
 
 __all__ = [
     "ACTIVE",
     "ENDED",
-    "INFO",
-    "KINDS",
-    "POINT",
-    "STATE",
-    "SUMMARY",
+    "Info",
     "MetricsHub",
+    "Point",
     "Progress",
     "Reader",
     "Record",
     "RunConfig",
     "RunState",
+    "StateChange",
+    "Summary",
     "TrainingRun",
     "Update",
 ]

@@ -1,11 +1,17 @@
 """The metrics hub: what a training thread publishes and any number of readers consume.
 
-The training thread appends plain, immutable records (dicts of numbers and strings,
-or an ``xarray.Dataset`` of posterior summaries) under a lock. Every record gets a
-sequence number; a reader holds a cursor (the last number it has seen) and asks for
-what came after it, so each reader sees every record once, however many there are
-and whenever they join. Readers copy a slice under the lock and never block the
-writer for longer than that.
+The training thread publishes immutable records, instances of four frozen dataclasses
+(:class:`Point` after every step, :class:`Summary` of the posterior, :class:`StateChange`
+and :class:`Info`), under a lock. The hub gives each a sequence number (its ``seq``); a
+reader holds a cursor (the last number it has seen) and asks for what came after it, so
+each reader sees every record once, however many there are and whenever they join.
+Readers copy a slice under the lock and never block the writer for longer than that.
+A reader tells records apart by their class::
+
+    for record in reader.read():
+        match record:
+            case Point(step=step, elbo=elbo): ...
+            case Summary(summary=summary): ...
 
 Memory stays bounded on long runs: when there are more than ``max_points`` ELBO
 points, the older ones are thinned to an even spacing (a reader that has not yet
@@ -17,16 +23,95 @@ from __future__ import annotations
 
 import bisect
 import threading
-from typing import Any, NamedTuple
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
-#: The kinds of records, in the ``"kind"`` field of each.
-POINT = "point"  # one step: step, elbo, smoothed_elbo, steps_per_second, elapsed, lr, time (of publication)
-SUMMARY = "summary"  # posterior: step, summary and draws (xarray.Datasets; draws None for large models)
-STATE = "state"  # a state change of the run: state, time, message
-INFO = "info"  # what the run trains: family, parameter count, steps, truth, observed data...
-KINDS = (POINT, SUMMARY, STATE, INFO)
+if TYPE_CHECKING:  # the hub stores datasets, it never needs xarray itself
+    import xarray as xr
 
-Record = dict[str, Any]
+
+@dataclass(frozen=True)
+class Point:
+    """One training step.
+
+    Attributes:
+        step: the step's number (from 1). elbo, smoothed_elbo: its ELBO estimate and
+            the moving average. steps_per_second: the recent throughput.
+        elapsed: training seconds so far. lr: the learning rate of the step.
+        time: when it was published (``time.time()``). seq: its number in the hub.
+    """
+
+    step: int
+    elbo: float
+    smoothed_elbo: float
+    steps_per_second: float
+    elapsed: float
+    lr: float
+    time: float
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Posterior summaries after a step.
+
+    Attributes:
+        step: the step they follow. summary: mean, sd and quantiles per variable and
+            plate element. draws: joint posterior and predictive draws, or None for
+            models too large to send them. seq: its number in the hub.
+    """
+
+    step: int
+    summary: xr.Dataset
+    draws: xr.Dataset | None
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """A state change of a run.
+
+    Attributes:
+        run: the run's name. state: the new state (a ``RunState`` value).
+        time: when it changed (``time.time()``). message: why, or an empty string.
+        seq: its number in the hub.
+    """
+
+    run: str
+    state: str
+    time: float
+    message: str
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class Info:
+    """What a run trains, published as it starts (and again when it resumes).
+
+    Attributes:
+        run: the run's name. model: the model's name. family: the variational family.
+        parameter_count: the family's trainable numbers. total_steps: the steps the
+            run aims at. device: where it trains. torch_threads: its torch threads.
+        settings: the run's settings (lr, particles, batch sizes, seed...).
+        truth: the ground truth of simulated data, or None. observed: the observed
+            data, or None. seq: its number in the hub.
+    """
+
+    run: str
+    model: str
+    family: str
+    parameter_count: int
+    total_steps: int
+    device: str
+    torch_threads: int
+    settings: dict
+    truth: xr.Dataset | None
+    observed: xr.Dataset | None
+    seq: int = 0
+
+
+Record = Point | Summary | StateChange | Info
+_R = TypeVar("_R", Point, Summary, StateChange, Info)
 
 
 class Update(NamedTuple):
@@ -50,32 +135,32 @@ class MetricsHub:
         self.max_points = max_points
         self._lock = threading.Lock()
         self._sequence = 0
-        # Kept records (every kind but summaries), oldest first, and their numbers
+        # Kept records (every class but summaries), oldest first, and their numbers
         # (strictly increasing, so a cursor is found by bisection).
         self._records: list[Record] = []
         self._numbers: list[int] = []
         self._points = 0
         self._stride = 1
-        self._summary: Record | None = None
-        self._summary_number = 0
+        self._summary: Summary | None = None
 
-    def publish(self, kind: str, **fields: Any) -> int:
+    def publish(self, record: Record) -> int:
         """Append a record; its sequence number.
 
-        The record is ``{"kind": kind, "seq": number, **fields}``; the hub keeps it as
-        given: do not change the values afterwards.
+        The hub keeps a copy of the record with ``seq`` set to that number (the record's
+        own ``seq`` is ignored). The values are kept as given, not copied: do not change
+        a dataset or the settings afterwards.
         """
-        if kind not in KINDS:
-            raise ValueError(f"unknown record kind {kind!r}; choose one of {KINDS}")
+        if not isinstance(record, Record):
+            raise TypeError(f"a hub publishes Point, Summary, StateChange or Info, not {type(record).__name__}")
         with self._lock:
             self._sequence += 1
-            record = {"kind": kind, "seq": self._sequence, **fields}
-            if kind == SUMMARY:
-                self._summary, self._summary_number = record, self._sequence
+            record = replace(record, seq=self._sequence)
+            if isinstance(record, Summary):
+                self._summary = record
             else:
                 self._records.append(record)
                 self._numbers.append(self._sequence)
-                if kind == POINT:
+                if isinstance(record, Point):
                     self._points += 1
                     if self._points > self.max_points:
                         self._thin()
@@ -92,16 +177,16 @@ class MetricsHub:
         cut, newer = len(self._records), 0
         while cut > 0 and newer < tail:
             cut -= 1
-            newer += self._records[cut]["kind"] == POINT
+            newer += isinstance(self._records[cut], Point)
         older, newest = self._records[:cut], self._records[cut:]
         while True:  # the current stride first, then doubled until enough are gone
-            older = [r for r in older if r["kind"] != POINT or r["seq"] % self._stride == 0]
-            self._points = newer + sum(r["kind"] == POINT for r in older)
+            older = [r for r in older if not isinstance(r, Point) or r.seq % self._stride == 0]
+            self._points = newer + sum(isinstance(r, Point) for r in older)
             if self._points <= self.max_points * 3 // 4:
                 break
             self._stride *= 2
         self._records = older + newest
-        self._numbers = [r["seq"] for r in self._records]
+        self._numbers = [r.seq for r in self._records]
 
     def since(self, cursor: int = 0) -> Update:
         """The records published after ``cursor`` (0: all of them), and the new cursor.
@@ -112,18 +197,18 @@ class MetricsHub:
         with self._lock:
             start = bisect.bisect_right(self._numbers, cursor)
             records = self._records[start:]
-            if self._summary is not None and self._summary_number > cursor:
-                where = bisect.bisect_right(self._numbers, self._summary_number, lo=start) - start
+            if self._summary is not None and self._summary.seq > cursor:
+                where = bisect.bisect_right(self._numbers, self._summary.seq, lo=start) - start
                 records.insert(where, self._summary)
             return Update(records, self._sequence)
 
-    def latest(self, kind: str) -> Record | None:
-        """The newest record of one kind, or None."""
+    def latest(self, kind: type[_R]) -> _R | None:
+        """The newest record of one class (``hub.latest(Info)``), or None."""
         with self._lock:
-            if kind == SUMMARY:
+            if kind is Summary:
                 return self._summary
             for record in reversed(self._records):
-                if record["kind"] == kind:
+                if isinstance(record, kind):
                     return record
         return None
 

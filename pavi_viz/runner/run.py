@@ -1,10 +1,11 @@
 """A training run in a background thread: start, pause, resume, stop, and stream.
 
-:class:`TrainingRun` wraps a model, its data and a :class:`RunConfig`, and calls
-:func:`pavi_viz.inference.fit` in a thread of its own. The training thread touches
-plain Python and torch objects only: after every step it publishes the step's ELBO
-to the run's :class:`~pavi_viz.runner.hub.MetricsHub`, every ``summary_every`` steps
-the posterior summaries, and it honours pause and stop requests between two steps.
+:class:`TrainingRun` wraps a model, its data and a :class:`RunConfig`, and steps a
+:class:`~pavi_viz.inference.trainer.Trainer` in a loop of its own, in a thread of its
+own. The training thread touches plain Python and torch objects only: after every
+step it publishes the step's ELBO to the run's :class:`~pavi_viz.runner.hub.MetricsHub`,
+every ``summary_every`` steps the posterior summaries. Between two steps it honours
+pause requests (it waits there, taking no step) and stop requests (it leaves the loop).
 Control calls (:meth:`~TrainingRun.start`, :meth:`~TrainingRun.pause`...) return at
 once; :meth:`~TrainingRun.wait` blocks, for scripts and tests.
 
@@ -36,13 +37,15 @@ from typing import Any
 import param
 import torch
 
-from pavi_viz.inference.checkpoints import read_checkpoint
-from pavi_viz.inference.families import FAMILIES
+from pavi_viz.inference.checkpoints import read_checkpoint, save_checkpoint
+from pavi_viz.inference.config import FitConfig, Whole
 from pavi_viz.inference.posterior import Posterior
-from pavi_viz.inference.training import DivergenceError, FitResult, StopTraining, TrainingState, fit
+from pavi_viz.inference.state import DivergenceError, FitResult, History, TrainingState
+from pavi_viz.inference.threads import use_threads
+from pavi_viz.inference.trainer import Trainer
 from pavi_viz.model.compiled import CompiledModel
 from pavi_viz.model.spec import PlateModel
-from pavi_viz.runner.hub import INFO, POINT, STATE, SUMMARY, MetricsHub
+from pavi_viz.runner.hub import Info, MetricsHub, Point, StateChange, Summary
 
 
 class RunState(str, enum.Enum):
@@ -70,55 +73,23 @@ ACTIVE = frozenset({RunState.RUNNING, RunState.PAUSED})
 ENDED = frozenset({RunState.FINISHED, RunState.STOPPED, RunState.FAILED})
 
 
-class RunConfig(param.Parameterized):
-    """How a run trains: the settings of :func:`pavi_viz.inference.fit`, and what it publishes."""
+class RunConfig(FitConfig):
+    """How a run trains (every :class:`~pavi_viz.inference.config.FitConfig` setting)
+    and what it publishes."""
 
-    family = param.Selector(default="pavi-e", objects=list(FAMILIES), doc="The variational family.")
-    steps = param.Integer(default=2000, bounds=(1, None), doc="The total number of training steps.")
-    lr = param.Number(default=1e-2, bounds=(0, None), inclusive_bounds=(False, True), doc="Adam's learning rate.")
-    batch = param.Dict(default={}, doc="Elements per step for some plates, {plate: size}; the others take defaults.")
-    particles = param.Integer(default=1, bounds=(1, None), doc="Monte Carlo draws per ELBO estimate.")
-    seed = param.Integer(default=0, allow_None=True, doc="Seeds the weights, noise and batches (None: a fresh seed).")
-    device = param.String(default="auto", doc="'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
-    schedule = param.Selector(default=None, objects=[None, "cosine", "exponential"], doc="Learning-rate decay.")
-    clip = param.Number(default=10.0, bounds=(0, None), allow_None=True, doc="Maximum gradient norm (None: off).")
-    early_stopping = param.Integer(
-        default=None, bounds=(1, None), allow_None=True, doc="Stop after this many steps without ELBO improvement."
-    )
-    family_options = param.Dict(default={}, doc="Keyword options of the family (flow, encoding size...).")
-    threads = param.Integer(
-        default=None, bounds=(1, None), allow_None=True,
-        doc="torch threads of this run's thread (None: torch's default), so one run cannot take a whole server.",
-    )
+    # A run trains: at least one step (the rest of the setting is FitConfig's).
+    steps = Whole(default=FitConfig.param.steps.default, bounds=(1, None))
     summary_every = param.Integer(
-        default=100, bounds=(1, None),
+        default=100, bounds=(1, None), label="Summary every",
         doc="Steps between two posterior summaries (more when summaries would take over 10% of the time).",
     )
-    summary_draws = param.Integer(default=200, bounds=(2, None), doc="Draws each posterior summary is computed from.")
+    summary_draws = param.Integer(default=200, bounds=(2, None), label="Summary draws",
+                                  doc="Draws each posterior summary is computed from.")
     detail_draws = param.Integer(
-        default=100, bounds=(0, None),
+        default=100, bounds=(0, None), label="Detail draws",
         doc="Joint posterior and posterior predictive draws published with each summary, for density plots "
             "and predictive checks, when they hold at most DRAWS_LIMIT numbers (0: none).",
     )
-
-    def copy(self, **changes: Any) -> RunConfig:
-        """A new config with these settings, ``changes`` applied (a run keeps its own)."""
-        values = {k: v for k, v in self.param.values().items() if k != "name"}
-        return RunConfig(**{**values, **changes})
-
-    def fit_options(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`pavi_viz.inference.fit` these settings give."""
-        return {
-            "steps": self.steps,
-            "lr": self.lr,
-            "batch": dict(self.batch) or None,
-            "particles": self.particles,
-            "seed": self.seed,
-            "device": self.device,
-            "schedule": self.schedule,
-            "clip": self.clip,
-            "early_stopping": self.early_stopping,
-        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +108,11 @@ class Progress:
     smoothed_elbo: float = math.nan
     steps_per_second: float = 0.0
     elapsed: float = 0.0
+
+    @classmethod
+    def of(cls, state: TrainingState) -> Progress:
+        return cls(state.step, state.total_steps, state.elbo, state.smoothed_elbo, state.steps_per_second,
+                   state.elapsed)
 
 
 _run_numbers = itertools.count(1)
@@ -191,7 +167,7 @@ class TrainingRun:
         self.transitions: list[tuple[RunState, float]] = [(RunState.IDLE, time.time())]
         self.progress = Progress(total_steps=self.config.steps)
         self.parameter_count: int | None = None
-        #: The latest :func:`fit` result (after the run stopped, finished or diverged).
+        #: The latest result (after the run stopped, finished or diverged).
         self.result: FitResult | None = None
         #: The exception of a failed run, and its formatted traceback.
         self.error: BaseException | None = None
@@ -205,7 +181,6 @@ class TrainingRun:
         self._summary_step = 0
         self._summary_elapsed = 0.0  # training seconds at the latest summary
         self._summary_cost = 0.0  # seconds the latest summary took
-        self._published_info = False
 
     def _adopt_family_of(self, checkpoint: str | Path, chosen: str | None) -> None:
         """Take the family of the checkpoint to resume; refuse one that says otherwise."""
@@ -286,68 +261,71 @@ class TrainingRun:
         self._pause_requested = self._stop_requested = False
         self.error = self.traceback = None
         self.progress = dataclasses.replace(self.progress, total_steps=self.config.steps)
-        self._published_info = False
         self._set_state(RunState.RUNNING)
         self._thread = threading.Thread(target=self._train, args=(resume,), name=f"pavi_viz {self.name}", daemon=True)
         self._thread.start()
 
     def _train(self, resume: str | Path | TrainingState | None) -> None:
-        if self.config.threads is not None:
-            torch.set_num_threads(self.config.threads)  # OpenMP: this thread's setting only
-        # In-process, go on from the family in memory rather than recompile the model.
-        model = resume.model if isinstance(resume, TrainingState) else self.model
+        """The thread's body: set up, step until done or stopped, and end in a state."""
+        trainer = None
         try:
-            result = fit(
-                model,
-                self.config.family,
-                **self.config.fit_options(),
-                callbacks=[self._after_step],
-                callback_every=1,
-                progress=False,
-                checkpoint=self.checkpoint,
-                resume=resume,
-                family_options=dict(self.config.family_options) if resume is None else None,
-            )
+            # In-process, go on from the family in memory rather than recompile the model.
+            model = resume.model if isinstance(resume, TrainingState) else self.model
+            trainer = Trainer.create(model, self.config, resume=resume)
+            trained_before = trainer.state.elapsed
+            with use_threads(trainer.threads):
+                ending = self._step_until_done(trainer, trained_before)
         except Exception as err:  # noqa: BLE001 - a failed run keeps its error for display
-            if isinstance(err, DivergenceError):
-                self.result = err.result
+            if isinstance(err, DivergenceError) and trainer is not None:
+                err.restored_step = trainer.restore_last_good()
+                elapsed = trainer.state.elapsed - trained_before
+                self.result = err.result = FitResult.of(trainer.state, trainer.config, "diverged", elapsed)
             self.error, self.traceback = err, traceback.format_exc()
             with self._condition:
                 self._set_state(RunState.FAILED, f"{type(err).__name__}: {err}")
             return
-        self.result = result
         with self._condition:
-            if result.stop_reason == "callback":
-                self._set_state(RunState.STOPPED, f"stopped after step {result.steps_done}")
-            else:
-                how = "early stopping" if result.stop_reason == "early_stopping" else "all steps done"
-                self._set_state(RunState.FINISHED, f"{how}: {result.steps_done} steps")
+            self._set_state(*ending)
 
-    def _after_step(self, state: TrainingState) -> None:
-        """fit's callback, after every step: publish, then honour pause and stop."""
-        if not self._published_info:
-            self._publish_info(state)
-        self._publish_points(state)
-        self.progress = Progress(
-            state.step, state.total_steps, state.elbo, state.smoothed_elbo, state.steps_per_second, state.elapsed
-        )
-        if state.finished or self._summary_due(state):
+    def _step_until_done(self, trainer: Trainer, trained_before: float) -> tuple[RunState, str]:
+        """Step, publishing, until the trainer is done or a stop is asked for; then the
+        final summary and the checkpoint. The state to end in, with its message."""
+        state = trainer.state
+        self._publish_info(state)
+        self._publish_points(state.history)
+        self.progress = Progress.of(state)
+        stopped = False
+        while not trainer.done:
+            with self._condition:
+                if self._pause_requested and not self._stop_requested:
+                    self._set_state(RunState.PAUSED, f"paused after step {state.step}")
+                    while self._pause_requested and not self._stop_requested:
+                        self._condition.wait()
+                    if not self._stop_requested:
+                        self._set_state(RunState.RUNNING, f"resumed at step {state.step}")
+                stopped = self._stop_requested
+            if stopped:
+                break
+            trainer.step()
+            self._publish_points(state.history)
+            self.progress = Progress.of(state)
+            if not trainer.done and self._summary_due(state):
+                self._publish_summary(state)
+        state.finished = True
+        if self._summary_step != state.step or self.hub.latest(Summary) is None:
             self._publish_summary(state)
-        with self._condition:
-            if self._pause_requested and not self._stop_requested and not state.finished:
-                self._set_state(RunState.PAUSED, f"paused after step {state.step}")
-                while self._pause_requested and not self._stop_requested:
-                    self._condition.wait()
-                if not self._stop_requested:
-                    self._set_state(RunState.RUNNING, f"resumed at step {state.step}")
-            if self._stop_requested:
-                raise StopTraining
+        save_checkpoint(self.checkpoint, state)
+        reason = "callback" if stopped else ("early_stopping" if trainer.early_stopped else "completed")
+        self.result = FitResult.of(trainer.state, trainer.config, reason, state.elapsed - trained_before)
+        if stopped:
+            return RunState.STOPPED, f"stopped after step {state.step}"
+        how = "early stopping" if reason == "early_stopping" else "all steps done"
+        return RunState.FINISHED, f"{how}: {state.step} steps"
 
     def _publish_info(self, state: TrainingState) -> None:
         self.parameter_count = state.family.parameter_count()
         posterior = Posterior(state.model, state.family)
-        self.hub.publish(
-            INFO,
+        self.hub.publish(Info(
             run=self.name,
             model=state.model.name,
             family=state.family_name,
@@ -358,28 +336,25 @@ class TrainingRun:
             settings=dict(state.settings),
             truth=posterior.truth() if state.model.truth else None,
             observed=posterior.observed_data(),
-        )
-        self._published_info = True
+        ))
 
-    def _publish_points(self, state: TrainingState) -> None:
+    def _publish_points(self, history: History) -> None:
         """Every history record not yet published (a resumed run's earlier ones too)."""
-        history = state.history
-        steps = history["step"]
+        steps = history.step
         first = len(steps)
         while first > 0 and steps[first - 1] > self._published_step:
             first -= 1
         now = time.time()
         for i in range(first, len(steps)):
-            self.hub.publish(
-                POINT,
+            self.hub.publish(Point(
                 step=steps[i],
-                elbo=history["elbo"][i],
-                smoothed_elbo=history["smoothed_elbo"][i],
-                steps_per_second=history["steps_per_second"][i],
-                elapsed=history["time"][i],
-                lr=history["lr"][i],
+                elbo=history.elbo[i],
+                smoothed_elbo=history.smoothed_elbo[i],
+                steps_per_second=history.steps_per_second[i],
+                elapsed=history.time[i],
+                lr=history.lr[i],
                 time=now,
-            )
+            ))
         if steps:
             self._published_step = steps[-1]
 
@@ -399,7 +374,7 @@ class TrainingRun:
         n = self.config.detail_draws
         if n and n * _numbers_per_draw(state.model) <= DRAWS_LIMIT:
             draws = posterior.predictive(n, seed=state.step + 1, latents=True)
-        self.hub.publish(SUMMARY, step=state.step, summary=summary, draws=draws)
+        self.hub.publish(Summary(step=state.step, summary=summary, draws=draws))
         self._summary_step, self._summary_elapsed = state.step, state.elapsed
         self._summary_cost = time.perf_counter() - started
 
@@ -410,7 +385,7 @@ class TrainingRun:
         self.state = new
         now = time.time()
         self.transitions.append((new, now))
-        self.hub.publish(STATE, run=self.name, state=new.value, time=now, message=message)
+        self.hub.publish(StateChange(run=self.name, state=new.value, time=now, message=message))
 
     def __repr__(self) -> str:
         p = self.progress

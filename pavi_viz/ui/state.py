@@ -35,12 +35,12 @@ from pavi_viz.inference.posterior import Posterior
 from pavi_viz.model.spec import PlateModel
 from pavi_viz.runner import (
     ENDED,
-    INFO,
-    POINT,
-    STATE,
-    SUMMARY,
+    Info,
+    Point,
     RunConfig,
     RunState,
+    StateChange,
+    Summary,
     TrainingRun,
 )
 
@@ -181,24 +181,24 @@ class DashboardState(param.Parameterized):
             return polled
         updates: dict[str, Any] = {}
         for record in self._reader.read():
-            kind = record["kind"]
-            if kind == POINT:
-                polled.step.append(record["step"])
-                polled.elbo.append(record["elbo"])
-                polled.smoothed_elbo.append(record["smoothed_elbo"])
-                updates["step"] = record["step"]
-                updates["steps_per_second"] = record["steps_per_second"]
-            elif kind == SUMMARY:
-                self._pending = {"summary": record["summary"], "draws": record["draws"], "summary_step": record["step"]}
-            elif kind == STATE:
-                updates.update(run_state=record["state"], message=record["message"])
-                if record["state"] == RunState.FAILED.value and self.run is not None:
-                    updates["traceback"] = self.run.traceback or ""
-            elif kind == INFO:
-                updates.update(
-                    parameter_count=record["parameter_count"], total_steps=record["total_steps"],
-                    truth=record["truth"], observed=record["observed"],
-                )
+            match record:
+                case Point():
+                    polled.step.append(record.step)
+                    polled.elbo.append(record.elbo)
+                    polled.smoothed_elbo.append(record.smoothed_elbo)
+                    updates["step"] = record.step
+                    updates["steps_per_second"] = record.steps_per_second
+                case Summary():
+                    self._pending = {"summary": record.summary, "draws": record.draws, "summary_step": record.step}
+                case StateChange():
+                    updates.update(run_state=record.state, message=record.message)
+                    if record.state == RunState.FAILED.value and self.run is not None:
+                        updates["traceback"] = self.run.traceback or ""
+                case Info():
+                    updates.update(
+                        parameter_count=record.parameter_count, total_steps=record.total_steps,
+                        truth=record.truth, observed=record.observed,
+                    )
         if self._pending is not None and self._summary_due(updates.get("run_state", self.run_state)):
             updates.update(self._pending)
             self._pending = None
@@ -235,9 +235,9 @@ class DashboardState(param.Parameterized):
         columns: dict[str, list] = {name: [] for name in HISTORY_COLUMNS}
         if self.run is not None:
             for record in self.run.hub.since(0).records:
-                if record["kind"] == POINT:
+                if isinstance(record, Point):
                     for name in HISTORY_COLUMNS:
-                        columns[name].append(record[name])
+                        columns[name].append(getattr(record, name))
         return columns
 
     @property
@@ -259,4 +259,4 @@ HISTORY_COLUMNS = ("step", "elbo", "smoothed_elbo", "steps_per_second", "elapsed
 #: small enough that a fit shows within seconds of pressing Start.
 DEFAULT_EXAMPLE = "gre"
 DEFAULT_OPTIONS: dict[str, Any] = {"G": 100, "N": 10, "D": 2}
-DEFAULT_CONFIG: dict[str, Any] = {"family": "pavi-e", "steps": 3000, "lr": 0.01, "summary_every": 50, "threads": 1}
+DEFAULT_CONFIG: dict[str, Any] = {"family": "pavi-e", "steps": 3000, "lr": 0.01, "summary_every": 50}

@@ -34,7 +34,7 @@ def _mean(summary, name):
 @pytest.mark.parametrize("name", ["radon", "radon_uranium"])
 def test_fit_runs_and_improves(fits, name) -> None:
     _, result, _ = fits[name]
-    elbo = np.asarray(result.history["elbo"])
+    elbo = np.asarray(result.history.elbo)
     assert np.isfinite(elbo).all()
     assert elbo[-100:].mean() > elbo[:100].mean()
 

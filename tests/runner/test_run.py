@@ -11,7 +11,7 @@ import torch
 import pavi_viz
 from pavi_viz.inference import fit
 from pavi_viz.model import ModelError
-from pavi_viz.runner import INFO, POINT, STATE, SUMMARY, RunConfig, RunState, TrainingRun
+from pavi_viz.runner import Info, Point, RunConfig, RunState, StateChange, Summary, TrainingRun
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +31,8 @@ def run_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("pavi_viz ")]
 
 
-def points(run: TrainingRun) -> list[dict]:
-    return [r for r in run.hub.since(0).records if r["kind"] == POINT]
+def points(run: TrainingRun) -> list[Point]:
+    return [r for r in run.hub.since(0).records if isinstance(r, Point)]
 
 
 def test_start_pause_resume_stop(gre, tmp_path):
@@ -65,8 +65,8 @@ def test_start_pause_resume_stop(gre, tmp_path):
     times = [t for _, t in run.transitions]
     assert times == sorted(times)
     assert (tmp_path / "run.pt").is_file()  # stopping saved a checkpoint
-    assert run.result.steps_done == run.progress.step == points(run)[-1]["step"]
-    states = [r["state"] for r in run.hub.since(0).records if r["kind"] == STATE]
+    assert run.result.steps_done == run.progress.step == points(run)[-1].step
+    states = [r.state for r in run.hub.since(0).records if isinstance(r, StateChange)]
     assert states == ["running", "paused", "running", "stopped"]
 
 
@@ -95,14 +95,13 @@ def test_ten_runs_at_once_each_train_as_if_alone(gre):
     assert run_threads() == []
     for run, s in zip(runs, settings):
         streamed = points(run)
-        assert [p["step"] for p in streamed] == list(range(1, s["steps"] + 1))
+        assert [p.step for p in streamed] == list(range(1, s["steps"] + 1))
         # The same fit alone, in this thread, gives the same ELBO at every step: each
         # run draws its own noise and batches.
-        torch.set_num_threads(1)
-        alone = fit(gre, s["family"], steps=s["steps"], seed=s["seed"], progress=False)
-        assert [p["elbo"] for p in streamed] == alone.history["elbo"]
-        summaries = [r for r in run.hub.since(0).records if r["kind"] == SUMMARY]
-        assert summaries[-1]["step"] == s["steps"]  # the final summary is kept
+        alone = fit(gre, s["family"], steps=s["steps"], seed=s["seed"], threads=1, progress=False)
+        assert [p.elbo for p in streamed] == alone.history.elbo
+        summaries = [r for r in run.hub.since(0).records if isinstance(r, Summary)]
+        assert summaries[-1].step == s["steps"]  # the final summary is kept
 
 
 def test_a_failing_run_ends_failed_and_its_neighbour_finishes(gre):
@@ -113,7 +112,7 @@ def test_a_failing_run_ends_failed_and_its_neighbour_finishes(gre):
     good.start()
     assert bad.wait(60) is RunState.FAILED
     assert good.wait(60) is RunState.FINISHED
-    assert "DivergenceError" in bad.hub.latest(STATE)["message"]
+    assert "DivergenceError" in bad.hub.latest(StateChange).message
     assert "step" in str(bad.error)
     assert "Traceback" in bad.traceback and "DivergenceError" in bad.traceback
     assert bad.result is not None and bad.result.stop_reason == "diverged"  # the last good state
@@ -148,26 +147,16 @@ def test_stop_then_resume_in_a_fresh_run_continues_exactly(gre, tmp_path):
     assert second.wait(60) is RunState.FINISHED
     streamed = points(second)
     # The new run streams the saved history, then goes on from the saved step.
-    assert [p["step"] for p in streamed] == list(range(1, done + 41))
-    assert [p["elbo"] for p in streamed[:done]] == [p["elbo"] for p in points(first)]
+    assert [p.step for p in streamed] == list(range(1, done + 41))
+    assert [p.elbo for p in streamed[:done]] == [p.elbo for p in points(first)]
     # ... exactly as an uninterrupted run would have.
-    torch.set_num_threads(1)
-    straight = fit(gre, "pavi-e", steps=1_000_000, seed=3, progress=False, callbacks=[_stop_at(done + 40)],
-                   callback_every=1)
-    assert [p["elbo"] for p in streamed] == straight.history["elbo"]
+    straight = fit(gre, "pavi-e", steps=done + 40, seed=3, threads=1, progress=False)
+    assert [p.elbo for p in streamed] == straight.history.elbo
 
     with pytest.raises(ValueError, match="holds a 'pavi-e' family"):
         TrainingRun(gre, family="mean-field", resume_from=path)
     with pytest.raises(FileNotFoundError):
         TrainingRun(gre, resume_from=tmp_path / "missing.pt")
-
-
-def _stop_at(step: int):
-    def callback(state):
-        if state.step >= step:
-            state.stop_requested = True
-
-    return callback
 
 
 def test_a_finished_run_resumes_in_place_with_more_steps(gre):
@@ -177,9 +166,9 @@ def test_a_finished_run_resumes_in_place_with_more_steps(gre):
         run.resume()
     run.resume(steps=150)
     assert run.wait(60) is RunState.FINISHED
-    assert [p["step"] for p in points(run)] == list(range(1, 151))
-    infos = [r for r in run.hub.since(0).records if r["kind"] == INFO]
-    assert [i["total_steps"] for i in infos] == [100, 150]
+    assert [p.step for p in points(run)] == list(range(1, 151))
+    infos = [r for r in run.hub.since(0).records if isinstance(r, Info)]
+    assert [i.total_steps for i in infos] == [100, 150]
 
 
 def test_readers_on_a_live_run_each_see_every_point_once(gre):
@@ -197,8 +186,8 @@ def test_readers_on_a_live_run_each_see_every_point_once(gre):
     seen_early += early.read()
     seen_late += late.read()
     for seen in (seen_early, seen_late):
-        assert [r["step"] for r in seen if r["kind"] == POINT] == list(range(1, 401))
-        assert len({r["seq"] for r in seen}) == len(seen)
+        assert [r.step for r in seen if isinstance(r, Point)] == list(range(1, 401))
+        assert len({r.seq for r in seen}) == len(seen)
 
 
 def test_info_reports_the_family_threads_and_truth(gre):
@@ -206,28 +195,28 @@ def test_info_reports_the_family_threads_and_truth(gre):
     wanted = 2 if threads_before == 1 else 1
     run = TrainingRun(gre, family="pavi-f", steps=30, threads=wanted, summary_every=10).start()
     assert run.wait(60) is RunState.FINISHED
-    info = run.hub.latest(INFO)
-    assert info["family"] == "pavi-f" and info["torch_threads"] == wanted
-    assert info["parameter_count"] == run.parameter_count == run.result.family.parameter_count()
-    assert info["truth"]["mu_g"].dims == ("group", "mu_g_dim_0")
+    info = run.hub.latest(Info)
+    assert info.family == "pavi-f" and info.torch_threads == wanted
+    assert info.parameter_count == run.parameter_count == run.result.family.parameter_count()
+    assert info.truth["mu_g"].dims == ("group", "mu_g_dim_0")
     assert torch.get_num_threads() == threads_before  # the setting stayed in the run's thread
-    assert info["observed"]["x"].dims == ("group", "obs", "x_dim_0")
-    summary = run.hub.latest(SUMMARY)
-    assert summary["step"] == 30
-    assert set(summary["summary"].data_vars) == {"mu", "mu_g"}
-    assert list(summary["summary"].stat.values) == ["mean", "sd", "5%", "50%", "95%"]
+    assert info.observed["x"].dims == ("group", "obs", "x_dim_0")
+    summary = run.hub.latest(Summary)
+    assert summary.step == 30
+    assert set(summary.summary.data_vars) == {"mu", "mu_g"}
+    assert list(summary.summary.stat.values) == ["mean", "sd", "5%", "50%", "95%"]
     # Joint draws of the latents and predictive draws of x, for densities and checks.
-    assert set(summary["draws"].data_vars) == {"mu", "mu_g", "x"}
-    assert summary["draws"]["x"].dims == ("sample", "group", "obs", "x_dim_0")
-    assert summary["draws"].sizes["sample"] == 100
+    assert set(summary.draws.data_vars) == {"mu", "mu_g", "x"}
+    assert summary.draws["x"].dims == ("sample", "group", "obs", "x_dim_0")
+    assert summary.draws.sizes["sample"] == 100
 
 
 def test_large_models_publish_summaries_without_draws(gre):
     # 5000 draws of 442 numbers (mu, mu_g and x of G=20 groups) pass the limit.
     run = TrainingRun(gre, family="mean-field", steps=5, threads=1, detail_draws=5000).start()
     assert run.wait(60) is RunState.FINISHED
-    summary = run.hub.latest(SUMMARY)
-    assert summary["draws"] is None and summary["summary"] is not None
+    summary = run.hub.latest(Summary)
+    assert summary.draws is None and summary.summary is not None
 
 
 def test_summaries_take_a_bounded_share_of_the_time(gre):
@@ -236,9 +225,9 @@ def test_summaries_take_a_bounded_share_of_the_time(gre):
     run = TrainingRun(gre, family="mean-field", steps=300, threads=1, summary_every=1, summary_draws=500).start()
     assert run.wait(60) is RunState.FINISHED
     kept = run.hub.since(0).records
-    published_summaries = run.hub.cursor - sum(r["kind"] != SUMMARY for r in kept)
+    published_summaries = run.hub.cursor - sum(not isinstance(r, Summary) for r in kept)
     assert 2 <= published_summaries < 100
-    assert run.hub.latest(SUMMARY)["step"] == 300
+    assert run.hub.latest(Summary).step == 300
 
 
 def test_a_run_keeps_its_own_copy_of_the_config(gre):

@@ -77,9 +77,9 @@ def test_dashboard_layouts(dashboard):
     assert doc.select_one({"name": SOURCE_NAME}) is not None
     assert doc.select_one({"name": DIAGRAM_FIGURE_NAME}) is not None
     controls = dashboard.controls
-    assert controls.family.value == "mean-field"
-    assert controls.family.options == ["pavi-e", "pavi-f", "mean-field"]
-    assert {"auto", "cpu"} <= set(controls.device.options)
+    assert controls.setting_widgets["family"].value == "mean-field"
+    assert controls.setting_widgets["family"].options == ["pavi-e", "pavi-f", "mean-field"]
+    assert {"auto", "cpu"} <= set(controls.setting_widgets["device"].options)
     assert list(controls._batch_inputs) == ["group", "obs"]
     assert dashboard.model_select.value == "gre"
     assert dashboard.model_select.options == pavi_viz.examples.list()
@@ -91,9 +91,9 @@ def test_dashboard_layouts(dashboard):
 
 def test_settings_widgets_edit_the_config(dashboard):
     controls, config = dashboard.controls, dashboard.state.config
-    controls.steps.value = 321
-    controls.lr.value = 0.05
-    controls.family.value = "pavi-f"
+    controls.setting_widgets["steps"].value = 321
+    controls.setting_widgets["lr"].value = 0.05
+    controls.setting_widgets["family"].value = "pavi-f"
     controls._batch_inputs["group"].value = 5
     assert (config.steps, config.lr, config.family, config.batch) == (321, 0.05, "pavi-f", {"group": 5})
     controls._batch_inputs["group"].value = None

@@ -9,6 +9,7 @@ import pytest
 
 import pavi_viz
 from pavi_viz.inference.posterior import Posterior
+from pavi_viz.runner import Summary
 from pavi_viz.ui.state import HISTORY_COLUMNS, DashboardState
 
 pytestmark = pytest.mark.timeout(120)
@@ -80,7 +81,7 @@ def test_a_summary_waits_for_its_interval_and_the_last_one_comes_at_once(state):
     assert state.run_state == "stopped"
     assert polled.new_summary and not polled.summary_pending
     assert state.summary_step > held
-    assert state.summary_step == max(r["step"] for r in state.run.hub.since(0).records if r["kind"] == "summary")
+    assert state.summary_step == max(r.step for r in state.run.hub.since(0).records if isinstance(r, Summary))
 
 
 def test_a_new_run_drops_the_pending_summary(state):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pavi_viz.inference.families.base import Draw, VariationalFamily
+from pavi_viz.inference.families.base import Draw, NonFiniteDraw, VariationalFamily
 from pavi_viz.inference.families.mean_field import MeanField
 from pavi_viz.inference.families.pavi import PaviE, PaviF, PlateAmortizedFamily
 from pavi_viz.model.compiled import CompiledModel
 
+#: The family classes by name, in the order of ``pavi_viz.inference.config.FAMILY_NAMES``.
 FAMILIES: dict[str, type[VariationalFamily]] = {f.name: f for f in (PaviE, PaviF, MeanField)}
 
 
@@ -19,4 +20,4 @@ def make_family(name: str, model: CompiledModel, **options: Any) -> VariationalF
     return FAMILIES[name](model, **options)
 
 
-__all__ = ["FAMILIES", "Draw", "MeanField", "PaviE", "PaviF", "PlateAmortizedFamily", "VariationalFamily", "make_family"]
+__all__ = ["FAMILIES", "Draw", "MeanField", "NonFiniteDraw", "PaviE", "PaviF", "PlateAmortizedFamily", "VariationalFamily", "make_family"]

@@ -25,6 +25,18 @@ from pavi_viz.model.compiled import CompiledModel, CompiledVariable, sum_over_pl
 from pavi_viz.model.plates import Frame
 
 
+class NonFiniteDraw(ArithmeticError):
+    """The family drew a non-finite value (NaN or infinite) of a latent variable.
+
+    Attributes:
+        variable: the variable's name.
+    """
+
+    def __init__(self, variable: str) -> None:
+        super().__init__(f"the family's draws of variable {variable!r} are not finite")
+        self.variable = variable
+
+
 @dataclass
 class Draw:
     """Latent values of one batch, with their variational log densities.
@@ -81,6 +93,10 @@ class VariationalFamily(nn.Module):
         """The number of learnable numbers in the family."""
         return sum(p.numel() for p in self.parameters())
 
+    def refresh(self) -> None:
+        """Recompute, before the next training draw, what the family derives from the
+        whole data (the trainer calls it every ``refresh_every`` steps); nothing here."""
+
     def draw_unconstrained(
         self,
         var: CompiledVariable,
@@ -131,11 +147,16 @@ class VariationalFamily(nn.Module):
         unconstrained: dict[str, Tensor] = {}
         log_q: dict[str, Tensor] = {}
         context = {**self.model.batch_data(frame), **values}
+        drawn: list[str] = []  # the latents drawn so far, whose finiteness is checked once, at the end
         for name in self.model.latent_names:
             var = self.model.variables[name]
             if name in self._fixed_transforms:
                 transform = self._fixed_transforms[name]
             else:
+                # This support depends on the draws so far: non-finite ones would make
+                # its distribution refuse them (a ValueError), so check them first.
+                _check_finite(values, drawn)
+                drawn = []
                 transform = self.model.support_transform(name, context, frame, (particles,))
             if name in given:
                 z = transform.inv(given[name])
@@ -150,7 +171,19 @@ class VariationalFamily(nn.Module):
             log_q[name] = sum_over_plates(log_density - log_det, 1) * frame.weight(var.plates)
             values[name] = context[name] = value
             unconstrained[name] = z
+            drawn.append(name)
+        _check_finite(values, drawn)
         return Draw(values={n: values[n] for n in self.model.latent_names}, unconstrained=unconstrained, log_q=log_q)
+
+
+def _check_finite(values: dict[str, Tensor], names: list[str]) -> None:
+    """Raise :class:`NonFiniteDraw` naming the first of ``names`` whose values are not
+    all finite; one synchronisation for all of them."""
+    if not names:
+        return
+    finite = torch.stack([torch.isfinite(values[name]).all() for name in names])
+    if not bool(finite.all()):
+        raise NonFiniteDraw(names[int((~finite).nonzero()[0])])
 
 
 def _sum_rightmost(value: Tensor, dims: int) -> Tensor:

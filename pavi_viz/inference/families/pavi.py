@@ -14,9 +14,7 @@ The two families differ in where encodings come from:
 
 from __future__ import annotations
 
-import math
 import threading
-import time
 
 import torch
 from torch import Tensor, nn
@@ -26,9 +24,6 @@ from pavi_viz.inference.families.base import Draw, VariationalFamily
 from pavi_viz.inference.flows import make_flow, rsample_and_log_prob
 from pavi_viz.model.compiled import CompiledModel, CompiledVariable
 from pavi_viz.model.plates import Frame
-
-#: The largest share of PAVI-E's training time spent refreshing whole-data summaries.
-REFRESH_SHARE = 0.1
 
 
 class PlateAmortizedFamily(VariationalFamily):
@@ -129,74 +124,58 @@ class PaviE(PlateAmortizedFamily):
     The parameter count does not grow with plate sizes, and the encoder carries over
     to other datasets of the same model.
 
+    Whole-data summaries: a frame that holds part of a plate needs the encoder's
+    summaries of the whole data for the levels above it. A training draw uses the
+    summaries made at the latest :meth:`refresh` (the trainer calls it every
+    ``refresh_every`` steps: a cadence counted in steps, so a seeded fit is
+    reproducible), lagging a little behind the encoder's weights in between. A draw
+    without gradients (a posterior summary) uses summaries made with the current
+    weights, kept apart so that evaluating never changes training.
+
     Args:
         model: the compiled model.
         encoding_size: the length of each ground variable's encoding.
         encoder_hidden: the width of the set encoder's hidden layers.
-        refresh_every: the least number of training draws between two refreshes of
-            the whole data's summaries; refreshes are spaced further apart when needed
-            to keep their cost under :data:`REFRESH_SHARE` of the training time, so that
-            the cost of a step does not grow with the data.
         **options: flow options, as for :class:`PlateAmortizedFamily`.
     """
 
     name = "pavi-e"
 
-    def __init__(
-        self,
-        model: CompiledModel,
-        encoding_size: int = 16,
-        encoder_hidden: int = 32,
-        refresh_every: int = 20,
-        **options,
-    ) -> None:
+    def __init__(self, model: CompiledModel, encoding_size: int = 16, encoder_hidden: int = 32, **options) -> None:
         super().__init__(model, encoding_size=encoding_size, **options)
         self.encoder = DataEncoder(model, encoding_size, encoder_hidden)
-        self.refresh_every = refresh_every
         # The frame being drawn and its encodings, per thread (draws may run in several
         # threads at once: a posterior summary next to another one).
         self._encoded: dict[int, tuple[Frame, dict[str, Tensor]]] = {}
-        self._full: dict | None = None
-        # Training draws (with gradients) so far, and their count when _full was made.
+        self._training_summaries: dict | None = None
+        # Training draws so far, and the summaries for draws without gradients with
+        # the count of training draws they were made after.
         self._training_draws = 0
-        self._full_at = -1
-        # Seconds a refresh takes, and between two training draws (moving average).
-        self._refresh_seconds = 0.0
-        self._draw_seconds: float | None = None
-        self._last_draw: float | None = None
+        self._evaluation_summaries: tuple[int, dict] | None = None
+
+    def refresh(self) -> None:
+        self._training_summaries = None  # made anew by the next training draw that needs them
 
     def encodings(self, var: CompiledVariable, frame: Frame) -> Tensor:
         # All latents of one draw share the frame: encode its data once.
         thread = threading.get_ident()
         cached = self._encoded.get(thread)
         if cached is None or cached[0] is not frame:
-            cached = self._encoded[thread] = (frame, self.encoder(frame, self._full_summaries(frame)))
+            cached = self._encoded[thread] = (frame, self.encoder(frame, self._whole_data_summaries(frame)))
         return cached[1][var.name]
 
-    def _full_summaries(self, frame: Frame) -> dict | None:
-        """The whole data's summaries, when ``frame`` needs them.
-
-        While training they are refreshed every ``refresh_every`` draws (between
-        refreshes they lag a little behind the encoder's weights); outside training
-        they are refreshed after any training draw, so that a fixed family gives
-        exact, batch-independent encodings.
-        """
+    def _whole_data_summaries(self, frame: Frame) -> dict | None:
+        """The whole data's summaries, when ``frame`` needs them (see the class's docstring)."""
         if not self.encoder.partial(frame):
             return None
-        age = self._training_draws - self._full_at
         if torch.is_grad_enabled():
-            spacing = self.refresh_every
-            if self._draw_seconds:
-                spacing = max(spacing, math.ceil(self._refresh_seconds / (REFRESH_SHARE * self._draw_seconds)))
-            stale = age >= spacing
-        else:
-            stale = age > 0
-        if self._full is None or stale:
-            start = time.perf_counter()
-            self._full = self.encoder.full_summaries()
-            self._refresh_seconds = time.perf_counter() - start
-            self._full_at = self._training_draws
-        return self._full
+            if self._training_summaries is None:
+                self._training_summaries = self.encoder.full_summaries()
+            return self._training_summaries
+        made = self._evaluation_summaries
+        if made is None or made[0] != self._training_draws:
+            made = self._evaluation_summaries = (self._training_draws, self.encoder.full_summaries())
+        return made[1]
 
     def sample(
         self,
@@ -207,12 +186,6 @@ class PaviE(PlateAmortizedFamily):
     ) -> Draw:
         if torch.is_grad_enabled():
             self._training_draws += 1
-            now = time.perf_counter()
-            if self._last_draw is not None:
-                # The time of a training step, without the refresh it may have included.
-                between = now - self._last_draw - (self._refresh_seconds if self._full_at == self._training_draws - 1 else 0)
-                self._draw_seconds = between if self._draw_seconds is None else 0.9 * self._draw_seconds + 0.1 * between
-            self._last_draw = now
         try:
             return super().sample(frame, particles, given, generator)
         finally:

@@ -29,11 +29,11 @@ from collections.abc import Callable
 from typing import Any
 
 import panel as pn
+import param
 import torch
 from panel.viewable import Viewer
 
-from pavi_viz.inference.families import FAMILIES
-from pavi_viz.inference.training import DEFAULT_BATCH, DEFAULT_RAGGED_BATCH
+from pavi_viz.inference.config import DEFAULT_BATCH, DEFAULT_RAGGED_BATCH, FitConfig
 from pavi_viz.ui.state import DashboardState
 
 #: The button names, in display order.
@@ -72,6 +72,29 @@ def format_seconds(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds} s"
+
+
+#: The fit settings the dashboard offers, in rows; the others keep their defaults.
+SETTING_ROWS = (("family",), ("steps", "lr"), ("particles", "seed"), ("schedule", "device"))
+
+
+def setting_widget(config: FitConfig, name: str) -> pn.widgets.Widget:
+    """A widget linked both ways to ``config``'s setting ``name``, made from the
+    setting's declaration: its label, bounds, and help text as the tooltip; arrows
+    that step by a tenth of the default's order of magnitude (100 for 2000 steps,
+    0.001 for a rate of 0.01)."""
+    parameter = config.param[name]
+    if name == "device":
+        return pn.widgets.Select.from_param(parameter, options=device_options())
+    if isinstance(parameter, param.Selector):
+        objects = list(parameter.objects)
+        options = {("none" if o is None else str(o)): o for o in objects} if None in objects else objects
+        return pn.widgets.Select.from_param(parameter, options=options)
+    default = parameter.default
+    step = 10 ** (math.floor(math.log10(abs(default))) - 1) if default else 1
+    if isinstance(parameter, param.Integer):
+        return pn.widgets.IntInput.from_param(parameter, step=max(1, int(step)))
+    return pn.widgets.FloatInput.from_param(parameter, step=step)
 
 
 class TrainingControls(Viewer):
@@ -134,20 +157,13 @@ class TrainingControls(Viewer):
 
     # -- widgets ------------------------------------------------------------------------
     def _build_settings(self, *_: Any) -> None:
-        """Widgets linked both ways to the (current) ``state.config``."""
-        config = self.state.config.param
-        config.watch(self._refresh, ["steps"])  # Resume applies once steps exceed the steps done
-        self.family = pn.widgets.Select.from_param(config.family, label="Family", options=list(FAMILIES))
-        self.steps = pn.widgets.IntInput.from_param(config.steps, label="Steps", start=1, step=100)
-        self.lr = pn.widgets.FloatInput.from_param(config.lr, label="Learning rate", start=0, step=0.001)
-        self.particles = pn.widgets.IntInput.from_param(config.particles, label="Particles", start=1)
-        self.seed = pn.widgets.IntInput.from_param(config.seed, label="Seed")
-        self.device = pn.widgets.Select.from_param(config.device, label="Device", options=device_options())
+        """Widgets linked both ways to the (current) ``state.config``, one per setting of
+        :data:`SETTING_ROWS`."""
+        config = self.state.config
+        config.param.watch(self._refresh, ["steps"])  # Resume applies once steps exceed the steps done
+        self.setting_widgets = {name: setting_widget(config, name) for row in SETTING_ROWS for name in row}
         self.settings.objects = [
-            self.family,
-            pn.Row(self.steps, self.lr, sizing_mode="stretch_width"),
-            pn.Row(self.particles, self.seed, sizing_mode="stretch_width"),
-            self.device,
+            pn.Row(*(self.setting_widgets[name] for name in row), sizing_mode="stretch_width") for row in SETTING_ROWS
         ]
 
     def _build_batch_editor(self, *_: Any) -> None:

@@ -1,0 +1,167 @@
+"""The settings of a fit, declared once: :class:`FitConfig`.
+
+Every training setting (its name, type, default, bounds and help text) is a
+parameter of :class:`FitConfig`. :func:`pavi_viz.inference.fit` reads one,
+:class:`pavi_viz.runner.RunConfig` adds the settings of publishing to it, the
+command line's ``pavi-viz fit`` options and the dashboard's training widgets are
+generated from it: a new setting appears everywhere by being declared here. Values
+are checked as they are set (``FitConfig(steps=-1)`` raises a ``ValueError`` naming
+``steps``); what can only be checked against a model (plate names of ``batch``, the
+device) is checked by :func:`batch_sizes` and :func:`resolve_device`.
+
+This module imports param alone (no torch), so that the command line builds its
+options at once; :mod:`pavi_viz.inference.resolve` turns a config and a compiled
+model into what training uses (batch sizes, device, threads, refresh spacing).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import param
+
+#: The variational families by the names users pass (``pavi_viz.inference.families.FAMILIES``
+#: holds their classes), the default first.
+FAMILY_NAMES = ("pavi-e", "pavi-f", "mean-field")
+
+#: Plates (regular, not ragged) larger than this are batched to this many elements per step.
+DEFAULT_BATCH = 64
+#: Ragged plates with more members than this are capped at this many per step (among the
+#: members of the drawn outer elements); smaller ones are taken whole within them.
+DEFAULT_RAGGED_BATCH = 4096
+#: The learning-rate schedules: constant (``None``), half a cosine, or geometric decay.
+SCHEDULES = (None, "cosine", "exponential")
+
+#: ``threads="auto"``: one intra-op thread per this many numbers in a step's batch
+#: (latent and observed values, times the particles), at least one and at most the
+#: CPUs this process may use. Measured with ``benchmarks/threads.py`` (README,
+#: "Threads"): below it a second thread costs more in synchronisation than it gains,
+#: and beside another busy process it costs far more.
+NUMBERS_PER_THREAD = 1_000_000
+#: ``refresh_every="auto"``: PAVI-E refreshes its whole-data summaries at least every
+#: this many steps (where a refresh is cheap: between refreshes the summaries lag
+#: behind the encoder's weights, and radon_uranium's funnel diverged at 39)...
+MIN_REFRESH_EVERY = 10
+#: ... and no more often than keeps their cost under this share of training...
+REFRESH_SHARE = 0.1
+#: ... with a refresh costing this many steps per step's worth of data in the whole
+#: data (an encoder pass without gradients over each datum, against a step's forward
+#: and backward passes; measured 0.02 on radon, 0.05 on GRE at G = 10^4, 0.11 at 10^5).
+REFRESH_COST = 0.1
+
+
+class Whole(param.Integer):
+    """An integer parameter that refuses booleans (``True`` is no number of steps)."""
+
+    __slots__ = ()
+
+    def _validate_value(self, val: Any, allow_None: bool) -> None:
+        if isinstance(val, bool):
+            raise ValueError(f"{_owner_name(self)} must be a whole number, not {val!r}")
+        super()._validate_value(val, allow_None)
+
+
+class Finite(param.Number):
+    """A number parameter that refuses infinities and NaN."""
+
+    __slots__ = ()
+
+    def _validate_value(self, val: Any, allow_None: bool) -> None:
+        if isinstance(val, bool) or (isinstance(val, int | float) and not math.isfinite(val)):
+            raise ValueError(f"{_owner_name(self)} must be a finite number, not {val!r}")
+        super()._validate_value(val, allow_None)
+
+
+class AutoInteger(param.Parameter):
+    """``"auto"`` (a rule of the library's decides) or a whole number of at least ``least``."""
+
+    __slots__ = ["least"]
+
+    def __init__(self, default: Any = "auto", least: int = 1, **params: Any) -> None:
+        self.least = least
+        super().__init__(default=default, **params)
+
+    def _validate(self, val: Any) -> None:
+        super()._validate(val)
+        if val == "auto":
+            return
+        if isinstance(val, bool) or not isinstance(val, int) or val < self.least:
+            raise ValueError(f"{_owner_name(self)} must be 'auto' or a whole number of at least {self.least}, "
+                             f"not {val!r}")
+
+
+def _owner_name(parameter: param.Parameter) -> str:
+    owner = getattr(parameter, "owner", None)
+    return f"{owner.__name__ if isinstance(owner, type) else type(owner).__name__}.{parameter.name}"
+
+
+class FitConfig(param.Parameterized):
+    """How a model is fitted: every setting of :func:`pavi_viz.inference.fit`, once.
+
+    ``FitConfig(steps=500, lr=0.02)``; ``config.copy(seed=1)`` gives a changed copy.
+    """
+
+    family = param.Selector(default=FAMILY_NAMES[0], objects=list(FAMILY_NAMES), label="Family",
+                            doc="The variational family: pavi-e, pavi-f or mean-field.")
+    family_options = param.Dict(default={}, label="Family options",
+                                doc="Keyword options of the family (flow, transforms, encoding_size...).")
+    steps = Whole(default=2000, bounds=(0, None), label="Steps",
+                  doc="The total number of training steps (a resumed run counts the steps already done).")
+    batch = param.Dict(default={}, label="Batch sizes",
+                       doc=f"Elements per step of some plates, {{plate: size}} (None: whole); plates over "
+                           f"{DEFAULT_BATCH} elements get {DEFAULT_BATCH} by default, the others are taken whole.")
+    lr = Finite(default=1e-2, bounds=(0, None), label="Learning rate",
+                doc="Adam's learning rate (the start of the schedule).")
+    particles = Whole(default=1, bounds=(1, None), label="Particles", doc="Monte Carlo draws per ELBO estimate.")
+    seed = Whole(default=0, allow_None=True, label="Seed",
+                 doc="Seeds the initial weights, the noise and the batches (None: a fresh seed, kept in the result).")
+    device = param.String(default="auto", label="Device",
+                          doc="Where to train: 'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
+    schedule = param.Selector(default=None, objects=list(SCHEDULES), label="Schedule",
+                              doc="Learning-rate decay from lr to lr / 100 at the last step: None (constant), "
+                                  "'cosine' or 'exponential'.")
+    clip = Finite(default=10.0, bounds=(0, None), inclusive_bounds=(False, True), allow_None=True, label="Clip",
+                  doc="The maximum gradient norm (None: no clipping).")
+    early_stopping = Whole(default=None, bounds=(1, None), allow_None=True, label="Early stopping",
+                           doc="Stop once the smoothed ELBO has not improved for this many steps (None: never).")
+    redraws = Whole(default=3, bounds=(0, None), label="Redraws",
+                    doc="Times a step draws its batch and noise again when its ELBO or gradient comes out "
+                        "non-finite (a draw deep in a tail; NumPyro's stable_update); still non-finite after "
+                        "them, training stops with a DivergenceError.")
+    threads = AutoInteger(label="Threads",
+                          doc="torch's intra-op CPU threads for this fit's thread only: 'auto' takes one per "
+                              f"{NUMBERS_PER_THREAD:,} numbers in a step, at least 1, at most the CPUs.")
+    refresh_every = AutoInteger(label="Refresh every",
+                                doc="Steps between two refreshes of PAVI-E's whole-data summaries (batched plates "
+                                    f"only): 'auto' takes {MIN_REFRESH_EVERY}, or more where a refresh costs over "
+                                    f"{REFRESH_SHARE:.0%} of training.")
+
+    def copy(self, **changes: Any) -> FitConfig:
+        """A config of the same class with these settings, ``changes`` applied."""
+        return type(self)(**{**self.settings(), **changes})
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as a plain dict (dicts copied), for checkpoints and displays."""
+        return {
+            name: dict(value) if isinstance(value, dict) else value
+            for name, value in self.param.values().items()
+            if name != "name"
+        }
+
+    @classmethod
+    def setting_names(cls) -> list[str]:
+        """The names of the fit settings (those of :class:`FitConfig` itself, not a subclass's)."""
+        return [name for name in FitConfig.param if name != "name"]
+
+
+__all__ = [
+    "DEFAULT_BATCH",
+    "DEFAULT_RAGGED_BATCH",
+    "FAMILY_NAMES",
+    "SCHEDULES",
+    "AutoInteger",
+    "FitConfig",
+    "Finite",
+    "Whole",
+]

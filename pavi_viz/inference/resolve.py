@@ -1,0 +1,148 @@
+"""What a :class:`~pavi_viz.inference.config.FitConfig` means for one compiled model.
+
+The batch size of each plate, the device, the intra-op threads and the spacing of
+PAVI-E's whole-data refreshes: each a function of the settings and the model's sizes
+(never of the machine's load, so that a seeded fit is the same on every run).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+
+import torch
+
+from pavi_viz.inference.config import (
+    DEFAULT_BATCH,
+    DEFAULT_RAGGED_BATCH,
+    MIN_REFRESH_EVERY,
+    NUMBERS_PER_THREAD,
+    REFRESH_COST,
+    REFRESH_SHARE,
+)
+from pavi_viz.model.compiled import CompiledModel
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` (CUDA when available, else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a torch.device."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but CUDA is not available here; use 'cpu' or 'auto'")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} asked for, but there are {torch.cuda.device_count()} CUDA devices")
+    return resolved
+
+
+def default_batch_sizes(model: CompiledModel) -> dict[str, int]:
+    """The batch size of each plate that a fit batches by default.
+
+    * a regular plate (top-level or nested with a fixed count per outer element) of
+      at most :data:`DEFAULT_BATCH` elements is taken whole; a larger one gets
+      :data:`DEFAULT_BATCH` elements per step (per outer element, for a nested one);
+    * a ragged plate is taken whole within the drawn outer elements, unless it has
+      more than :data:`DEFAULT_RAGGED_BATCH` members: then at most that many are drawn
+      among the members of the drawn outer elements.
+
+    Plates left out of the result are taken whole.
+    """
+    sizes = {}
+    for plate in model.plates:
+        limit = DEFAULT_RAGGED_BATCH if plate.ragged else DEFAULT_BATCH
+        if plate.size > limit:
+            sizes[plate.name] = limit
+    return sizes
+
+
+def batch_sizes(model: CompiledModel, batch: Mapping[str, int | None] | None = None) -> dict[str, int]:
+    """The defaults of :func:`default_batch_sizes`, overridden by ``batch``.
+
+    ``batch`` maps plate names to a number of elements per step; ``None``, or a number
+    at least the plate's size, takes the plate whole.
+
+    Raises:
+        ValueError: for unknown plate names (all named) or sizes below 1.
+    """
+    sizes = default_batch_sizes(model)
+    if not batch:
+        return sizes
+    known = [p.name for p in model.plates]
+    unknown = [name for name in batch if name not in known]
+    if unknown:
+        raise ValueError(
+            f"batch sizes name unknown plate(s) {unknown}; model {model.name!r} has plates {known}"
+        )
+    for name, size in batch.items():
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError(f"the batch size of plate {name!r} must be a whole number of at least 1, got {size!r}")
+        if size is None or size >= model.plates[name].size:
+            sizes.pop(name, None)  # taken whole
+        else:
+            sizes[name] = size
+    return sizes
+
+
+def data_numbers(model: CompiledModel, sizes: Mapping[str, int] | None = None) -> int:
+    """The numbers (latent and observed values) in one batch drawn with ``sizes``
+    (``None``: the whole model): the size of a step's work, of one particle.
+
+    A ragged plate's batch depends on the outer elements drawn: one seeded draw is
+    counted, so the answer is the same on every call.
+    """
+    if sizes is None:
+        frame = model.frame()
+    else:
+        frame = model.frame(model.sample_batch(dict(sizes), torch.Generator(model.device).manual_seed(0)))
+    total = 0
+    for name in (*model.latent_names, *model.observed_names):
+        total += math.prod(frame.batch_shape(model.plates_of(name))) * math.prod(model.variables[name].event_shape)
+    return total
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def resolve_threads(threads: int | str, step_numbers: int) -> int:
+    """The intra-op threads of a fit whose steps hold ``step_numbers`` numbers:
+    ``threads`` itself, or for ``"auto"`` one per :data:`NUMBERS_PER_THREAD`, between
+    1 and :func:`usable_cpus`. The rule reads sizes only, never the machine's load, so
+    a seeded fit takes the same number of threads (and sums in the same order) on
+    every run of one machine."""
+    if threads != "auto":
+        return int(threads)
+    return max(1, min(usable_cpus(), step_numbers // NUMBERS_PER_THREAD))
+
+
+def resolve_refresh_every(refresh_every: int | str, whole_numbers: int, step_numbers: int) -> int:
+    """Steps between two refreshes of whole-data summaries: ``refresh_every`` itself,
+    or for ``"auto"`` at least :data:`MIN_REFRESH_EVERY` and enough to keep refreshes
+    (each :data:`REFRESH_COST` times ``whole_numbers / step_numbers`` steps) under
+    :data:`REFRESH_SHARE` of the training time."""
+    if refresh_every != "auto":
+        return int(refresh_every)
+    refresh_cost = REFRESH_COST * whole_numbers / max(step_numbers, 1)  # in steps
+    return max(MIN_REFRESH_EVERY, math.ceil(refresh_cost / REFRESH_SHARE))
+
+
+__all__ = [
+    "batch_sizes",
+    "data_numbers",
+    "default_batch_sizes",
+    "resolve_device",
+    "resolve_refresh_every",
+    "resolve_threads",
+    "usable_cpus",
+]

@@ -1,0 +1,490 @@
+"""The training step: :class:`Trainer`.
+
+A trainer holds a run's :class:`~pavi_viz.inference.state.TrainingState` and its
+:class:`~pavi_viz.inference.config.FitConfig`, and takes one step at a time
+(NumPyro's ``SVI.init`` / ``SVI.update`` split): :meth:`Trainer.create` sets a run
+up (or takes one up again from a checkpoint), :meth:`Trainer.step` draws a batch of
+plate elements, estimates the ELBO on it (unbiased for the full model's: see
+:func:`pavi_viz.inference.elbo`), takes an Adam step on its negative with
+gradient-norm clipping and a ``torch.optim.lr_scheduler`` schedule, and returns a
+:class:`~pavi_viz.inference.state.StepRecord`. Loops belong to the callers:
+:func:`pavi_viz.inference.fit`, the runner's thread (pause: stop calling ``step``;
+stop: leave the loop) and the command line::
+
+    trainer = Trainer.create(model, FitConfig(steps=500))
+    with use_threads(trainer.threads):
+        while not trainer.done:
+            record = trainer.step()
+
+Random numbers: the family's initial weights, the sampling noise and the batches all
+come from the config's ``seed``. The noise and the batches come from two generators
+of the run's own (``state.noise_generator``, ``state.generator``), never from torch's
+global one. Only building the family draws from the global generator (torch's
+layers initialise their weights from it): that happens seeded, inside
+:func:`~pavi_viz.model.compiled.seeded`, so concurrent fits build their families one
+at a time and the caller's global random state is left as it was. PAVI-E's
+whole-data summaries are refreshed every ``refresh_every`` steps, a count, never a
+measured time: the same seed gives the same run, bit for bit on the CPU, alone or
+beside other runs.
+
+Divergence: the family checks its draws (:class:`~pavi_viz.inference.families.base.NonFiniteDraw`),
+the step checks the ELBO estimate and the gradient's norm; the first that is not
+finite raises a :class:`~pavi_viz.inference.state.DivergenceError` naming the step,
+the variable and the parameter, before any parameter changes.
+
+The last good state: before each Adam step whose ELBO and gradients are finite, the
+parameters and Adam's moments are copied into reused buffers (every step for
+families below :data:`SNAPSHOT_LIMIT` numbers, every :data:`SNAPSHOT_EVERY` steps
+above). :meth:`Trainer.restore_last_good` puts the family and the optimizer back to
+that copy and cuts the history to match: parameters that gave a finite ELBO and
+finite gradients. The step that led to the bad parameters is dropped with them.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import math
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from pavi_viz.inference.checkpoints import check_model, load_checkpoint, model_entry
+from pavi_viz.inference.config import FitConfig
+from pavi_viz.inference.resolve import (
+    batch_sizes,
+    data_numbers,
+    resolve_device,
+    resolve_refresh_every,
+    resolve_threads,
+)
+from pavi_viz.inference.elbo import elbo
+from pavi_viz.inference.families import NonFiniteDraw, VariationalFamily, make_family
+from pavi_viz.inference.state import DivergenceError, StepRecord, TrainingState, derived_seed
+from pavi_viz.model.compiled import CompiledModel, seeded
+
+if TYPE_CHECKING:
+    from pavi_viz.model.spec import PlateModel
+
+#: Weight of the newest value in the exponential moving average of the ELBO.
+SMOOTHING = 0.02
+#: Early stopping: the smoothed ELBO improves when it beats its best by more than
+#: ``EARLY_STOPPING_RTOL * |best| + EARLY_STOPPING_ATOL``.
+EARLY_STOPPING_RTOL = 1e-4
+EARLY_STOPPING_ATOL = 1e-2
+#: The learning rate at the end of a ``"cosine"`` or ``"exponential"`` schedule, as a
+#: fraction of ``lr``.
+FINAL_LR_FACTOR = 0.01
+#: The last good state (parameters and Adam moments) is copied every step when the
+#: family has at most this many numbers to copy (3 per parameter), every
+#: ``SNAPSHOT_EVERY`` steps otherwise.
+SNAPSHOT_LIMIT = 5_000_000
+SNAPSHOT_EVERY = 50
+#: Steps over which the throughput (steps per second) is measured.
+RATE_WINDOW = 20
+
+
+def lr_factor(schedule: str | None, step: int, total: int) -> float:
+    """The learning rate of step ``step`` (from 0) of ``total``, as a fraction of ``lr``.
+
+    ``None``: constant. ``"cosine"``: half a cosine from 1 down to :data:`FINAL_LR_FACTOR`.
+    ``"exponential"``: geometric decay from 1 to :data:`FINAL_LR_FACTOR`.
+    """
+    if schedule is None:
+        return 1.0
+    progress = min(step / max(total - 1, 1), 1.0)
+    if schedule == "cosine":
+        return FINAL_LR_FACTOR + (1 - FINAL_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * progress))
+    if schedule == "exponential":
+        return FINAL_LR_FACTOR**progress
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+class Trainer:
+    """Takes the steps of one run.
+
+    Args:
+        state: the run's state (:meth:`create` makes one).
+        config: its settings; ``config.steps`` becomes ``state.total_steps``.
+
+    Attributes:
+        state: the :class:`~pavi_viz.inference.state.TrainingState`, changed by each step.
+        config: the settings.
+        batch_sizes: the batch size of each batched plate (the others are taken whole).
+        threads: the intra-op threads a loop should train with (``config.threads`` resolved).
+        refresh_every: steps between two whole-data refreshes (``config.refresh_every`` resolved).
+    """
+
+    def __init__(self, state: TrainingState, config: FitConfig) -> None:
+        self.state, self.config = state, config
+        model = state.model
+        state.total_steps = config.steps
+        state.finished = False
+        self.batch_sizes = batch_sizes(model, config.batch)
+        step_numbers = data_numbers(model, self.batch_sizes)
+        self.threads = resolve_threads(config.threads, step_numbers * config.particles)
+        self.refresh_every = resolve_refresh_every(config.refresh_every, data_numbers(model), step_numbers)
+        self._params = [p for group in state.optimizer.param_groups for p in group["params"]]
+        self._last_good = _LastGood(state.family, state.optimizer)
+        self._scheduler = self._make_scheduler()
+        self._durations: collections.deque[float] = collections.deque(maxlen=RATE_WINDOW)
+        state.family.train()
+
+    # -- set-up ------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        model: PlateModel | CompiledModel,
+        config: FitConfig,
+        family: VariationalFamily | None = None,
+        resume: str | Path | TrainingState | None = None,
+        *,
+        family_given: bool = False,
+    ) -> Trainer:
+        """A trainer for a new run, or for one taken up again.
+
+        Args:
+            model: the model with its data (a :class:`PlateModel` is compiled on
+                ``config.device``; a compiled model, or a built family's, is used as it is).
+            config: the settings. A resumed run takes its family (name and options) from
+                the checkpoint, and a ``None`` seed from it too.
+            family: a built family to train instead of building ``config.family``.
+            resume: a checkpoint file or a :class:`TrainingState` to continue from.
+            family_given: whether the caller chose ``config.family`` and
+                ``config.family_options`` (then a resumed run must have the same).
+
+        Raises:
+            ValueError: a device, plate or family that does not fit, a family other
+                than the resumed run's.
+            CheckpointError: ``resume`` names a checkpoint made for another model.
+        """
+        compiled = _compiled_model(model, config.device, family, resume)
+        if resume is None:
+            seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
+            config = config.copy(seed=seed)
+            if family is None:
+                # The initial weights come from torch's global generator: seed it, one fit at a time.
+                with seeded(seed, compiled.device):
+                    family = make_family(config.family, compiled, **config.family_options)
+            else:
+                config = config.copy(family=family.name)
+            state = TrainingState(
+                model=compiled,
+                family=family,
+                family_name=family.name,
+                family_options=dict(config.family_options),
+                optimizer=torch.optim.Adam(family.parameters(), lr=config.lr),
+                generator=torch.Generator(compiled.device).manual_seed(derived_seed(seed, "batches")),
+                noise_generator=torch.Generator(compiled.device).manual_seed(derived_seed(seed, "noise")),
+            )
+        else:
+            state = _resumed_state(resume, compiled, family)
+            _check_resumed_family(state, config, family_given)
+            seed = config.seed if config.seed is not None else state.settings.get("seed")
+            config = config.copy(family=state.family_name, family_options=dict(state.family_options), seed=seed)
+        batch_sizes(compiled, config.batch)  # unknown plates fail here, before any step
+        state.settings = config.settings()
+        return cls(state, config)
+
+    def _make_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
+        """The schedule of ``config.steps`` steps, at ``state.step`` (a resumed run's too)."""
+        schedule, total = self.config.schedule, self.config.steps
+        for group in self.state.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = self.config.lr
+        return torch.optim.lr_scheduler.LambdaLR(
+            self.state.optimizer, lambda step: lr_factor(schedule, step, total), last_epoch=self.state.step - 1
+        )
+
+    # -- stepping ----------------------------------------------------------------------
+    @property
+    def early_stopped(self) -> bool:
+        """Whether the smoothed ELBO has not improved for ``config.early_stopping`` steps."""
+        patience = self.config.early_stopping
+        return patience is not None and self.state.steps_since_best >= patience
+
+    @property
+    def done(self) -> bool:
+        """Whether the run has reached its steps, or stopped early."""
+        return self.state.step >= self.state.total_steps or self.early_stopped
+
+    def step(self) -> StepRecord:
+        """Take one training step; its record (also appended to ``state.history``).
+
+        A batch whose ELBO estimate or gradient comes out non-finite (a draw deep in a
+        tail, where float32 under- or overflows) is drawn again, up to
+        ``config.redraws`` times, before the step gives up.
+
+        Raises:
+            DivergenceError: a draw, the ELBO estimate or the gradient is not finite, on
+                every redraw; the family and the optimizer are as they were before the step.
+        """
+        started = time.perf_counter()
+        state, optimizer = self.state, self.state.optimizer
+        index = state.step  # steps done before this one
+        number = index + 1
+        if index % self.refresh_every == 0:
+            state.family.refresh()
+        for redraws in itertools.count():
+            try:
+                value, norm_tensor = self._gradient(number)
+                break
+            except DivergenceError:
+                if redraws >= self.config.redraws:
+                    raise
+        norm = float(norm_tensor)
+        grads = [p.grad for p in self._params if p.grad is not None]
+        if self.config.clip is not None and grads:
+            torch.nn.utils.clip_grads_with_norm_(self._params, self.config.clip, norm_tensor)
+        if self._last_good.due(index):
+            self._last_good.save(index, state)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        self._scheduler.step()
+
+        # Bookkeeping: only the step's own time counts as training time (whatever the
+        # caller does between steps, publishing or pausing, is left out).
+        duration = time.perf_counter() - started
+        self._durations.append(duration)
+        state.step = number
+        state.elbo = value
+        state.smoothed_elbo = value if not state.history.step else (
+            (1 - SMOOTHING) * state.smoothed_elbo + SMOOTHING * value)
+        state.elapsed += duration
+        best = state.best_smoothed_elbo
+        tolerance = EARLY_STOPPING_RTOL * abs(best) + EARLY_STOPPING_ATOL if math.isfinite(best) else 0.0
+        if state.smoothed_elbo > best + tolerance:
+            state.best_smoothed_elbo, state.steps_since_best = state.smoothed_elbo, 0
+        else:
+            state.steps_since_best += 1
+        record = StepRecord(
+            step=number,
+            redraws=redraws,
+            elbo=value,
+            smoothed_elbo=state.smoothed_elbo,
+            time=state.elapsed,
+            steps_per_second=len(self._durations) / max(sum(self._durations), 1e-12),
+            lr=lr,
+            grad_norm=norm,
+        )
+        state.history.append(record)
+        return record
+
+    def _gradient(self, number: int) -> tuple[float, Tensor]:
+        """Draw a batch, estimate the ELBO on it and back-propagate: the estimate and
+        the gradient's norm, both finite (else a :class:`DivergenceError`)."""
+        state, model, family = self.state, self.state.model, self.state.family
+        frame = model.frame(model.sample_batch(self.batch_sizes, state.generator))
+        state.optimizer.zero_grad(set_to_none=True)
+        try:
+            estimate = elbo(model, family, frame, self.config.particles, state.noise_generator)
+        except NonFiniteDraw as bad:
+            raise self._divergence(number, "draw", variable=bad.variable) from None
+        value = float(estimate.value.detach())
+        if not math.isfinite(value):
+            terms = estimate.terms
+            variable = next((name for name, t in terms.items() if not bool(torch.isfinite(t))), None)
+            term = None if variable is None else float(terms[variable])
+            raise self._divergence(number, "elbo", variable=variable, term=term, value=value)
+        (-estimate.value).backward()
+        norm = _gradient_norm([p.grad for p in self._params if p.grad is not None])
+        if not bool(torch.isfinite(norm)):
+            raise self._divergence(number, "gradient", value=float(norm))
+        return value, norm
+
+    def restore_last_good(self) -> int:
+        """Put the family, the optimizer, the history and the bookkeeping back to the
+        last good state (see the module's docstring); the step it holds (the current
+        one when no step was taken)."""
+        state, last = self.state, self._last_good
+        if last.step is not None:
+            last.restore()
+            state.history.truncate(last.step)
+            state.step = last.step
+            state.elbo, state.smoothed_elbo, state.best_smoothed_elbo, state.steps_since_best = last.bookkeeping
+            self._scheduler = self._make_scheduler()
+        state.optimizer.zero_grad(set_to_none=True)
+        return state.step
+
+    # -- divergence reports ----------------------------------------------------------------
+    def _divergence(self, step: int, cause: str, **fields: Any) -> DivergenceError:
+        """A :class:`DivergenceError` for ``step``, naming the first non-finite family
+        parameter (or gradient, for ``cause="gradient"``) and its variable."""
+        model, family = self.state.model, self.state.family
+        bad = _bad_parameters(family, gradients=cause == "gradient")
+        if bad:
+            fields["parameter"] = bad[0]
+            owner = _variable_of(bad[0], model)
+            role = "latent" if owner is None or not model.variables[owner].observed else "observed variable"
+            where = " in the data encoder" if bad[0].startswith("encoder.") else ""
+            fields["parameter_role"] = where + (f" (of {role} {owner!r})" if owner else "")
+            if fields.get("variable") is None:
+                fields["variable"] = owner
+        return DivergenceError(step, self.state.total_steps, cause, **fields)
+
+
+def _gradient_norm(grads: list[Tensor]) -> Tensor:
+    """The gradients' joint 2-norm, summed in float64: near a funnel's neck finite
+    float32 gradients reach 1e22, whose squares overflow float32, and clipping (not a
+    divergence error) is the answer to them."""
+    if not grads:
+        return torch.zeros((), dtype=torch.float64)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float64)))
+
+
+def _variable_of(parameter: str, model: CompiledModel) -> str | None:
+    """The model variable a family parameter belongs to, read from its dotted name
+    (``flows.mu_g.transform...``, ``loc.mu_g``, ``encoder.embed.x...``)."""
+    for part in parameter.split("."):
+        if part in model.variables:
+            return part
+    return None
+
+
+def _bad_parameters(family: VariationalFamily, gradients: bool) -> list[str]:
+    """The names of the family's parameters (or gradients) that are not all finite."""
+    bad = []
+    for name, p in family.named_parameters():
+        t = p.grad if gradients else p
+        if t is not None and not bool(torch.isfinite(t).all()):
+            bad.append(name)
+    return bad
+
+
+# -- set-up helpers ------------------------------------------------------------------------
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device()
+    return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
+
+
+def _compiled_model(
+    model: PlateModel | CompiledModel,
+    device: str,
+    family: VariationalFamily | None,
+    resume: str | Path | TrainingState | None,
+) -> CompiledModel:
+    """The compiled model to train on: the family's or the resumed state's when given."""
+    bound = family.model if family is not None else None
+    if isinstance(resume, TrainingState):
+        if bound is not None and bound is not resume.model:
+            raise ValueError("fit(resume=state) continues the state's own family: leave family out")
+        bound = resume.model
+    auto = device == "auto"
+    if bound is not None:
+        if not auto and not _same_device(resolve_device(device), bound.device):
+            raise ValueError(f"the family lives on {bound.device}, not on the requested device {device!r}")
+        if model is not bound:
+            other = model if isinstance(model, CompiledModel) else model.compile(device=bound.device)
+            check_model(model_entry(other), bound, what="family")
+        return bound
+    if isinstance(model, CompiledModel):
+        if not auto and not _same_device(resolve_device(device), model.device):
+            raise ValueError(
+                f"the model was compiled on {model.device}, not on {device!r}: compile it there "
+                f"(model.compile(device=...)) or pass the PlateModel"
+            )
+        return model
+    if not hasattr(model, "compile"):
+        raise TypeError(f"fit needs a PlateModel or a CompiledModel, got {type(model).__name__}")
+    return model.compile(device=resolve_device(device))
+
+
+def _resumed_state(
+    resume: str | Path | TrainingState, compiled: CompiledModel, family: VariationalFamily | None
+) -> TrainingState:
+    if isinstance(resume, TrainingState):
+        if family is not None and family is not resume.family:
+            raise ValueError("fit(resume=state) continues the state's own family: leave family out")
+        return resume
+    return load_checkpoint(resume, compiled, family)
+
+
+def _check_resumed_family(state: TrainingState, config: FitConfig, family_given: bool) -> None:
+    """A resumed run goes on with its own family: refuse another one asked for."""
+    if not family_given:
+        return
+    if config.family != state.family_name:
+        raise ValueError(f"the run to resume trained a {state.family_name!r} family, not a {config.family!r} one")
+    if config.family_options and dict(config.family_options) != dict(state.family_options):
+        raise ValueError(
+            f"the run to resume built its family with options {state.family_options}, "
+            f"not {dict(config.family_options)}"
+        )
+
+
+# -- the last good state ---------------------------------------------------------------------
+class _LastGood:
+    """A copy of the trained parameters and of Adam's state at the start of the latest
+    step whose ELBO and gradients were all finite, with the run's bookkeeping then.
+
+    Only what training changes is copied (the optimizer's parameters and state, not
+    the family's constant buffers), into buffers reused from step to step, with one
+    ``_foreach_copy_`` each: a small cost next to a step's forward and backward passes.
+    """
+
+    def __init__(self, family: VariationalFamily, optimizer: torch.optim.Optimizer) -> None:
+        self.family, self.optimizer = family, optimizer
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+        numbers = 3 * sum(p.numel() for p in self.params)
+        self.every = 1 if numbers <= SNAPSHOT_LIMIT else SNAPSHOT_EVERY
+        self.step: int | None = None  # completed steps at the copy
+        #: elbo, smoothed_elbo, best_smoothed_elbo, steps_since_best at the copy.
+        self.bookkeeping: tuple[float, float, float, int] = (math.nan, math.nan, -math.inf, 0)
+        self._params: list[Tensor] = []
+        self._keys: list[tuple[int, str]] = []  # (parameter index, state key) of each tensor in Adam's state
+        self._state: list[Tensor] = []
+        self._others: dict[int, dict[str, Any]] = {}  # Adam's non-tensor state entries
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0
+
+    def save(self, step: int, state: TrainingState) -> None:
+        if not self._params:
+            self._params = [p.detach().clone() for p in self.params]
+        else:
+            _copy_all(self._params, [p.detach() for p in self.params])
+        adam = self.optimizer.state
+        keys, tensors, others = [], [], {}
+        for i, p in enumerate(self.params):
+            for k, v in adam.get(p, {}).items():
+                if isinstance(v, Tensor):
+                    keys.append((i, k))
+                    tensors.append(v)
+                else:
+                    others.setdefault(i, {})[k] = v
+        if keys != self._keys or any(a.shape != b.shape for a, b in zip(self._state, tensors, strict=True)):
+            self._keys, self._state = keys, [v.detach().clone() for v in tensors]
+        else:
+            _copy_all(self._state, tensors)
+        self._others = others
+        self.step = step
+        self.bookkeeping = (state.elbo, state.smoothed_elbo, state.best_smoothed_elbo, state.steps_since_best)
+
+    def restore(self) -> None:
+        if self.step is None:
+            return
+        _copy_all([p.detach() for p in self.params], self._params)
+        entries: dict[int, dict[str, Any]] = {i: dict(v) for i, v in self._others.items()}
+        for (i, k), v in zip(self._keys, self._state, strict=True):
+            entries.setdefault(i, {})[k] = v.clone()
+        for i, p in enumerate(self.params):
+            if i in entries:
+                self.optimizer.state[p] = entries[i]
+            else:
+                self.optimizer.state.pop(p, None)
+
+
+def _copy_all(targets: list[Tensor], sources: list[Tensor]) -> None:
+    if targets:
+        with torch.no_grad():
+            torch._foreach_copy_(targets, sources)
+
+
+__all__ = ["FINAL_LR_FACTOR", "SMOOTHING", "Trainer", "lr_factor"]

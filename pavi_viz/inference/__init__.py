@@ -2,12 +2,13 @@
 
 Modules, from the leaves up: ``config`` (the settings of a fit, :class:`FitConfig`;
 param alone), ``resolve`` (what the settings mean for one model), ``state`` (the
-records of training), ``families`` and ``elbo``, ``checkpoints``, ``threads``,
+records of training), ``families`` and ``objective`` (the ELBO), ``checkpoints``, ``threads``,
 ``trainer`` (one step at a time), ``training`` (:func:`fit`), ``posterior``.
 
 The public names below are loaded on first access (PEP 562), so that
 ``from pavi_viz.inference.config import FitConfig`` (the command line's options)
-does not import torch.
+does not import torch. (No submodule is named like a public name: importing it would
+shadow the name, as a module ``elbo`` did the function ``elbo``.)
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ _PUBLIC: dict[str, str] = {
     "load_checkpoint": "checkpoints",
     "save_checkpoint": "checkpoints",
     "FitConfig": "config",
-    "ElboEstimate": "elbo",
-    "elbo": "elbo",
+    "ElboEstimate": "objective",
+    "elbo": "objective",
     "FAMILIES": "families",
     "VariationalFamily": "families",
     "make_family": "families",
@@ -43,7 +44,7 @@ __all__ = sorted(_PUBLIC)
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from pavi_viz.inference.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
     from pavi_viz.inference.config import FitConfig
-    from pavi_viz.inference.elbo import ElboEstimate, elbo
+    from pavi_viz.inference.objective import ElboEstimate, elbo
     from pavi_viz.inference.families import FAMILIES, VariationalFamily, make_family
     from pavi_viz.inference.posterior import Posterior, load_netcdf
     from pavi_viz.inference.state import DivergenceError, FitResult, History, StepRecord, TrainingState

@@ -34,11 +34,13 @@ DEFAULT_RAGGED_BATCH = 4096
 SCHEDULES = (None, "cosine", "exponential")
 
 #: ``threads="auto"``: one intra-op thread per this many numbers in a step's batch
-#: (latent and observed values, times the particles), at least one and at most the
-#: CPUs this process may use. Measured with ``benchmarks/threads.py`` (README,
-#: "Threads"): below it a second thread costs more in synchronisation than it gains,
-#: and beside another busy process it costs far more.
-NUMBERS_PER_THREAD = 1_000_000
+#: (latent and observed values, times the particles), at least one, and at most the
+#: CPUs this process may use but one: that one is left for whatever else runs (the
+#: dashboard's server, a browser, another run), since a thread that must share a core
+#: stalls every step. Measured with ``benchmarks/threads.py`` on 2 cores (README,
+#: "Threads"): alone, a second thread gains 24% at 22,000 numbers and 18 to 81% from
+#: 220,000; beside one busy process it costs 45 to 78% at every size.
+NUMBERS_PER_THREAD = 100_000
 #: ``refresh_every="auto"``: PAVI-E refreshes its whole-data summaries at least every
 #: this many steps (where a refresh is cheap: between refreshes the summaries lag
 #: behind the encoder's weights, and radon_uranium's funnel diverged at 39)...
@@ -108,9 +110,10 @@ class FitConfig(param.Parameterized):
                                 doc="Keyword options of the family (flow, transforms, encoding_size...).")
     steps = Whole(default=2000, bounds=(0, None), label="Steps",
                   doc="The total number of training steps (a resumed run counts the steps already done).")
-    batch = param.Dict(default={}, label="Batch sizes",
-                       doc=f"Elements per step of some plates, {{plate: size}} (None: whole); plates over "
-                           f"{DEFAULT_BATCH} elements get {DEFAULT_BATCH} by default, the others are taken whole.")
+    batch = param.Dict(default={}, allow_None=True, label="Batch sizes",
+                       doc=f"Elements per step of some plates, {{plate: size}} (a size of None: the whole plate); "
+                           f"plates over {DEFAULT_BATCH} elements get {DEFAULT_BATCH} by default, the others are "
+                           f"taken whole (batch=None: every plate by default).")
     lr = Finite(default=1e-2, bounds=(0, None), label="Learning rate",
                 doc="Adam's learning rate (the start of the schedule).")
     particles = Whole(default=1, bounds=(1, None), label="Particles", doc="Monte Carlo draws per ELBO estimate.")
@@ -130,8 +133,9 @@ class FitConfig(param.Parameterized):
                         "non-finite (a draw deep in a tail; NumPyro's stable_update); still non-finite after "
                         "them, training stops with a DivergenceError.")
     threads = AutoInteger(label="Threads",
-                          doc="torch's intra-op CPU threads for this fit's thread only: 'auto' takes one per "
-                              f"{NUMBERS_PER_THREAD:,} numbers in a step, at least 1, at most the CPUs.")
+                          doc="torch's intra-op CPU threads, for this fit's own thread only: 'auto' takes one per "
+                              f"{NUMBERS_PER_THREAD:,} numbers in a step, at least 1, and leaves one CPU for the "
+                              "rest of the machine.")
     refresh_every = AutoInteger(label="Refresh every",
                                 doc="Steps between two refreshes of PAVI-E's whole-data summaries (batched plates "
                                     f"only): 'auto' takes {MIN_REFRESH_EVERY}, or more where a refresh costs over "

@@ -117,13 +117,13 @@ def usable_cpus() -> int:
 
 def resolve_threads(threads: int | str, step_numbers: int) -> int:
     """The intra-op threads of a fit whose steps hold ``step_numbers`` numbers:
-    ``threads`` itself, or for ``"auto"`` one per :data:`NUMBERS_PER_THREAD`, between
-    1 and :func:`usable_cpus`. The rule reads sizes only, never the machine's load, so
-    a seeded fit takes the same number of threads (and sums in the same order) on
-    every run of one machine."""
+    ``threads`` itself, or for ``"auto"`` one per :data:`NUMBERS_PER_THREAD`, between 1
+    and one less than :func:`usable_cpus` (see the constant for why). The rule reads
+    sizes only, never the machine's load, so a seeded fit takes the same number of
+    threads (and sums in the same order) on every run of one machine."""
     if threads != "auto":
         return int(threads)
-    return max(1, min(usable_cpus(), step_numbers // NUMBERS_PER_THREAD))
+    return max(1, min(usable_cpus() - 1, step_numbers // NUMBERS_PER_THREAD))
 
 
 def resolve_refresh_every(refresh_every: int | str, whole_numbers: int, step_numbers: int) -> int:

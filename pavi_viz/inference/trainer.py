@@ -62,7 +62,7 @@ from pavi_viz.inference.resolve import (
     resolve_refresh_every,
     resolve_threads,
 )
-from pavi_viz.inference.elbo import elbo
+from pavi_viz.inference.objective import elbo
 from pavi_viz.inference.families import NonFiniteDraw, VariationalFamily, make_family
 from pavi_viz.inference.state import DivergenceError, StepRecord, TrainingState, derived_seed
 from pavi_viz.model.compiled import CompiledModel, seeded
@@ -109,7 +109,8 @@ class Trainer:
 
     Args:
         state: the run's state (:meth:`create` makes one).
-        config: its settings; ``config.steps`` becomes ``state.total_steps``.
+        config: its settings; they become ``state.settings``, and ``config.steps``
+            ``state.total_steps``.
 
     Attributes:
         state: the :class:`~pavi_viz.inference.state.TrainingState`, changed by each step.
@@ -120,11 +121,10 @@ class Trainer:
     """
 
     def __init__(self, state: TrainingState, config: FitConfig) -> None:
-        self.state, self.config = state, config
         model = state.model
-        state.total_steps = config.steps
-        state.finished = False
-        self.batch_sizes = batch_sizes(model, config.batch)
+        self.batch_sizes = batch_sizes(model, config.batch)  # unknown plates fail here, before any change
+        self.state, self.config = state, config
+        state.total_steps, state.settings, state.finished = config.steps, config.settings(), False
         step_numbers = data_numbers(model, self.batch_sizes)
         self.threads = resolve_threads(config.threads, step_numbers * config.particles)
         self.refresh_every = resolve_refresh_every(config.refresh_every, data_numbers(model), step_numbers)
@@ -186,8 +186,6 @@ class Trainer:
             _check_resumed_family(state, config, family_given)
             seed = config.seed if config.seed is not None else state.settings.get("seed")
             config = config.copy(family=state.family_name, family_options=dict(state.family_options), seed=seed)
-        batch_sizes(compiled, config.batch)  # unknown plates fail here, before any step
-        state.settings = config.settings()
         return cls(state, config)
 
     def _make_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:

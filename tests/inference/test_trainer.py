@@ -145,7 +145,7 @@ def _busy_fit(model, stop: threading.Event) -> None:
 ])
 def test_a_seeded_pavi_e_fit_on_a_batched_plate_is_reproducible_beside_another_run(name, options, batch):
     model = pavi_viz.examples.load(name, **options)
-    settings = dict(family="pavi-e", steps=120, seed=11, batch=batch, refresh_every=25, progress=False)
+    settings = dict(family="pavi-e", steps=120, seed=11, batch=batch, progress=False)  # refresh_every "auto": 10
     alone = fit(model, **settings)
     stop = threading.Event()
     other = threading.Thread(target=_busy_fit, args=(pavi_viz.examples.load("gre", G=10, N=5, D=1), stop))
@@ -197,7 +197,8 @@ def test_auto_threads_grow_with_the_work_of_a_step():
     assert resolve_threads(3, 10) == 3
     assert resolve_threads("auto", 10) == 1
     assert resolve_threads("auto", NUMBERS_PER_THREAD - 1) == 1
-    assert resolve_threads("auto", 10**12) == usable_cpus()
+    assert resolve_threads("auto", 2 * NUMBERS_PER_THREAD) == max(1, min(2, usable_cpus() - 1))
+    assert resolve_threads("auto", 10**12) == max(1, usable_cpus() - 1)  # one CPU left for the rest
     assert Trainer.create(pavi_viz.examples.load("eight_schools"), FitConfig()).threads == 1
 
 
@@ -275,3 +276,19 @@ def test_the_inference_layer_has_no_import_cycle():
         visit(name)
     assert "pavi_viz.inference.training" not in graph["pavi_viz.inference.checkpoints"]
     assert graph["pavi_viz.inference.config"] == set()  # param alone: the command line builds its options at once
+
+
+def test_public_names_are_not_shadowed_by_submodules():
+    """Importing a submodule sets it as an attribute of the package: no submodule may be
+    named like a public name of the lazy package (a module ``elbo`` hid the function)."""
+    import importlib
+    import types
+
+    from pavi_viz import inference
+
+    root = Path(inference.__file__).parent
+    for path in root.rglob("*.py"):
+        importlib.import_module(".".join(["pavi_viz.inference", *path.relative_to(root).with_suffix("").parts])
+                                .removesuffix(".__init__"))
+    for name in inference.__all__:
+        assert not isinstance(getattr(inference, name), types.ModuleType), name

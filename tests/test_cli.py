@@ -63,6 +63,21 @@ def test_help_of_every_command():
             assert word in text, (command, word)
 
 
+def test_fit_options_are_the_fit_config_settings(workdir, gre_file):
+    from pavi_viz.inference.config import FitConfig
+
+    text = ok(cli("fit", "--help")).stdout
+    for name in FitConfig.setting_names():
+        option = {"batch": "--batch", "family_options": "--family-option"}.get(name, f"--{name.replace('_', '-')}")
+        assert option in text, option
+    assert "(default: 2000)" in text and "(default: auto)" in text  # defaults read off the declarations
+    for args, culprit in [(["--steps", "-3"], "--steps"), (["--threads", "0"], "--threads"),
+                          (["--clip", "0"], "--clip"), (["--lr", "fast"], "--lr")]:
+        result = cli("fit", gre_file.name, *args, "--out", "never.nc", cwd=workdir)
+        assert result.returncode == 2 and culprit in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_examples_are_listed():
     lines = ok(cli("examples")).stdout.splitlines()
     names = {line.split()[0]: line for line in lines if line.strip()}

@@ -18,7 +18,7 @@ objects, so loading one never runs code):
 
 :func:`load_checkpoint` checks that the checkpoint was made for the model at hand
 (the same plates, variables, parameters and data shapes; the data values and the
-model's name may differ) and rebuilds a :class:`~pavi_viz.inference.training.TrainingState`
+model's name may differ) and rebuilds a :class:`~pavi_viz.inference.state.TrainingState`
 that ``fit(..., resume=state)`` continues.
 
 PAVI-E on a batched plate: its whole-data summaries are not saved (they may hold
@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from pavi_viz.inference.resolve import resolve_device
 from pavi_viz.inference.families import VariationalFamily, make_family
+from pavi_viz.inference.resolve import resolve_device
 from pavi_viz.inference.state import History, TrainingState, derived_seed
 from pavi_viz.model.compiled import CompiledModel, seeded
 

@@ -7,7 +7,8 @@ command line's ``pavi-viz fit`` options and the dashboard's training widgets are
 generated from it: a new setting appears everywhere by being declared here. Values
 are checked as they are set (``FitConfig(steps=-1)`` raises a ``ValueError`` naming
 ``steps``); what can only be checked against a model (plate names of ``batch``, the
-device) is checked by :func:`batch_sizes` and :func:`resolve_device`.
+device) is checked by :func:`~pavi_viz.inference.resolve.batch_sizes` and
+:func:`~pavi_viz.inference.resolve.resolve_device`.
 
 This module imports param alone (no torch), so that the command line builds its
 options at once; :mod:`pavi_viz.inference.resolve` turns a config and a compiled
@@ -38,8 +39,8 @@ SCHEDULES = (None, "cosine", "exponential")
 #: CPUs this process may use but one: that one is left for whatever else runs (the
 #: dashboard's server, a browser, another run), since a thread that must share a core
 #: stalls every step. Measured with ``benchmarks/threads.py`` on 2 cores (README,
-#: "Threads"): alone, a second thread gains 24% at 22,000 numbers and 18 to 81% from
-#: 220,000; beside one busy process it costs 45 to 78% at every size.
+#: "Threads", two runs): alone, a second thread gains 9 to 24% at 22,000 numbers and
+#: 17 to 81% from 220,000; beside one busy process it costs 45 to 78% at every size.
 NUMBERS_PER_THREAD = 100_000
 #: ``refresh_every="auto"``: PAVI-E refreshes its whole-data summaries at least every
 #: this many steps (where a refresh is cheap: between refreshes the summaries lag

@@ -85,7 +85,10 @@ class History:
 
     @classmethod
     def from_dict(cls, columns: Mapping[str, Sequence]) -> History:
-        return cls(**{column: list(columns[column]) for column in COLUMNS if column in columns})
+        """The history of these columns; one that a checkpoint of an older pavi_viz lacks
+        (``redraws``: runs then never drew again) is zeros."""
+        length = len(columns["step"])
+        return cls(**{column: list(columns[column]) if column in columns else [0] * length for column in COLUMNS})
 
     def __repr__(self) -> str:
         last = f", last smoothed ELBO {self.smoothed_elbo[-1]:.5g}" if self.step else ""

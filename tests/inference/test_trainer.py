@@ -130,6 +130,15 @@ def test_a_non_finite_draw_is_drawn_again_before_it_counts_as_divergence(gre):
         fit(compiled, family, steps=8, redraws=0, resume=result.state, progress=False)
 
 
+def test_a_history_without_the_newer_columns_reads_as_zeros():
+    from pavi_viz.inference import History
+
+    older = {"step": [1, 2], "elbo": [-3.0, -2.0], "smoothed_elbo": [-3.0, -2.9], "time": [0.1, 0.2],
+             "steps_per_second": [10.0, 10.0], "lr": [0.01, 0.01], "grad_norm": [1.0, 2.0]}
+    history = History.from_dict(older)
+    assert history.redraws == [0, 0] and history.to_dict() == {**older, "redraws": [0, 0]}
+
+
 # -- reproducibility ---------------------------------------------------------------------------
 def _busy_fit(model, stop: threading.Event) -> None:
     """Another training thread: fits over and over until told to stop."""

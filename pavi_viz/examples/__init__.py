@@ -8,6 +8,7 @@
     examples.describe()["radon"]         # a one-line description
 
     examples.reference("eight_schools")  # reference posterior draws (NUTS), or None
+    examples.reference_summary("radon")  # a NUTS reference's mean, sd, quantiles per element
 
 Each example lives in its own small module with a ``build(**options)`` function.
 The modules are imported on first use: listing the examples imports no torch.
@@ -111,6 +112,46 @@ def reference(name: str) -> xr.Dataset | None:
     return dataset.assign_coords({d: np.arange(n) for d, n in dataset.sizes.items()})
 
 
+#: Examples with a NUTS reference summary (``benchmarks/references.py``), in ``NAME_reference.json``.
+_REFERENCE_SUMMARIES = ("radon", "radon_uranium", "spikes")
+#: The statistics of a reference summary, as ``Posterior.summary`` names them, and their quantiles.
+_STATS = ("mean", "sd", "5%", "50%", "95%")
+_QUANTILES = (float("nan"), float("nan"), 0.05, 0.5, 0.95)
+
+
+def reference_summary(name: str) -> xr.Dataset | None:
+    """The NUTS reference posterior of example ``name`` (with its default options) as a
+    summary, or None when it has none.
+
+    Laid out as :meth:`pavi_viz.inference.Posterior.summary` (dims ``("stat", *plates,
+    *event dims)``, ``stat`` = mean, sd, 5%, 50%, 95%), so the two compare element by
+    element. Radon, radon_uranium and spikes come from NumPyro's NUTS on the models
+    written again in NumPyro (``benchmarks/references.py``; its diagnostics in the
+    attrs); eight schools' from the posterior database's draws (:func:`reference`).
+
+    Raises:
+        KeyError: for an unknown example name.
+    """
+    import numpy as np
+    import xarray as xr
+
+    from pavi_viz.examples._data import read_dataset
+
+    draws = reference(name)
+    if draws is not None:
+        stats = [draws.mean("sample"), draws.std("sample", ddof=1),
+                 *(draws.quantile(q, "sample").drop_vars("quantile") for q in _QUANTILES[2:])]
+        summary = xr.concat(stats, dim="stat")
+    elif name in _REFERENCE_SUMMARIES:
+        raw = read_dataset(f"{name}_reference.json")
+        data = {k: (("stat", *v["dims"]), np.asarray(v["values"], dtype=np.float64)) for k, v in raw["variables"].items()}
+        summary = xr.Dataset(data, attrs={"source": raw["source"], **{k: float(v) for k, v in raw["diagnostics"].items()}})
+        summary = summary.assign_coords({d: np.arange(n) for d, n in summary.sizes.items() if d != "stat"})
+    else:
+        return None
+    return summary.assign_coords(stat=builtins.list(_STATS), quantile=("stat", builtins.list(_QUANTILES)))
+
+
 def describe() -> dict[str, str]:
     """Each example's name and a one-line description."""
     out = {}
@@ -120,4 +161,4 @@ def describe() -> dict[str, str]:
     return out
 
 
-__all__ = ["describe", "list", "load", "options", "reference"]
+__all__ = ["describe", "list", "load", "options", "reference", "reference_summary"]

@@ -20,6 +20,7 @@ from pavi_viz.inference.config import (
     NUMBERS_PER_THREAD,
     REFRESH_COST,
     REFRESH_SHARE,
+    WHOLE_STEP_NUMBERS,
 )
 from pavi_viz.model.compiled import CompiledModel
 
@@ -45,15 +46,19 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 def default_batch_sizes(model: CompiledModel) -> dict[str, int]:
     """The batch size of each plate that a fit batches by default.
 
-    * a regular plate (top-level or nested with a fixed count per outer element) of
-      at most :data:`DEFAULT_BATCH` elements is taken whole; a larger one gets
+    * a model of at most :data:`WHOLE_STEP_NUMBERS` numbers (latent and observed values)
+      is taken whole: no plate is batched;
+    * in a larger one, a regular plate (top-level or nested with a fixed count per outer
+      element) of at most :data:`DEFAULT_BATCH` elements is taken whole; a larger one gets
       :data:`DEFAULT_BATCH` elements per step (per outer element, for a nested one);
-    * a ragged plate is taken whole within the drawn outer elements, unless it has
+    * and a ragged plate is taken whole within the drawn outer elements, unless it has
       more than :data:`DEFAULT_RAGGED_BATCH` members: then at most that many are drawn
       among the members of the drawn outer elements.
 
     Plates left out of the result are taken whole.
     """
+    if data_numbers(model) <= WHOLE_STEP_NUMBERS:
+        return {}
     sizes = {}
     for plate in model.plates:
         limit = DEFAULT_RAGGED_BATCH if plate.ragged else DEFAULT_BATCH

@@ -21,8 +21,8 @@ from pavi_viz.inference.checkpoints import (
     read_checkpoint,
     save_checkpoint,
 )
-from pavi_viz.inference.config import DEFAULT_BATCH
-from pavi_viz.inference.resolve import batch_sizes, default_batch_sizes, resolve_device
+from pavi_viz.inference.config import DEFAULT_BATCH, WHOLE_STEP_NUMBERS
+from pavi_viz.inference.resolve import batch_sizes, data_numbers, default_batch_sizes, resolve_device
 from pavi_viz.inference.state import DivergenceError, TrainingState
 from pavi_viz.inference.trainer import lr_factor
 from pavi_viz.inference import FitResult, StopTraining, fit
@@ -427,11 +427,15 @@ def test_save_and_read_a_bad_file(gre, tmp_path):
 # -- batch sizes ----------------------------------------------------------------------------
 def test_default_batch_sizes(gre_compiled):
     assert default_batch_sizes(gre_compiled) == {}  # small plates are taken whole
-    large = pavi_viz.examples.load("gre", G=1000, N=80, D=1).compile()
-    assert default_batch_sizes(large) == {"group": DEFAULT_BATCH, "obs": DEFAULT_BATCH}
+    # A model of at most WHOLE_STEP_NUMBERS numbers is taken whole, however many groups...
+    thousand = pavi_viz.examples.load("gre", G=1000, N=10, D=2).compile()
+    assert data_numbers(thousand) == 22_002 <= WHOLE_STEP_NUMBERS and default_batch_sizes(thousand) == {}
     radon = pavi_viz.examples.load("radon").compile()
-    # 85 counties: batched; their houses (ragged) are taken whole within the drawn counties.
-    assert default_batch_sizes(radon) == {"county": 64}
+    assert default_batch_sizes(radon) == {}  # 85 counties, 919 houses: 1,094 numbers
+    # ... a larger one has its large plates batched.
+    large = pavi_viz.examples.load("gre", G=1000, N=80, D=1).compile()
+    assert data_numbers(large) > WHOLE_STEP_NUMBERS
+    assert default_batch_sizes(large) == {"group": DEFAULT_BATCH, "obs": DEFAULT_BATCH}
     assert batch_sizes(radon, {"county": 10, "house": None}) == {"county": 10}
     assert batch_sizes(radon, {"county": 500}) == {}
 
@@ -446,7 +450,7 @@ def test_batch_overrides_and_unknown_plates(gre):
 
 
 def test_a_large_plate_trains_on_bounded_batches():
-    large = pavi_viz.examples.load("gre", G=1000, N=5, D=1)
+    large = pavi_viz.examples.load("gre", G=10_000, N=5, D=1)  # 60,001 numbers: batched
     sizes = []
     compiled = large.compile()
     original = compiled.sample_batch

@@ -33,7 +33,8 @@ import param
 import torch
 from panel.viewable import Viewer
 
-from pavi_viz.inference.config import DEFAULT_BATCH, DEFAULT_RAGGED_BATCH, FitConfig
+from pavi_viz.inference.config import FitConfig
+from pavi_viz.inference.resolve import default_batch_sizes
 from pavi_viz.ui.state import DashboardState
 
 #: The button names, in display order.
@@ -168,11 +169,11 @@ class TrainingControls(Viewer):
 
     def _build_batch_editor(self, *_: Any) -> None:
         """One input per plate of the model, showing the default batch size as placeholder."""
-        batch = dict(self.state.config.batch)
+        batch = dict(self.state.config.batch or {})
         self._batch_inputs = {}
+        defaults = default_batch_sizes(self.state.model.compile(device="cpu"))
         for plate in self.state.model.plates:
-            limit = DEFAULT_RAGGED_BATCH if plate.ragged else DEFAULT_BATCH
-            default = f"default: {limit}" if plate.size > limit else "default: whole"
+            default = f"default: {defaults[plate.name]}" if plate.name in defaults else "default: whole"
             where = f", in {plate.nested_in}" if plate.nested_in else ""
             widget = pn.widgets.IntInput(
                 label=f"{plate.name} ({plate.size}{where})", value=batch.get(plate.name), start=1,

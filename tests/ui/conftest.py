@@ -161,6 +161,19 @@ class Page:
         """``column`` of the data of the renderer named ``name`` that the page shows."""
         return self.page.evaluate(SHOWN_COLUMN, [name, column])
 
+    def wait_shown_column(self, name: str, column: str, expected: list, timeout: float = 60) -> None:
+        """Wait until the page shows ``expected`` as ``column`` of the renderer named
+        ``name`` (the views render a while after the document exists)."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        compare = f"([name, column, expected]) => JSON.stringify(({SHOWN_COLUMN})([name, column])) === " \
+                  "JSON.stringify(expected)"
+        try:
+            self.page.wait_for_function(compare, arg=[name, column, expected], timeout=timeout * 1000, polling=100)
+        except PlaywrightTimeout:
+            raise AssertionError(f"{name}.{column}: the page shows {self.shown_column(name, column)}, "
+                                 f"not {expected}") from None
+
 
 @pytest.fixture
 def open_page(browser, screenshots: Path, request) -> Iterator:

@@ -43,7 +43,7 @@ def test_the_page_loads_offline_without_errors(dashboard_server, open_page):
     page.page.reload(wait_until="networkidle")
     page.page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0", timeout=60_000)
     assert page.page.title() == "pavi_viz"
-    assert page.shown_column(NODES, "name") == ["mu", "mu_g", "x"]  # the default model's diagram
+    page.wait_shown_column(NODES, "name", ["mu", "mu_g", "x"])  # the default model's diagram
     assert run_state(page) == "idle"
     page.shot("loaded")
     assert page.errors == []

@@ -487,7 +487,10 @@ def _run_fit(args: argparse.Namespace) -> int:
         print(f"{PROG} fit: {message}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
-    if trainer.early_stopped:
+    if trainer.converged:
+        print(f"converged at step {state.step} (at most {config.steps}) in {state.elapsed - trained_before:.1f} s: "
+              f"the ELBO stopped improving at the schedule's smallest learning rate")
+    elif trainer.early_stopped:
         print(f"stopped early at step {state.step} of {config.steps}: the smoothed ELBO did not improve "
               f"for {config.early_stopping} steps")
     elif state.step > first:

@@ -31,15 +31,23 @@ FAMILY_NAMES = ("pavi-e", "pavi-f", "mean-field")
 #: PAVI-E steps a second on one core at 22,000 numbers, benchmarks/threads.py), its
 #: gradient has no batch noise, and PAVI-E needs no whole-data summaries, whose refresh
 #: jolted a batched radon fit off course (it diverged at step 1,091 with 64 of 85 counties).
+#: Beyond it, the outermost plates are batched to as many elements as keep a step's
+#: numbers within it (more elements a step than a fixed 64 give the global variables'
+#: gradient less noise: at G = 10^4 groups, 64 a step left ``mu`` over 1 posterior sd
+#: off after 97 s).
 WHOLE_STEP_NUMBERS = 50_000
-#: Beyond it, plates (regular, not ragged) larger than this are batched to this many
-#: elements per step.
-DEFAULT_BATCH = 64
-#: Ragged plates with more members than this are capped at this many per step (among the
-#: members of the drawn outer elements); smaller ones are taken whole within them.
-DEFAULT_RAGGED_BATCH = 4096
-#: The learning-rate schedules: constant (``None``), half a cosine, or geometric decay.
-SCHEDULES = (None, "cosine", "exponential")
+#: The learning-rate schedules (:mod:`pavi_viz.inference.schedule`): decay at each
+#: plateau of the ELBO until converged (the default), constant (``None``), half a
+#: cosine, or geometric decay.
+SCHEDULES = ("plateau", None, "cosine", "exponential")
+#: The default most steps of a fit (the ``"plateau"`` schedule ends it once converged).
+DEFAULT_STEPS = 10_000
+#: ``particles=None``: as many Monte Carlo draws a step as keep a step's numbers
+#: (latent and observed values, times the particles) within this...
+PARTICLE_NUMBERS = 16_384
+#: ... between 1 and this many: more draws average out the gradient's noise where a
+#: step costs little, as on the small models of workshops.
+MAX_AUTO_PARTICLES = 8
 
 #: ``threads="auto"``: one intra-op thread per this many numbers in a step's batch
 #: (latent and observed values, times the particles), at least one, and at most the
@@ -116,23 +124,28 @@ class FitConfig(param.Parameterized):
                             doc="The variational family: pavi-e, pavi-f or mean-field.")
     family_options = param.Dict(default={}, label="Family options",
                                 doc="Keyword options of the family (flow, transforms, encoding_size...).")
-    steps = Whole(default=2000, bounds=(0, None), label="Steps",
-                  doc="The total number of training steps (a resumed run counts the steps already done).")
+    steps = Whole(default=DEFAULT_STEPS, bounds=(0, None), label="Steps",
+                  doc="The most training steps (a resumed run counts the steps already done); with the "
+                      "'plateau' schedule the fit ends sooner, once the ELBO has converged.")
     batch = param.Dict(default={}, allow_None=True, label="Batch sizes",
                        doc=f"Elements per step of some plates, {{plate: size}} (a size of None: the whole plate). "
                            f"By default a model of at most {WHOLE_STEP_NUMBERS:,} numbers is taken whole; in a larger "
-                           f"one, plates over {DEFAULT_BATCH} elements get {DEFAULT_BATCH} a step (batch=None: the "
-                           f"defaults).")
+                           f"one, the outermost plates get as many elements a step as keep it within that many "
+                           f"numbers (batch=None: the defaults).")
     lr = Finite(default=1e-2, bounds=(0, None), label="Learning rate",
                 doc="Adam's learning rate (the start of the schedule).")
-    particles = Whole(default=1, bounds=(1, None), label="Particles", doc="Monte Carlo draws per ELBO estimate.")
+    particles = Whole(default=None, bounds=(1, None), allow_None=True, label="Particles",
+                      doc=f"Monte Carlo draws per ELBO estimate (None: as many as keep a step within "
+                          f"{PARTICLE_NUMBERS:,} numbers, from 1 to {MAX_AUTO_PARTICLES}).")
     seed = Whole(default=0, allow_None=True, label="Seed",
                  doc="Seeds the initial weights, the noise and the batches (None: a fresh seed, kept in the result).")
     device = param.String(default="auto", label="Device",
                           doc="Where to train: 'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
-    schedule = param.Selector(default=None, objects=list(SCHEDULES), label="Schedule",
-                              doc="Learning-rate decay from lr to lr / 100 at the last step: None (constant), "
-                                  "'cosine' or 'exponential'.")
+    schedule = param.Selector(default="plateau", objects=list(SCHEDULES), label="Schedule",
+                              doc="The learning rate's course: 'plateau' (warm-up, then divided by 3 each time "
+                                  "the ELBO stops improving, down to lr / 100, then the fit ends: converged), "
+                                  "None (constant), 'cosine' or 'exponential' (warm-up, then down to lr / 100 "
+                                  "at the last step).")
     clip = Finite(default=10.0, bounds=(0, None), inclusive_bounds=(False, True), allow_None=True, label="Clip",
                   doc="The maximum gradient norm (None: no clipping).")
     early_stopping = Whole(default=None, bounds=(1, None), allow_None=True, label="Early stopping",
@@ -169,8 +182,9 @@ class FitConfig(param.Parameterized):
 
 
 __all__ = [
-    "DEFAULT_BATCH",
-    "DEFAULT_RAGGED_BATCH",
+    "DEFAULT_STEPS",
+    "MAX_AUTO_PARTICLES",
+    "PARTICLE_NUMBERS",
     "FAMILY_NAMES",
     "WHOLE_STEP_NUMBERS",
     "SCHEDULES",

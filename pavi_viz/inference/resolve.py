@@ -14,10 +14,10 @@ from collections.abc import Mapping
 import torch
 
 from pavi_viz.inference.config import (
-    DEFAULT_BATCH,
-    DEFAULT_RAGGED_BATCH,
+    MAX_AUTO_PARTICLES,
     MIN_REFRESH_EVERY,
     NUMBERS_PER_THREAD,
+    PARTICLE_NUMBERS,
     REFRESH_COST,
     REFRESH_SHARE,
     WHOLE_STEP_NUMBERS,
@@ -46,25 +46,43 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 def default_batch_sizes(model: CompiledModel) -> dict[str, int]:
     """The batch size of each plate that a fit batches by default.
 
-    * a model of at most :data:`WHOLE_STEP_NUMBERS` numbers (latent and observed values)
-      is taken whole: no plate is batched;
-    * in a larger one, a regular plate (top-level or nested with a fixed count per outer
-      element) of at most :data:`DEFAULT_BATCH` elements is taken whole; a larger one gets
-      :data:`DEFAULT_BATCH` elements per step (per outer element, for a nested one);
-    * and a ragged plate is taken whole within the drawn outer elements, unless it has
-      more than :data:`DEFAULT_RAGGED_BATCH` members: then at most that many are drawn
-      among the members of the drawn outer elements.
+    A model of at most :data:`WHOLE_STEP_NUMBERS` numbers (latent and observed values)
+    is taken whole: no plate is batched. In a larger one, plates are batched outermost
+    first (the largest first among plates at one depth), each to the share of its
+    elements that brings a step within :data:`WHOLE_STEP_NUMBERS` numbers, until a
+    step is within it: the data of a drawn group stay whole unless one group alone is
+    over the budget. A regular nested plate's size counts per outer element, a ragged
+    plate's among the members of the drawn outer elements.
 
     Plates left out of the result are taken whole.
     """
-    if data_numbers(model) <= WHOLE_STEP_NUMBERS:
-        return {}
-    sizes = {}
-    for plate in model.plates:
-        limit = DEFAULT_RAGGED_BATCH if plate.ragged else DEFAULT_BATCH
-        if plate.size > limit:
-            sizes[plate.name] = limit
+    numbers = data_numbers(model)
+    sizes: dict[str, int] = {}
+    for plate in sorted(model.plates, key=lambda p: (_depth(model, p.name), -p.size)):
+        if numbers <= WHOLE_STEP_NUMBERS:
+            break
+        drawn = _frame(model, sizes).sizes[plate.name]
+        size = max(1, math.floor(drawn * WHOLE_STEP_NUMBERS / numbers))
+        if size < drawn:
+            sizes[plate.name] = size
+            numbers = data_numbers(model, sizes)
     return sizes
+
+
+def _depth(model: CompiledModel, plate: str) -> int:
+    """The number of plates ``plate`` nests in."""
+    depth, parent = 0, model.plates[plate].parent
+    while parent is not None:
+        depth, parent = depth + 1, model.plates[parent].parent
+    return depth
+
+
+def _frame(model: CompiledModel, sizes: Mapping[str, int] | None):
+    """The frame of one seeded batch drawn with ``sizes`` (``None`` or empty: the whole
+    model), so that the same sizes always give the same frame."""
+    if not sizes:
+        return model.frame()
+    return model.frame(model.sample_batch(dict(sizes), torch.Generator(model.device).manual_seed(0)))
 
 
 def batch_sizes(model: CompiledModel, batch: Mapping[str, int | None] | None = None) -> dict[str, int]:
@@ -102,14 +120,20 @@ def data_numbers(model: CompiledModel, sizes: Mapping[str, int] | None = None) -
     A ragged plate's batch depends on the outer elements drawn: one seeded draw is
     counted, so the answer is the same on every call.
     """
-    if sizes is None:
-        frame = model.frame()
-    else:
-        frame = model.frame(model.sample_batch(dict(sizes), torch.Generator(model.device).manual_seed(0)))
+    frame = _frame(model, sizes)
     total = 0
     for name in (*model.latent_names, *model.observed_names):
         total += math.prod(frame.batch_shape(model.plates_of(name))) * math.prod(model.variables[name].event_shape)
     return total
+
+
+def resolve_particles(particles: int | None, step_numbers: int) -> int:
+    """The Monte Carlo draws of a step of ``step_numbers`` numbers: ``particles``
+    itself, or for ``None`` as many as keep the step within :data:`PARTICLE_NUMBERS`
+    numbers, between 1 and :data:`MAX_AUTO_PARTICLES`."""
+    if particles is not None:
+        return particles
+    return max(1, min(MAX_AUTO_PARTICLES, PARTICLE_NUMBERS // max(step_numbers, 1)))
 
 
 def usable_cpus() -> int:
@@ -147,6 +171,7 @@ __all__ = [
     "data_numbers",
     "default_batch_sizes",
     "resolve_device",
+    "resolve_particles",
     "resolve_refresh_every",
     "resolve_threads",
     "usable_cpus",

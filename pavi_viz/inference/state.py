@@ -169,7 +169,8 @@ class FitResult:
             (``fit(..., resume=result.state)`` goes on).
         config: the settings the run trained with (a ``None`` seed replaced by the one drawn).
         steps_done: the number of completed steps (resumed ones included).
-        stop_reason: ``"completed"``, ``"early_stopping"``, ``"callback"`` or ``"diverged"``.
+        stop_reason: ``"completed"`` (all its steps), ``"converged"``, ``"early_stopping"``,
+            ``"callback"`` or ``"diverged"``.
         elapsed: seconds this call spent training.
     """
 
@@ -190,8 +191,8 @@ class FitResult:
 
     @property
     def stopped_early(self) -> bool:
-        """Whether training ended before its steps (see ``stop_reason``)."""
-        return self.stop_reason != "completed"
+        """Whether training ended before it converged or did all its steps (see ``stop_reason``)."""
+        return self.stop_reason not in ("completed", "converged")
 
     @property
     def posterior(self) -> Posterior:

@@ -59,10 +59,12 @@ from pavi_viz.inference.resolve import (
     batch_sizes,
     data_numbers,
     resolve_device,
+    resolve_particles,
     resolve_refresh_every,
     resolve_threads,
 )
 from pavi_viz.inference.objective import elbo
+from pavi_viz.inference.schedule import Plateau, lr_factor
 from pavi_viz.inference.families import NonFiniteDraw, VariationalFamily, make_family
 from pavi_viz.inference.state import DivergenceError, StepRecord, TrainingState, derived_seed
 from pavi_viz.model.compiled import CompiledModel, seeded
@@ -76,9 +78,6 @@ SMOOTHING = 0.02
 #: ``EARLY_STOPPING_RTOL * |best| + EARLY_STOPPING_ATOL``.
 EARLY_STOPPING_RTOL = 1e-4
 EARLY_STOPPING_ATOL = 1e-2
-#: The learning rate at the end of a ``"cosine"`` or ``"exponential"`` schedule, as a
-#: fraction of ``lr``.
-FINAL_LR_FACTOR = 0.01
 #: The last good state (parameters and Adam moments) is copied every step when the
 #: family has at most this many numbers to copy (3 per parameter), every
 #: ``SNAPSHOT_EVERY`` steps otherwise.
@@ -86,22 +85,6 @@ SNAPSHOT_LIMIT = 5_000_000
 SNAPSHOT_EVERY = 50
 #: Steps over which the throughput (steps per second) is measured.
 RATE_WINDOW = 20
-
-
-def lr_factor(schedule: str | None, step: int, total: int) -> float:
-    """The learning rate of step ``step`` (from 0) of ``total``, as a fraction of ``lr``.
-
-    ``None``: constant. ``"cosine"``: half a cosine from 1 down to :data:`FINAL_LR_FACTOR`.
-    ``"exponential"``: geometric decay from 1 to :data:`FINAL_LR_FACTOR`.
-    """
-    if schedule is None:
-        return 1.0
-    progress = min(step / max(total - 1, 1), 1.0)
-    if schedule == "cosine":
-        return FINAL_LR_FACTOR + (1 - FINAL_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * progress))
-    if schedule == "exponential":
-        return FINAL_LR_FACTOR**progress
-    raise ValueError(f"unknown schedule {schedule!r}")
 
 
 class Trainer:
@@ -116,6 +99,7 @@ class Trainer:
         state: the :class:`~pavi_viz.inference.state.TrainingState`, changed by each step.
         config: the settings.
         batch_sizes: the batch size of each batched plate (the others are taken whole).
+        particles: the Monte Carlo draws of each step (``config.particles`` resolved).
         threads: the intra-op threads a loop should train with (``config.threads`` resolved).
         refresh_every: steps between two whole-data refreshes (``config.refresh_every`` resolved).
     """
@@ -126,10 +110,12 @@ class Trainer:
         self.state, self.config = state, config
         state.total_steps, state.settings, state.finished = config.steps, config.settings(), False
         step_numbers = data_numbers(model, self.batch_sizes)
-        self.threads = resolve_threads(config.threads, step_numbers * config.particles)
+        self.particles = resolve_particles(config.particles, step_numbers)
+        self.threads = resolve_threads(config.threads, step_numbers * self.particles)
         self.refresh_every = resolve_refresh_every(config.refresh_every, data_numbers(model), step_numbers)
         self._params = [p for group in state.optimizer.param_groups for p in group["params"]]
         self._last_good = _LastGood(state.family, state.optimizer)
+        self._plateau: Plateau | None = None
         self._scheduler = self._make_scheduler()
         self._durations: collections.deque[float] = collections.deque(maxlen=RATE_WINDOW)
         state.family.train()
@@ -189,13 +175,17 @@ class Trainer:
         return cls(state, config)
 
     def _make_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
-        """The schedule of ``config.steps`` steps, at ``state.step`` (a resumed run's too)."""
+        """The schedule of ``config.steps`` steps, at ``state.step`` (a resumed run's too:
+        the ``"plateau"`` schedule replays the run's ELBO history)."""
         schedule, total = self.config.schedule, self.config.steps
         for group in self.state.optimizer.param_groups:
             group["lr"] = group["initial_lr"] = self.config.lr
-        return torch.optim.lr_scheduler.LambdaLR(
-            self.state.optimizer, lambda step: lr_factor(schedule, step, total), last_epoch=self.state.step - 1
-        )
+        if schedule == "plateau":
+            self._plateau = plateau = Plateau.replay(self.state.history.elbo)
+            factor = plateau.factor
+        else:
+            factor = lambda step: lr_factor(schedule, step, total)  # noqa: E731 - the scheduler's callable
+        return torch.optim.lr_scheduler.LambdaLR(self.state.optimizer, factor, last_epoch=self.state.step - 1)
 
     # -- stepping ----------------------------------------------------------------------
     @property
@@ -205,9 +195,23 @@ class Trainer:
         return patience is not None and self.state.steps_since_best >= patience
 
     @property
+    def converged(self) -> bool:
+        """Whether the ``"plateau"`` schedule says the ELBO has converged (see
+        :mod:`pavi_viz.inference.schedule`)."""
+        return self._plateau is not None and self._plateau.converged
+
+    @property
     def done(self) -> bool:
-        """Whether the run has reached its steps, or stopped early."""
-        return self.state.step >= self.state.total_steps or self.early_stopped
+        """Whether the run has reached its steps, converged, or stopped early."""
+        return self.state.step >= self.state.total_steps or self.converged or self.early_stopped
+
+    @property
+    def stop_reason(self) -> str:
+        """Why a run that is :attr:`done` stopped: ``"converged"``, ``"early_stopping"``
+        or ``"completed"`` (all its steps)."""
+        if self.converged:
+            return "converged"
+        return "early_stopping" if self.early_stopped else "completed"
 
     def step(self) -> StepRecord:
         """Take one training step; its record (also appended to ``state.history``).
@@ -241,6 +245,8 @@ class Trainer:
             self._last_good.save(index, state)
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
+        if self._plateau is not None:
+            self._plateau.update(value)
         self._scheduler.step()
 
         # Bookkeeping: only the step's own time counts as training time (whatever the
@@ -278,7 +284,7 @@ class Trainer:
         frame = model.frame(model.sample_batch(self.batch_sizes, state.generator))
         state.optimizer.zero_grad(set_to_none=True)
         try:
-            estimate = elbo(model, family, frame, self.config.particles, state.noise_generator)
+            estimate = elbo(model, family, frame, self.particles, state.noise_generator)
         except NonFiniteDraw as bad:
             raise self._divergence(number, "draw", variable=bad.variable) from None
         value = float(estimate.value.detach())

@@ -161,7 +161,7 @@ def fit(
     if checkpoint is not None:
         save_checkpoint(checkpoint, state)
     if stop_reason is None:
-        stop_reason = "early_stopping" if trainer.early_stopped else "completed"
+        stop_reason = trainer.stop_reason
     return FitResult.of(trainer.state, trainer.config, stop_reason, state.elapsed - trained_before)
 
 

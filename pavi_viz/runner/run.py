@@ -315,11 +315,11 @@ class TrainingRun:
         if self._summary_step != state.step or self.hub.latest(Summary) is None:
             self._publish_summary(state)
         save_checkpoint(self.checkpoint, state)
-        reason = "callback" if stopped else ("early_stopping" if trainer.early_stopped else "completed")
+        reason = "callback" if stopped else trainer.stop_reason
         self.result = FitResult.of(trainer.state, trainer.config, reason, state.elapsed - trained_before)
         if stopped:
             return RunState.STOPPED, f"stopped after step {state.step}"
-        how = "early stopping" if reason == "early_stopping" else "all steps done"
+        how = {"converged": "converged", "early_stopping": "early stopping"}.get(reason, "all steps done")
         return RunState.FINISHED, f"{how}: {state.step} steps"
 
     def _publish_info(self, state: TrainingState) -> None:

@@ -28,7 +28,7 @@ def gre():
 def test_every_setting_is_checked_where_it_is_declared():
     config = FitConfig()
     assert (config.family, config.steps, config.lr, config.threads, config.refresh_every) == (
-        "pavi-e", 2000, 0.01, "auto", "auto")
+        "pavi-e", 10_000, 0.01, "auto", "auto")
     for name, bad in [("steps", -1), ("steps", True), ("steps", 2.5), ("particles", 0), ("lr", float("inf")),
                       ("lr", -0.1), ("clip", 0.0), ("family", "advi"), ("schedule", "linear"), ("threads", 0),
                       ("threads", "many"), ("refresh_every", 0), ("early_stopping", 0), ("redraws", -1)]:
@@ -115,9 +115,9 @@ def test_a_non_finite_draw_is_drawn_again_before_it_counts_as_divergence(gre):
     original = family.draw_unconstrained
     calls = []
 
-    def every_other_draw_of_mu_is_nan(var, frame, particles, parents, generator=None):
-        z, log_q = original(var, frame, particles, parents, generator)
-        if var.name == "mu":
+    def every_other_draw_of_mu_is_nan(block, frame, particles, drawn, values, generator=None):
+        z, log_q = original(block, frame, particles, drawn, values, generator)
+        if block == ("mu",):
             calls.append(1)
             if len(calls) % 2 == 1:
                 z = z * float("nan")

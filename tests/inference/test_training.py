@@ -21,10 +21,10 @@ from pavi_viz.inference.checkpoints import (
     read_checkpoint,
     save_checkpoint,
 )
-from pavi_viz.inference.config import DEFAULT_BATCH, WHOLE_STEP_NUMBERS
+from pavi_viz.inference.config import WHOLE_STEP_NUMBERS
 from pavi_viz.inference.resolve import batch_sizes, data_numbers, default_batch_sizes, resolve_device
 from pavi_viz.inference.state import DivergenceError, TrainingState
-from pavi_viz.inference.trainer import lr_factor
+from pavi_viz.inference.schedule import lr_factor
 from pavi_viz.inference import FitResult, StopTraining, fit
 
 
@@ -85,10 +85,11 @@ def test_smoothed_elbo_is_a_moving_average(gre):
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "exponential"])
-def test_schedules_decay_the_learning_rate(gre, schedule):
+def test_schedules_warm_up_then_decay_the_learning_rate(gre, schedule):
     lrs = fit(gre, "mean-field", steps=20, lr=0.1, schedule=schedule, progress=False).history.lr
-    assert lrs[0] == pytest.approx(0.1) and lrs[-1] == pytest.approx(0.001)
-    assert all(a >= b for a, b in itertools.pairwise(lrs))
+    # A warm-up of a tenth of the steps (2 here), then down to lr / 100.
+    assert lrs[0] == pytest.approx(0.05) and lrs[-1] == pytest.approx(0.001)
+    assert all(a >= b for a, b in itertools.pairwise(lrs[1:]))
     assert lr_factor(None, 5, 10) == 1.0
     with pytest.raises(ValueError, match="schedule"):
         fit(gre, "mean-field", steps=2, schedule="linear", progress=False)
@@ -432,10 +433,15 @@ def test_default_batch_sizes(gre_compiled):
     assert data_numbers(thousand) == 22_002 <= WHOLE_STEP_NUMBERS and default_batch_sizes(thousand) == {}
     radon = pavi_viz.examples.load("radon").compile()
     assert default_batch_sizes(radon) == {}  # 85 counties, 919 houses: 1,094 numbers
-    # ... a larger one has its large plates batched.
+    # ... a larger one has its outer plate batched to fit the budget, a group's data whole.
     large = pavi_viz.examples.load("gre", G=1000, N=80, D=1).compile()
-    assert data_numbers(large) > WHOLE_STEP_NUMBERS
-    assert default_batch_sizes(large) == {"group": DEFAULT_BATCH, "obs": DEFAULT_BATCH}
+    assert data_numbers(large) == 81_001 > WHOLE_STEP_NUMBERS
+    assert default_batch_sizes(large) == {"group": 617}  # 617 groups of 81 numbers, and mu
+    assert data_numbers(large, {"group": 617}) == 49_978
+    # One group over the budget by itself: its observations are batched too.
+    wide = pavi_viz.examples.load("gre", G=2, N=60_000, D=1).compile()
+    assert default_batch_sizes(wide) == {"group": 1, "obs": 49_998}
+    assert data_numbers(wide, default_batch_sizes(wide)) <= WHOLE_STEP_NUMBERS
     assert batch_sizes(radon, {"county": 10, "house": None}) == {"county": 10}
     assert batch_sizes(radon, {"county": 500}) == {}
 
@@ -463,7 +469,7 @@ def test_a_large_plate_trains_on_bounded_batches():
     compiled.sample_batch = spy
     result = fit(compiled, "mean-field", steps=3, progress=False)
     # (The family's set-up draws one batch of size 1.)
-    assert result.steps_done == 3 and sizes[-3:] == [DEFAULT_BATCH] * 3
+    assert result.steps_done == 3 and sizes[-3:] == [8333] * 3  # 8,333 groups of 6 numbers, and mu
 
 
 # -- devices ---------------------------------------------------------------------------------

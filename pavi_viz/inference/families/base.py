@@ -1,10 +1,12 @@
 """The shared base of the variational families: ancestral sampling with log densities.
 
-Every family draws the latent variables of one batch in the model's topological
-order, each in *unconstrained* space (the real line, or R^k), then maps the draw onto
-the variable's support with ``torch.distributions.biject_to``. A family subclass
-only says how to draw one template variable's batched ground variables in
-unconstrained space: :meth:`VariationalFamily.draw_unconstrained`.
+Every family draws the latent variables of one batch block by block, parents first.
+A *block* is a tuple of template variables drawn together, jointly, in
+*unconstrained* space (the real line, or R^k); each draw is then mapped onto its
+variable's support with ``torch.distributions.biject_to``. A family subclass says
+which blocks it has (:attr:`VariationalFamily.blocks`: by default one variable a
+block) and how to draw one block's batched ground variables in unconstrained space
+(:meth:`VariationalFamily.draw_unconstrained`).
 
 Random numbers: given a ``generator`` (a :class:`torch.Generator` on the model's
 device), all the sampling noise comes from it, so that draws in concurrent threads
@@ -21,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Transform
 
-from pavi_viz.model.compiled import CompiledModel, CompiledVariable, sum_over_plates
+from pavi_viz.model.compiled import CompiledModel, sum_over_plates
 from pavi_viz.model.plates import Frame
 
 
@@ -84,6 +86,9 @@ class VariationalFamily(nn.Module):
             self.unconstrained_shapes[name] = tuple(transform.inverse_shape(event))
             if model.variables[name].info.support is not None:
                 self._fixed_transforms[name] = transform
+        #: The blocks of latent variables drawn jointly, in drawing order (parents
+        #: before children); the variables of one block share their plates.
+        self.blocks: list[tuple[str, ...]] = [(name,) for name in model.latent_names]
 
     def unconstrained_size(self, name: str) -> int:
         """The number of free coordinates of one ground variable of ``name``."""
@@ -97,28 +102,36 @@ class VariationalFamily(nn.Module):
         """Recompute, before the next training draw, what the family derives from the
         whole data (the trainer calls it every ``refresh_every`` steps); nothing here."""
 
+    def block_size(self, block: tuple[str, ...]) -> int:
+        """The number of free coordinates of one ground draw of ``block``."""
+        return sum(self.unconstrained_size(name) for name in block)
+
     def draw_unconstrained(
         self,
-        var: CompiledVariable,
+        block: tuple[str, ...],
         frame: Frame,
         particles: int,
-        parents: dict[str, Tensor],
+        drawn: dict[str, Tensor],
+        values: dict[str, Tensor],
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Draw one template variable's batched ground variables in unconstrained space.
+        """Draw one block's batched ground variables jointly, in unconstrained space.
 
         Args:
-            var: the variable.
+            block: the names of the block's variables, which share their plates ``P``.
             frame: the batch.
             particles: the number of independent draws.
-            parents: the unconstrained draws of the latents sampled so far, shape
-                ``(particles, *batch_shape, k)`` each.
+            drawn: the unconstrained draws of the latents drawn so far, shape
+                ``(particles, *frame.batch_shape(its plates), k)`` each.
+            values: the same draws on their supports, shape ``(particles, *batch_shape,
+                *event_shape)``, with the batch's data: what the model's distributions read.
             generator: the source of all the noise, on the model's device (``None``:
                 torch's global generator).
 
         Returns:
-            the draws, shape ``(particles, *frame.batch_shape(var.plates), k)``, and their
-            log densities, shape ``(particles, *frame.batch_shape(var.plates))``.
+            the draws, the block's variables' coordinates concatenated in block order,
+            shape ``(particles, *frame.batch_shape(P), block_size(block))``, and their
+            joint log densities, shape ``(particles, *frame.batch_shape(P))``.
         """
         raise NotImplementedError
 
@@ -147,32 +160,43 @@ class VariationalFamily(nn.Module):
         unconstrained: dict[str, Tensor] = {}
         log_q: dict[str, Tensor] = {}
         context = {**self.model.batch_data(frame), **values}
-        drawn: list[str] = []  # the latents drawn so far, whose finiteness is checked once, at the end
-        for name in self.model.latent_names:
-            var = self.model.variables[name]
-            if name in self._fixed_transforms:
-                transform = self._fixed_transforms[name]
-            else:
-                # This support depends on the draws so far: non-finite ones would make
-                # its distribution refuse them (a ValueError), so check them first.
-                _check_finite(values, drawn)
-                drawn = []
-                transform = self.model.support_transform(name, context, frame, (particles,))
-            if name in given:
-                z = transform.inv(given[name])
-                unconstrained[name] = z.reshape(*z.shape[: z.dim() - len(var.event_shape)], -1)
-                continue
-            z, log_density = self.draw_unconstrained(var, frame, particles, unconstrained, generator)
-            shaped = z.reshape(*z.shape[:-1], *self.unconstrained_shapes[name])
-            value = transform(shaped)
-            # Change of variables: log q(value) = log q(z) - log |det d value / d z|.
-            log_det = transform.log_abs_det_jacobian(shaped, value)
-            log_det = _sum_rightmost(log_det, log_det.dim() - log_density.dim())
-            log_q[name] = sum_over_plates(log_density - log_det, 1) * frame.weight(var.plates)
-            values[name] = context[name] = value
-            unconstrained[name] = z
-            drawn.append(name)
-        _check_finite(values, drawn)
+        checked: list[str] = []  # drawn latents whose finiteness is checked later, at once
+        for block in self.blocks:
+            held = [name for name in block if name in given]
+            if held and len(held) < len(block):
+                raise ValueError(f"the variables {', '.join(block)} are drawn jointly: give all of them or none")
+            z = density = None
+            if not held:
+                z, density = self.draw_unconstrained(block, frame, particles, unconstrained, context, generator)
+                pieces = z.split([self.unconstrained_size(name) for name in block], -1)
+            plates = self.model.plates_of(block[0])
+            for i, name in enumerate(block):
+                var = self.model.variables[name]
+                if name in self._fixed_transforms:
+                    transform = self._fixed_transforms[name]
+                else:
+                    # This support depends on the draws so far: non-finite ones would make
+                    # its distribution refuse them (a ValueError), so check them first.
+                    _check_finite(values, checked)
+                    checked = []
+                    transform = self.model.support_transform(name, context, frame, (particles,))
+                if held:
+                    inverse = transform.inv(given[name])
+                    unconstrained[name] = inverse.reshape(*inverse.shape[: inverse.dim() - len(var.event_shape)], -1)
+                    continue
+                shaped = pieces[i].reshape(*pieces[i].shape[:-1], *self.unconstrained_shapes[name])
+                value = transform(shaped)
+                # Change of variables: log q(value) = log q(z) - log |det d value / d z|.
+                # A block's joint density goes to its first variable's term; every
+                # variable's term takes its own Jacobian.
+                log_det = transform.log_abs_det_jacobian(shaped, value)
+                log_det = _sum_rightmost(log_det, log_det.dim() - density.dim())
+                term = density - log_det if i == 0 else -log_det
+                log_q[name] = sum_over_plates(term, 1) * frame.weight(plates)
+                values[name] = context[name] = value
+                unconstrained[name] = pieces[i]
+                checked.append(name)
+        _check_finite(values, checked)
         return Draw(values={n: values[n] for n in self.model.latent_names}, unconstrained=unconstrained, log_q=log_q)
 
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from pavi_viz.inference.families.base import VariationalFamily
-from pavi_viz.model.compiled import CompiledModel, CompiledVariable
+from pavi_viz.model.compiled import CompiledModel
 from pavi_viz.model.plates import Frame
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -39,14 +39,17 @@ class MeanField(VariationalFamily):
 
     def draw_unconstrained(
         self,
-        var: CompiledVariable,
+        block: tuple[str, ...],
         frame: Frame,
         particles: int,
-        parents: dict[str, Tensor],
+        drawn: dict[str, Tensor],
+        values: dict[str, Tensor],
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
-        loc = frame.select(self.loc[var.name], var.plates)
-        log_scale = frame.select(self.log_scale[var.name], var.plates)
+        (name,) = block  # one variable a block: nothing is drawn jointly
+        plates = self.model.plates_of(name)
+        loc = frame.select(self.loc[name], plates)
+        log_scale = frame.select(self.log_scale[name], plates)
         eps = torch.randn((particles, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)
         z = loc + log_scale.exp() * eps
         log_q = -0.5 * (eps**2 + _LOG_2PI) - log_scale

@@ -1,9 +1,11 @@
-"""Plate-amortized families: one conditional flow per template variable.
+"""Plate-amortized families: one conditional flow per block of template variables.
 
-All the ground variables of a template variable share one conditional normalizing
-flow, followed by the bijection onto the variable's support. What tells the copies
-apart is their *encoding* ``e_i^n`` and the draws of their parents, which form the
-flow's context (so the family keeps the posterior's hierarchy, unlike mean-field).
+The global latents are drawn jointly by one flow; every other template variable's
+ground variables share one conditional normalizing flow, followed by the bijection
+onto the variable's support. What tells the copies apart is their *encoding*
+``e_i^n`` and the draws of the latents that the posterior couples them with (their
+Markov blanket, :mod:`pavi_viz.inference.families.structure`), which form the
+flow's context: so the family keeps the posterior's dependencies, unlike mean-field.
 The two families differ in where encodings come from:
 
 * :class:`PaviF`: a free, learnable vector per ground variable;
@@ -18,9 +20,11 @@ import threading
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution, Independent, constraints
 
 from pavi_viz.inference.encoders import DataEncoder
 from pavi_viz.inference.families.base import Draw, VariationalFamily
+from pavi_viz.inference.families.structure import conditioning, joint_blocks
 from pavi_viz.inference.flows import make_flow, rsample_and_log_prob
 from pavi_viz.model.compiled import CompiledModel, CompiledVariable
 from pavi_viz.model.plates import Frame
@@ -47,20 +51,32 @@ class PlateAmortizedFamily(VariationalFamily):
     ) -> None:
         super().__init__(model)
         self.encoding_size = encoding_size
-        self.latent_parents = {
-            name: [p for p in model.variables[name].parents if p in model.latent_names]
-            for name in model.latent_names
-        }
+        self.blocks = joint_blocks(model)
+        self.given = conditioning(model, self.blocks)
+        # Structured conditionals (ASVI, Ambrogioni et al., 2021): a latent on the real
+        # line whose prior has a location m(parents) is drawn as lambda * m + z, z
+        # from its flow, with a gate lambda in (0, 1) per ground variable read off its
+        # encoding. A group effect's posterior mean moves with the population mean
+        # by a factor (its shrinkage) that depends on the group's data: a product of
+        # encoding and parent that the gate states outright, where the flow's
+        # conditioner network would have to learn it.
+        self.gates = nn.ModuleDict(
+            {
+                name: nn.Linear(encoding_size, self.unconstrained_size(name))
+                for (name, *others) in self.blocks
+                if not others and model.plates_of(name) and _located(model, name)
+            }
+        )
         self.flows = nn.ModuleDict(
             {
-                name: make_flow(
+                block_key(block): make_flow(
                     flow,
-                    features=self.unconstrained_size(name),
-                    context=encoding_size + sum(self.unconstrained_size(p) for p in parents),
+                    features=self.block_size(block),
+                    context=encoding_size * len(block) + sum(self.unconstrained_size(u) for u in self.given[block]),
                     transforms=transforms,
                     hidden=hidden,
                 )
-                for name, parents in self.latent_parents.items()
+                for block in self.blocks
             }
         )
 
@@ -70,24 +86,56 @@ class PlateAmortizedFamily(VariationalFamily):
 
     def draw_unconstrained(
         self,
-        var: CompiledVariable,
+        block: tuple[str, ...],
         frame: Frame,
         particles: int,
-        parents: dict[str, Tensor],
+        drawn: dict[str, Tensor],
+        values: dict[str, Tensor],
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
-        batch_shape = frame.batch_shape(var.plates)
+        plates = self.model.plates_of(block[0])
+        batch_shape = frame.batch_shape(plates)
         if 0 in batch_shape:  # drawn outer elements without members: nothing to draw
             empty = torch.zeros(particles, *batch_shape, device=self.model.device)
-            return empty.unsqueeze(-1).expand(*empty.shape, self.unconstrained_size(var.name)), empty
-        pieces = [self.encodings(var, frame).expand(particles, *batch_shape, self.encoding_size)]
-        for parent in self.latent_parents[var.name]:
-            aligned = frame.align(parents[parent], self.model.plates_of(parent), var.plates, event_rank=1)
+            return empty.unsqueeze(-1).expand(*empty.shape, self.block_size(block)), empty
+        pieces = [
+            self.encodings(self.model.variables[name], frame).expand(particles, *batch_shape, self.encoding_size)
+            for name in block
+        ]
+        for name in self.given[block]:
+            aligned = frame.align(drawn[name], self.model.plates_of(name), plates, event_rank=1)
             pieces.append(aligned.expand(particles, *batch_shape, aligned.shape[-1]))
         context = torch.cat(pieces, -1)
-        flow = self.flows[var.name](context.reshape(-1, context.shape[-1]))
+        flow = self.flows[block_key(block)](context.reshape(-1, context.shape[-1]))
         z, log_q = rsample_and_log_prob(flow, generator)
-        return z.reshape(particles, *batch_shape, -1), log_q.reshape(particles, *batch_shape)
+        z = z.reshape(particles, *batch_shape, -1)
+        name = block[0]
+        if name in self.gates:  # a shift, whose Jacobian is 1: log q is the flow's
+            prior = _base(self.model.distribution(name, values, frame, (particles,)))
+            location = prior.loc.expand(particles, *batch_shape, *self.model.variables[name].event_shape)
+            gate = torch.sigmoid(self.gates[name](pieces[0]))
+            z = z + gate * location.reshape(*z.shape)
+        return z, log_q.reshape(particles, *batch_shape)
+
+
+def _located(model: CompiledModel, name: str) -> bool:
+    """Whether ``name`` lives on the real line and its prior is a location family
+    (``Normal``, ``StudentT``...: a ``loc``), so that :class:`PlateAmortizedFamily`
+    can gate its draws towards the prior's location."""
+    var = model.variables[name]
+    return var.info.support is constraints.real and "loc" in var.params and var.info.name != "LogNormal"
+
+
+def _base(distribution: Distribution) -> Distribution:
+    """``distribution`` without its ``Independent`` wrappers."""
+    while isinstance(distribution, Independent):
+        distribution = distribution.base_dist
+    return distribution
+
+
+def block_key(block: tuple[str, ...]) -> str:
+    """The name of a block's flow: its variables' names joined by ``+`` (no name has one)."""
+    return "+".join(block)
 
 
 class PaviF(PlateAmortizedFamily):

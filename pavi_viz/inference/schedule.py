@@ -1,0 +1,143 @@
+"""Learning-rate schedules, and the plateau test that ends a converged fit.
+
+A fixed-length schedule (``"cosine"``, ``"exponential"``) is a function of the step
+and the run's length: :func:`lr_factor`. The default, ``"plateau"``, needs no length:
+after a linear warm-up it keeps the learning rate while the ELBO still improves, and
+divides it by :data:`PLATEAU_DECAY` each time a window of :data:`PLATEAU_WINDOW`
+steps fails to beat the best window so far by more than its noise (the rule of
+``torch.optim.lr_scheduler.ReduceLROnPlateau``, with a significance test instead of
+a fixed threshold, since single-draw ELBO estimates are noisy). Once the rate is
+below :data:`FINAL_LR_FACTOR` of ``lr`` and a window still does not improve, the fit
+has converged: the optimiser's steps are too small to move the ELBO by more than its
+Monte Carlo error. The decisions read the ELBO history alone, so a resumed run
+(whose history is in its checkpoint) replays them exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+#: The learning rate at the end of a ``"cosine"`` or ``"exponential"`` schedule, and
+#: the floor of ``"plateau"``, as a fraction of ``lr``.
+FINAL_LR_FACTOR = 0.01
+#: Steps of the linear warm-up of every schedule but the constant one (at most a tenth
+#: of a fixed-length one): from ``1 / WARMUP_STEPS`` of ``lr`` up to ``lr``, so that
+#: the first, large gradients of a fresh flow do not throw its parameters far off.
+WARMUP_STEPS = 50
+#: ``"plateau"``: the ELBO is compared window by window, of this many steps each...
+PLATEAU_WINDOW = 100
+#: ... a window improves on the best one when its mean is higher by more than this
+#: many standard errors of the difference...
+PLATEAU_SIGNIFICANCE = 1.0
+#: ... and after a window that does not, the learning rate is multiplied by this.
+PLATEAU_DECAY = 0.3
+
+
+def warmup_factor(step: int, length: int = WARMUP_STEPS) -> float:
+    """The fraction of the learning rate at step ``step`` (from 0) of a warm-up of ``length`` steps."""
+    return min(1.0, (step + 1) / max(length, 1))
+
+
+def lr_factor(schedule: str | None, step: int, total: int) -> float:
+    """The learning rate of step ``step`` (from 0) of ``total`` of a fixed-length
+    schedule, as a fraction of ``lr``.
+
+    ``None``: constant. ``"cosine"``: after the warm-up, half a cosine from 1 down to
+    :data:`FINAL_LR_FACTOR`. ``"exponential"``: after the warm-up, geometric decay
+    from 1 to :data:`FINAL_LR_FACTOR`.
+    """
+    if schedule is None:
+        return 1.0
+    progress = min(step / max(total - 1, 1), 1.0)
+    if schedule == "cosine":
+        decay = FINAL_LR_FACTOR + (1 - FINAL_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * progress))
+    elif schedule == "exponential":
+        decay = FINAL_LR_FACTOR**progress
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}")
+    return warmup_factor(step, min(WARMUP_STEPS, total // 10)) * decay
+
+
+@dataclass
+class _Window:
+    """Running sums of the ELBO estimates of one window."""
+
+    count: int = 0
+    total: float = 0.0
+    squares: float = 0.0
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        self.total += value
+        self.squares += value * value
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count
+
+    @property
+    def variance_of_mean(self) -> float:
+        variance = max(self.squares / self.count - self.mean**2, 0.0)
+        return variance / self.count
+
+
+@dataclass
+class Plateau:
+    """The ``"plateau"`` schedule's state: feed it each step's ELBO estimate with
+    :meth:`update`; read the learning-rate fraction of the next step off
+    :meth:`factor`, and :attr:`converged`.
+
+    Attributes:
+        decay: the current decay of the learning rate (1, then ``PLATEAU_DECAY`` to
+            the power of the plateaus met so far).
+        converged: whether a window failed to improve with the rate already below
+            :data:`FINAL_LR_FACTOR`.
+        steps: the ELBO estimates fed so far.
+    """
+
+    decay: float = 1.0
+    converged: bool = False
+    steps: int = 0
+    _best: _Window | None = None
+    _window: _Window = field(default_factory=_Window)
+
+    @classmethod
+    def replay(cls, elbos: Iterable[float]) -> Plateau:
+        """The state after the ELBO estimates ``elbos`` (a resumed run's history)."""
+        plateau = cls()
+        for value in elbos:
+            plateau.update(value)
+        return plateau
+
+    def factor(self, step: int) -> float:
+        """The fraction of ``lr`` of step ``step`` (from 0)."""
+        return warmup_factor(step) * self.decay
+
+    def update(self, elbo: float) -> None:
+        """Take one step's ELBO estimate; the warm-up's estimates are not compared."""
+        self.steps += 1
+        if self.steps <= WARMUP_STEPS or self.converged:
+            return
+        self._window.add(elbo)
+        if self._window.count < PLATEAU_WINDOW:
+            return
+        window, self._window = self._window, _Window()
+        best = self._best
+        if best is None:
+            self._best = window
+            return
+        noise = math.sqrt(window.variance_of_mean + best.variance_of_mean)
+        if window.mean > best.mean + PLATEAU_SIGNIFICANCE * noise:
+            self._best = window
+        elif self.decay < FINAL_LR_FACTOR:
+            self.converged = True
+        else:
+            self.decay *= PLATEAU_DECAY
+            # Compare the next windows with this one: a smaller rate lowers the noise
+            # of the estimates' mean, not necessarily the mean itself.
+            self._best = window
+
+
+__all__ = ["FINAL_LR_FACTOR", "PLATEAU_DECAY", "PLATEAU_WINDOW", "Plateau", "lr_factor", "warmup_factor"]

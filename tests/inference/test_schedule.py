@@ -1,0 +1,65 @@
+"""The learning-rate schedules and the plateau test (pavi_viz.inference.schedule)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+import pavi_viz
+from pavi_viz.inference import fit
+from pavi_viz.inference.schedule import (
+    FINAL_LR_FACTOR,
+    PLATEAU_DECAY,
+    PLATEAU_WINDOW,
+    WARMUP_STEPS,
+    Plateau,
+    warmup_factor,
+)
+
+
+def _noisy(level: float, steps: int, rng: random.Random) -> list[float]:
+    return [level + rng.gauss(0.0, 1.0) for _ in range(steps)]
+
+
+def test_plateau_keeps_the_rate_while_the_elbo_improves_and_decays_on_plateaus() -> None:
+    rng = random.Random(0)
+    plateau = Plateau()
+    rising = [-1000.0 + i for i in range(WARMUP_STEPS + 5 * PLATEAU_WINDOW)]  # a steady climb
+    for value in rising:
+        plateau.update(value)
+    assert plateau.decay == 1.0 and not plateau.converged
+    for value in _noisy(rising[-1], 2 * PLATEAU_WINDOW, rng):  # flat, noisy: one plateau at least
+        plateau.update(value)
+    assert plateau.decay <= PLATEAU_DECAY and not plateau.converged
+
+
+def test_plateau_converges_below_the_floor_and_replays_identically() -> None:
+    rng = random.Random(1)
+    elbos = _noisy(-50.0, WARMUP_STEPS + 40 * PLATEAU_WINDOW, rng)
+    plateau = Plateau()
+    converged_at = None
+    for step, value in enumerate(elbos, start=1):
+        plateau.update(value)
+        if plateau.converged and converged_at is None:
+            converged_at = step
+    assert converged_at is not None and plateau.decay < FINAL_LR_FACTOR
+    assert converged_at % PLATEAU_WINDOW == WARMUP_STEPS % PLATEAU_WINDOW
+    replayed = Plateau.replay(elbos)
+    assert (replayed.decay, replayed.converged, replayed.steps) == (plateau.decay, True, len(elbos))
+    # The warm-up ramps linearly, then the factor is the decay.
+    assert plateau.factor(0) == pytest.approx(plateau.decay / WARMUP_STEPS)
+    assert plateau.factor(10 * WARMUP_STEPS) == plateau.decay
+    assert warmup_factor(4, 10) == pytest.approx(0.5)
+
+
+def test_default_fit_ends_when_converged_and_says_so() -> None:
+    model = pavi_viz.examples.load("gre", G=5, N=4, D=1)
+    result = fit(model, "mean-field", seed=0, progress=False)
+    assert result.stop_reason == "converged" and not result.stopped_early
+    assert result.steps_done < result.config.steps
+    lrs = result.history.lr
+    assert lrs[-1] < FINAL_LR_FACTOR * result.config.lr
+    # A resumed run replays the schedule from its history: already converged, it takes no step.
+    again = fit(model, resume=result.state, progress=False)
+    assert again.steps_done == result.steps_done and again.stop_reason == "converged"

@@ -1,16 +1,20 @@
-"""How close ``pavi_viz.fit`` gets to the reference posteriors of the bundled examples.
+"""How close ``pavi_viz.fit`` gets to the reference posteriors of the bundled examples
+and of the user models (``benchmarks/models.py``).
 
 For each example with a reference (``pavi_viz.examples.reference_summary``: NUTS, see
-``benchmarks/references.py``) and each family, fits with ``fit``'s defaults (or the
-settings given), then compares the posterior's summary with the reference element by
-element: the error of the mean in reference sds, and the ratio of the sds. The bar of
-the accuracy issue: a mean error below 0.1 reference sd on average for every latent,
-and every element's sd ratio within [0.8, 1.25].
+``benchmarks/references.py``; the user models' in ``benchmarks/references/``) and each
+family, fits with ``fit``'s defaults (or the settings given), then compares the
+posterior's summary with the reference element by element: the error of the mean in
+reference sds, and the ratio of the sds. The bar of the accuracy issue: a mean error
+below 0.1 reference sd on average for every latent, and every element's sd ratio
+within [0.8, 1.25].
 
 ::
 
     .venv/bin/python benchmarks/accuracy.py --out benchmarks/results        # defaults, seeds 0
     .venv/bin/python benchmarks/accuracy.py --families pavi-e pavi-f mean-field --seeds 0 1 2
+    .venv/bin/python benchmarks/accuracy.py --models glmm funnel     # user models only
+    .venv/bin/python benchmarks/accuracy.py --models all --examples radon   # all four, and radon
 
 Writes ``accuracy.json`` (every fit: time, steps, stop reason or divergence, and per
 latent the mean error and the sd ratios) and prints a table.
@@ -27,7 +31,14 @@ from typing import Any
 
 import numpy as np
 
+try:  # the sibling script: benchmarks/ is on sys.path when this one runs
+    from references import REFERENCES
+except ImportError:  # imported from the repository root
+    from benchmarks.references import REFERENCES
+
 EXAMPLES = ("eight_schools", "radon", "radon_uranium", "spikes")
+#: The user models of benchmarks/models.py, with their references in benchmarks/references/.
+USER_MODELS = tuple(name for name, spec in REFERENCES.items() if spec.user)
 #: The bar: mean |error| / reference sd per latent, and the range of sd ratios.
 MEAN_ERROR_BAR = 0.1
 SD_RATIO_RANGE = (0.8, 1.25)
@@ -52,12 +63,20 @@ def passes(latents: dict[str, dict[str, float]]) -> bool:
                for v in latents.values())
 
 
+def load(name: str) -> tuple[Any, Any]:
+    """The model ``name`` (a bundled example or a user model) and its reference summary."""
+    import pavi_viz
+
+    if name in USER_MODELS:
+        return REFERENCES[name].build(name), REFERENCES[name].summary(name)
+    return pavi_viz.examples.load(name), pavi_viz.examples.reference_summary(name)
+
+
 def run(example: str, family: str, seed: int, draws: int, settings: dict[str, Any]) -> dict[str, Any]:
     import pavi_viz
     from pavi_viz.inference import DivergenceError
 
-    model = pavi_viz.examples.load(example)
-    reference = pavi_viz.examples.reference_summary(example)
+    model, reference = load(example)
     started = time.perf_counter()
     record: dict[str, Any] = {"example": example, "family": family, "seed": seed, "settings": settings}
     try:
@@ -73,7 +92,7 @@ def run(example: str, family: str, seed: int, draws: int, settings: dict[str, An
 
 
 def row(record: dict[str, Any]) -> str:
-    head = f"{record['example']:<14} {record['family']:<10} seed {record['seed']}  {record['seconds']:6.1f} s  "
+    head = f"{record['example']:<16} {record['family']:<10} seed {record['seed']}  {record['seconds']:6.1f} s  "
     if "diverged" in record:
         return head + f"DIVERGED at step {record['steps']}"
     worst_error = max(v["mean_error"] for v in record["latents"].values())
@@ -86,7 +105,10 @@ def row(record: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--examples", nargs="+", choices=EXAMPLES, default=list(EXAMPLES))
+    parser.add_argument("--examples", nargs="+", choices=EXAMPLES, default=None,
+                        help="bundled examples (default: all of them, or none when --models is given)")
+    parser.add_argument("--models", nargs="+", choices=[*USER_MODELS, "all"], default=[],
+                        help="user models of benchmarks/models.py ('all': the four)")
     parser.add_argument("--families", nargs="+", default=["pavi-e"], help="default: pavi-e (fit's default)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--draws", type=int, default=4000, help="posterior draws of each summary")
@@ -98,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     for text in args.setting:
         name, _, value = text.partition("=")
         settings[name] = json.loads(value)
+    names = list(EXAMPLES) if args.examples is None and not args.models else list(args.examples or [])
+    names += list(USER_MODELS) if "all" in args.models else args.models
     records = []
-    for example in args.examples:
+    for example in names:
         for family in args.families:
             for seed in args.seeds:
                 records.append(run(example, family, seed, args.draws, settings))

@@ -99,15 +99,17 @@ ACCURACY_SCRIPT = SCRIPT.parent / "accuracy.py"
 def test_accuracy_benchmark_compares_every_latent_with_the_reference(tmp_path):
     from pavi_viz import examples
 
-    cmd = [sys.executable, str(ACCURACY_SCRIPT), "--examples", "eight_schools", "radon", "--families", "mean-field",
-           "--setting", "steps=20", "--draws", "200", "--out", str(tmp_path)]
+    cmd = [sys.executable, str(ACCURACY_SCRIPT), "--examples", "eight_schools", "radon", "--models", "funnel",
+           "--families", "mean-field", "--setting", "steps=20", "--draws", "200", "--out", str(tmp_path)]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=110)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "accuracy.json").read_text())
     assert [(r["example"], r["family"]) for r in report["runs"]] == [("eight_schools", "mean-field"),
-                                                                     ("radon", "mean-field")]
+                                                                     ("radon", "mean-field"), ("funnel", "mean-field")]
+    references = {"eight_schools": examples.reference_summary("eight_schools"), "radon": examples.reference_summary("radon"),
+                  "funnel": examples.read_reference(SCRIPT.parent / "references" / "funnel_reference.json")}
     for run in report["runs"]:
         assert run["steps"] == 20 and run["settings"] == {"steps": 20}
-        assert set(run["latents"]) == set(examples.reference_summary(run["example"]).data_vars)
+        assert set(run["latents"]) == set(references[run["example"]].data_vars)
         # Twenty steps of mean-field are far from the posterior: the bar is missed, and said so.
         assert run["passes"] is False and "misses the bar" in proc.stdout

@@ -9,6 +9,7 @@
 
     examples.reference("eight_schools")  # reference posterior draws (NUTS), or None
     examples.reference_summary("radon")  # a NUTS reference's mean, sd, quantiles per element
+    examples.read_reference("benchmarks/references/glmm_reference.json")  # the same, from a file
 
 Each example lives in its own small module with a ``build(**options)`` function.
 The modules are imported on first use: listing the examples imports no torch.
@@ -19,7 +20,9 @@ from __future__ import annotations
 import builtins
 import importlib
 import inspect
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -119,6 +122,35 @@ _STATS = ("mean", "sd", "5%", "50%", "95%")
 _QUANTILES = (float("nan"), float("nan"), 0.05, 0.5, 0.95)
 
 
+def _summary_dataset(raw: Mapping[str, Any]) -> xr.Dataset:
+    """A reference summary's JSON (``benchmarks/references.py``'s layout) as a Dataset."""
+    import numpy as np
+    import xarray as xr
+
+    data = {k: (("stat", *v["dims"]), np.asarray(v["values"], dtype=np.float64)) for k, v in raw["variables"].items()}
+    diagnostics = {k: v if isinstance(v, str) else float(v) for k, v in raw["diagnostics"].items()}
+    summary = xr.Dataset(data, attrs={"source": raw["source"], **diagnostics})
+    return summary.assign_coords({d: np.arange(n) for d, n in summary.sizes.items() if d != "stat"})
+
+
+def _with_stats(summary: xr.Dataset) -> xr.Dataset:
+    return summary.assign_coords(stat=builtins.list(_STATS), quantile=("stat", builtins.list(_QUANTILES)))
+
+
+def read_reference(path: str | Path) -> xr.Dataset:
+    """A NUTS reference summary from its JSON file (as ``benchmarks/references.py`` writes
+    them), laid out as :func:`reference_summary` returns it.
+
+    For references outside the package, such as those of the user models in
+    ``benchmarks/references/``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        KeyError: the file lacks a part of the layout (``variables``, ``source``...).
+    """
+    return _with_stats(_summary_dataset(json.loads(Path(path).read_text(encoding="utf-8"))))
+
+
 def reference_summary(name: str) -> xr.Dataset | None:
     """The NUTS reference posterior of example ``name`` (with its default options) as a
     summary, or None when it has none.
@@ -132,7 +164,6 @@ def reference_summary(name: str) -> xr.Dataset | None:
     Raises:
         KeyError: for an unknown example name.
     """
-    import numpy as np
     import xarray as xr
 
     from pavi_viz.examples._data import read_dataset
@@ -141,15 +172,10 @@ def reference_summary(name: str) -> xr.Dataset | None:
     if draws is not None:
         stats = [draws.mean("sample"), draws.std("sample", ddof=1),
                  *(draws.quantile(q, "sample").drop_vars("quantile") for q in _QUANTILES[2:])]
-        summary = xr.concat(stats, dim="stat")
-    elif name in _REFERENCE_SUMMARIES:
-        raw = read_dataset(f"{name}_reference.json")
-        data = {k: (("stat", *v["dims"]), np.asarray(v["values"], dtype=np.float64)) for k, v in raw["variables"].items()}
-        summary = xr.Dataset(data, attrs={"source": raw["source"], **{k: float(v) for k, v in raw["diagnostics"].items()}})
-        summary = summary.assign_coords({d: np.arange(n) for d, n in summary.sizes.items() if d != "stat"})
-    else:
-        return None
-    return summary.assign_coords(stat=builtins.list(_STATS), quantile=("stat", builtins.list(_QUANTILES)))
+        return _with_stats(xr.concat(stats, dim="stat"))
+    if name in _REFERENCE_SUMMARIES:
+        return _with_stats(_summary_dataset(read_dataset(f"{name}_reference.json")))
+    return None
 
 
 def describe() -> dict[str, str]:
@@ -161,4 +187,4 @@ def describe() -> dict[str, str]:
     return out
 
 
-__all__ = ["describe", "list", "load", "options", "reference", "reference_summary"]
+__all__ = ["describe", "list", "load", "options", "read_reference", "reference", "reference_summary"]

@@ -1,61 +1,73 @@
-"""Accuracy against ground truth: the GRE model's exact posterior, eight schools' reference draws.
+"""Accuracy of ``fit(model)`` with its defaults, against exact and NUTS posteriors.
 
-Each fit is small enough for CI; the tolerances are the issue's: for GRE, the mean
-error over the posterior sd below 0.1 on average and sd ratios within [0.8, 1.25];
-for eight schools, posterior means within 0.2 reference sd.
+The bar (issue 13): every latent's mean error below 0.1 reference sd on average, and
+every element's sd within [0.8, 1.25] of the reference's. Eight schools and three of
+the user models of benchmarks/models.py meet it; the others are held to the levels the defaults reach today (benchmarks/accuracy.py,
+README "Accuracy against reference posteriors"), so that a change that loses accuracy
+fails here: those guards are looser than the bar, and say by how much.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import numpy as np
 import pytest
+import torch
 
 import pavi_viz
-from pavi_viz.examples import gre
+from benchmarks.accuracy import MEAN_ERROR_BAR, SD_RATIO_RANGE, compare, load
+from pavi_viz.examples.gre import analytic_posterior
 
-REFERENCE = Path(pavi_viz.__file__).resolve().parent / "datasets" / "eight_schools_reference_draws.json"
-
-
-
-
-@pytest.mark.parametrize("family", ["pavi-e", "pavi-f"])
-def test_gre_matches_its_exact_posterior(family: str) -> None:
-    model = pavi_viz.examples.load("gre", G=20, N=10, D=2, seed=1)
-    result = pavi_viz.fit(model, family, steps=1500, lr=1e-2, particles=8, seed=0, schedule="cosine")
-    draws = result.posterior.sample(4000)
-    exact = gre.analytic_posterior(model)
-    for name, posterior in exact.items():
-        mean = draws[name].mean("sample").values
-        sd = draws[name].std("sample").values
-        error = np.abs(mean - posterior.mean.numpy()) / posterior.stddev.numpy()
-        ratio = sd / posterior.stddev.numpy()
-        assert error.mean() < 0.1, (name, error.mean())
-        assert 0.8 <= ratio.min() and ratio.max() <= 1.25, (name, ratio.min(), ratio.max())
+pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("family", ["pavi-e", "pavi-f"])
-def test_eight_schools_matches_the_reference_draws(family: str) -> None:
-    reference = {k: np.asarray(v) for k, v in json.loads(REFERENCE.read_text())["draws"].items()}
-    model = pavi_viz.examples.load("eight_schools")
-    result = pavi_viz.fit(model, family, steps=2000, lr=1e-2, particles=8, seed=0, schedule="cosine")
-    draws = result.posterior.sample(10000)
-    ratios = {}
-    for name in ["mu", "tau", "theta"]:
-        ref_mean, ref_sd = reference[name].mean(0), reference[name].std(0)
-        mean = draws[name].mean("sample").values
-        assert np.all(np.abs(mean - ref_mean) < 0.2 * ref_sd), (name, mean, ref_mean, ref_sd)
-        ratios[name] = draws[name].std("sample").values / ref_sd
-    print(f"eight schools, {family}: sd ratios " + ", ".join(f"{k} {np.round(v, 2)}" for k, v in ratios.items()))
+def _fit_and_compare(name: str, seed: int = 0) -> tuple[pavi_viz.inference.FitResult, dict]:
+    model, reference = load(name)
+    result = pavi_viz.fit(model, seed=seed, progress=False)
+    return result, compare(result.posterior.summary(n=4000, seed=1), reference)
 
 
-def test_mean_field_underestimates_eight_schools_tau() -> None:
-    # The baseline's known failure (the teaching point of notebook 2): a factorised
-    # Gaussian cannot follow the funnel between tau and theta.
-    reference = np.asarray(json.loads(REFERENCE.read_text())["draws"]["tau"])
-    model = pavi_viz.examples.load("eight_schools")
-    result = pavi_viz.fit(model, "mean-field", steps=2000, lr=1e-2, particles=8, seed=0, schedule="cosine")
-    tau = result.posterior.sample(10000)["tau"].values
-    assert tau.std() < 0.6 * reference.std()
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", ["eight_schools", "glmm", "nested", "funnel"])
+def test_defaults_meet_the_bar(name: str) -> None:
+    # glmm: a logistic GLMM whose fixed effects are correlated a posteriori (-0.76);
+    # nested: three levels of ragged plates; funnel: 30 groups, centred (benchmarks/models.py).
+    result, latents = _fit_and_compare(name)
+    assert result.stop_reason == "converged"
+    low, high = SD_RATIO_RANGE
+    for name, stats in latents.items():
+        assert stats["mean_error"] < MEAN_ERROR_BAR, (name, stats)
+        assert low <= stats["sd_ratio_min"] and stats["sd_ratio_max"] <= high, (name, stats)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+def test_eight_schools_funnel_never_diverges_with_defaults(seed: int) -> None:
+    result = pavi_viz.fit(pavi_viz.examples.load("eight_schools"), seed=seed, progress=False)
+    assert result.stop_reason == "converged"
+
+
+@pytest.mark.timeout(300)
+def test_gre_thousand_groups_against_the_exact_posterior() -> None:
+    model = pavi_viz.examples.load("gre", G=1000, N=10, D=2)
+    result = pavi_viz.fit(model, seed=0, progress=False)
+    summary = result.posterior.summary(n=2000, seed=1)
+    exact = analytic_posterior(model)
+    errors, ratios = {}, {}
+    for name, marginal in exact.items():
+        mean = torch.as_tensor(summary[name].sel(stat="mean").values, dtype=marginal.mean.dtype)
+        sd = torch.as_tensor(summary[name].sel(stat="sd").values, dtype=marginal.mean.dtype)
+        errors[name] = float(((mean - marginal.mean).abs() / marginal.stddev).mean())
+        ratios[name] = (float((sd / marginal.stddev).min()), float((sd / marginal.stddev).max()))
+    # The groups meet the bar; the population mean (posterior sd 0.03) is within 0.3 sd.
+    assert errors["mu_g"] < MEAN_ERROR_BAR and 0.8 <= ratios["mu_g"][0] and ratios["mu_g"][1] <= 1.25
+    assert errors["mu"] < 0.3 and 0.6 <= ratios["mu"][0] and ratios["mu"][1] <= 1.25
+
+
+@pytest.mark.timeout(300)
+def test_radon_defaults_stay_near_the_nuts_reference() -> None:
+    result, latents = _fit_and_compare("radon")
+    assert result.stop_reason == "converged"
+    # Means: within 0.2 sd of NUTS's (the bar: 0.1); sds: the scales of the county
+    # effects are still too narrow (0.55 to 0.7 of NUTS's), the rest within 0.8..1.25.
+    for name, stats in latents.items():
+        assert stats["mean_error"] < 0.2, (name, stats)
+        assert 0.45 <= stats["sd_ratio_min"] and stats["sd_ratio_max"] <= 1.35, (name, stats)

@@ -112,7 +112,6 @@ class VariationalFamily(nn.Module):
         frame: Frame,
         particles: int,
         drawn: dict[str, Tensor],
-        values: dict[str, Tensor],
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Draw one block's batched ground variables jointly, in unconstrained space.
@@ -123,8 +122,6 @@ class VariationalFamily(nn.Module):
             particles: the number of independent draws.
             drawn: the unconstrained draws of the latents drawn so far, shape
                 ``(particles, *frame.batch_shape(its plates), k)`` each.
-            values: the same draws on their supports, shape ``(particles, *batch_shape,
-                *event_shape)``, with the batch's data: what the model's distributions read.
             generator: the source of all the noise, on the model's device (``None``:
                 torch's global generator).
 
@@ -167,7 +164,7 @@ class VariationalFamily(nn.Module):
                 raise ValueError(f"the variables {', '.join(block)} are drawn jointly: give all of them or none")
             z = density = None
             if not held:
-                z, density = self.draw_unconstrained(block, frame, particles, unconstrained, context, generator)
+                z, density = self.draw_unconstrained(block, frame, particles, unconstrained, generator)
                 pieces = z.split([self.unconstrained_size(name) for name in block], -1)
             plates = self.model.plates_of(block[0])
             for i, name in enumerate(block):

@@ -43,7 +43,6 @@ class MeanField(VariationalFamily):
         frame: Frame,
         particles: int,
         drawn: dict[str, Tensor],
-        values: dict[str, Tensor],
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
         (name,) = block  # one variable a block: nothing is drawn jointly

@@ -20,7 +20,6 @@ import threading
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, constraints
 
 from pavi_viz.inference.encoders import DataEncoder
 from pavi_viz.inference.families.base import Draw, VariationalFamily
@@ -53,20 +52,6 @@ class PlateAmortizedFamily(VariationalFamily):
         self.encoding_size = encoding_size
         self.blocks = joint_blocks(model)
         self.given = conditioning(model, self.blocks)
-        # Structured conditionals (ASVI, Ambrogioni et al., 2021): a latent on the real
-        # line whose prior has a location m(parents) is drawn as lambda * m + z, z
-        # from its flow, with a gate lambda in (0, 1) per ground variable read off its
-        # encoding. A group effect's posterior mean moves with the population mean
-        # by a factor (its shrinkage) that depends on the group's data: a product of
-        # encoding and parent that the gate states outright, where the flow's
-        # conditioner network would have to learn it.
-        self.gates = nn.ModuleDict(
-            {
-                name: nn.Linear(encoding_size, self.unconstrained_size(name))
-                for (name, *others) in self.blocks
-                if not others and model.plates_of(name) and _located(model, name)
-            }
-        )
         self.flows = nn.ModuleDict(
             {
                 block_key(block): make_flow(
@@ -90,7 +75,6 @@ class PlateAmortizedFamily(VariationalFamily):
         frame: Frame,
         particles: int,
         drawn: dict[str, Tensor],
-        values: dict[str, Tensor],
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
         plates = self.model.plates_of(block[0])
@@ -108,29 +92,7 @@ class PlateAmortizedFamily(VariationalFamily):
         context = torch.cat(pieces, -1)
         flow = self.flows[block_key(block)](context.reshape(-1, context.shape[-1]))
         z, log_q = rsample_and_log_prob(flow, generator)
-        z = z.reshape(particles, *batch_shape, -1)
-        name = block[0]
-        if name in self.gates:  # a shift, whose Jacobian is 1: log q is the flow's
-            prior = _base(self.model.distribution(name, values, frame, (particles,)))
-            location = prior.loc.expand(particles, *batch_shape, *self.model.variables[name].event_shape)
-            gate = torch.sigmoid(self.gates[name](pieces[0]))
-            z = z + gate * location.reshape(*z.shape)
-        return z, log_q.reshape(particles, *batch_shape)
-
-
-def _located(model: CompiledModel, name: str) -> bool:
-    """Whether ``name`` lives on the real line and its prior is a location family
-    (``Normal``, ``StudentT``...: a ``loc``), so that :class:`PlateAmortizedFamily`
-    can gate its draws towards the prior's location."""
-    var = model.variables[name]
-    return var.info.support is constraints.real and "loc" in var.params and var.info.name != "LogNormal"
-
-
-def _base(distribution: Distribution) -> Distribution:
-    """``distribution`` without its ``Independent`` wrappers."""
-    while isinstance(distribution, Independent):
-        distribution = distribution.base_dist
-    return distribution
+        return z.reshape(particles, *batch_shape, -1), log_q.reshape(particles, *batch_shape)
 
 
 def block_key(block: tuple[str, ...]) -> str:

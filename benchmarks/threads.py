@@ -38,6 +38,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import cpu_model, write_report  # noqa: E402
+
 RESULT_MARK = "@@THREADS-RESULT@@ "
 CONDITIONS = ("alone", "busy")
 #: A process that burns one core until it is killed: the competing work.
@@ -202,15 +205,10 @@ def launch(spec: dict[str, Any], busy: int, timeout: float) -> dict[str, Any]:
 def machine_info() -> dict[str, Any]:
     import torch
 
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    except OSError:
-        names = []
     return {
         "cpu_count": os.cpu_count(),
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": names[0] if names else None,
+        "cpu_model": cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -483,9 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         summarise(report)
         report["table"] = table(report)
-        report["total_seconds"] = time.perf_counter() - started
-        report["machine"]["load_average_now"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-        json_path.write_text(json.dumps(report, indent=1))
+        write_report(report, json_path, started)
 
     for workload in workloads:
         example, load_options, family, batch = WORKLOADS[workload]

@@ -1,4 +1,4 @@
-"""Smoke tests of the benchmarks (benchmarks/scaling.py, benchmarks/threads.py): they run end to end.
+"""Smoke tests of the benchmarks (benchmarks/peers.py, benchmarks/threads.py, benchmarks/accuracy.py): they run end to end.
 
 No timing is asserted: only that every method (every thread setting and condition) ran
 and the JSON and PNG were written.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,43 +16,67 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "scaling.py"
-METHODS = {"pavi-e", "pavi-f", "mean-field", "pyro-autonormal"}
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "peers.py"
+
+
+def _load_peers():
+    spec = importlib.util.spec_from_file_location("peers", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_exact_posterior_has_no_error_against_itself():
+    from pavi_viz.examples import gre
+
+    peers = _load_peers()
+    model = gre.build(G=30, N=10, D=2, seed=1)
+    groups = peers.evaluation_groups(30, 20)
+    assert len(groups) == 20 and list(groups) == sorted(set(groups))
+    truth = peers.exact_posterior(model, groups)
+    assert truth["mu"][0].shape == (2,) and truth["mu_g"][0].shape == (20, 2)
+    perfect = peers.errors(truth, truth)
+    assert perfect["error"] == 0.0
+    for latent in perfect["latents"].values():
+        assert latent["mean_error"] == 0.0 and latent["sd_ratio_min"] == latent["sd_ratio_max"] == 1.0
+    # One sd off on every element of mu_g: an error of 1, the worst latent's.
+    mean_g, sd_g = truth["mu_g"]
+    shifted = peers.errors({**truth, "mu_g": (mean_g + sd_g, 2 * sd_g)}, truth)
+    assert shifted["error"] == pytest.approx(1.0) and shifted["latents"]["mu"]["mean_error"] == 0.0
+    assert shifted["latents"]["mu_g"]["sd_ratio_min"] == pytest.approx(2.0)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(120)
 @pytest.mark.skipif(
-    importlib.util.find_spec("pyro") is None or importlib.util.find_spec("matplotlib") is None,
-    reason="needs the bench extra (pyro-ppl, matplotlib)",
+    any(importlib.util.find_spec(m) is None for m in ("pyro", "numpyro", "matplotlib")),
+    reason="needs the bench extra (pyro-ppl, numpyro, matplotlib)",
 )
-def test_quick_benchmark_writes_every_method(tmp_path):
-    # One learning rate, a 1 s budget. With --eval-groups 50 the flow families are
-    # evaluated with Posterior.summary at G = 40 and on a subset of groups at G = 100
-    # (our families only).
-    cmd = [
-        sys.executable, str(SCRIPT), "--quick",
-        "--sizes", "40", "--ours-only-sizes", "100", "--lrs", "0.03", "--budget-seconds", "1", "--eval-draws", "50",
-        "--eval-groups", "50", "--device", "cpu", "--out", str(tmp_path),
-    ]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=220)
+def test_peers_benchmark_writes_its_json_table_and_plot(tmp_path):
+    # pavi_viz's defaults and subsampled Pyro, one lr, G = 100, 3 s budgets: two runs.
+    methods = ["pavi_viz", "pyro-svi-sub"]
+    cmd = [sys.executable, str(SCRIPT), "--sizes", "100", "--budget", "3", "--methods", *methods,
+           "--svi-lrs", "0.05", "--eval-draws", "200", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=110)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    report = json.loads((tmp_path / "scaling.json").read_text())
-    runs = report["runs"]
-    assert {r["method"] for r in runs} == METHODS
-    for run in runs:
-        assert not run.get("failed"), run.get("failed")
-        assert run["steps"] > 0 and run["parameters"] > 0
-        assert run["curve"] and run["final_error"] is not None
-        assert run["peak_mb"] is not None
-    assert set(report["best"]["40"]) == METHODS
-    assert set(report["best"]["100"]) == METHODS - {"pyro-autonormal"}
-    how = {(r["G"], r["method"]): r["eval_how"] for r in runs}
-    assert how[40, "pavi-e"].startswith("Posterior.summary") and "subset" in how[100, "pavi-e"]
-    assert report["machine"]["torch"] and report["machine"]["cpu_count"]
-    png = tmp_path / "scaling.png"
+    report = json.loads((tmp_path / "peers.json").read_text())
+    assert [r["method"] for r in report["runs"]] == methods
+    for run in report["runs"]:
+        assert not run.get("failed"), run["failed"]
+        assert run["steps"] > 0 and run["curve"] and run["peak_mb"] is not None
+        assert set(run["levels"]) == {"0.5", "0.2", "0.1"}
+        for point in run["curve"]:
+            assert math.isfinite(point["error"]) and point["time"] >= 0
+            assert point["error"] == max(v["mean_error"] for v in point["latents"].values())
+            for latent in point["latents"].values():
+                assert all(math.isfinite(v) for v in latent.values())
+    assert set(report["best"]["100"]) == set(methods)
+    assert report["best"]["100"]["pyro-svi-sub"]["lr"] == 0.05
+    assert report["machine"]["versions"]["torch"] and report["machine"]["cpu_count"]
+    assert "G = 100" in report["table"] and "pavi_viz (fit defaults)" in report["table"]
+    assert report["table"] in proc.stdout
+    png = tmp_path / "peers.png"
     assert png.exists() and png.stat().st_size > 1000
-    assert "pyro/pavi-e" in proc.stdout
 
 
 THREADS_SCRIPT = SCRIPT.parent / "threads.py"

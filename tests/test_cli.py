@@ -70,7 +70,7 @@ def test_fit_options_are_the_fit_config_settings(workdir, gre_file):
     for name in FitConfig.setting_names():
         option = {"batch": "--batch", "family_options": "--family-option"}.get(name, f"--{name.replace('_', '-')}")
         assert option in text, option
-    assert "(default: 2000)" in text and "(default: auto)" in text  # defaults read off the declarations
+    assert "(default: 10000)" in text and "(default: auto)" in text  # defaults read off the declarations
     for args, culprit in [(["--steps", "-3"], "--steps"), (["--threads", "0"], "--threads"),
                           (["--clip", "0"], "--clip"), (["--lr", "fast"], "--lr")]:
         result = cli("fit", gre_file.name, *args, "--out", "never.nc", cwd=workdir)

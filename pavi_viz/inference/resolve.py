@@ -23,6 +23,7 @@ from pavi_viz.inference.config import (
     WHOLE_STEP_NUMBERS,
 )
 from pavi_viz.model.compiled import CompiledModel
+from pavi_viz.model.plates import Frame
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -77,7 +78,7 @@ def _depth(model: CompiledModel, plate: str) -> int:
     return depth
 
 
-def _frame(model: CompiledModel, sizes: Mapping[str, int] | None):
+def _frame(model: CompiledModel, sizes: Mapping[str, int] | None) -> Frame:
     """The frame of one seeded batch drawn with ``sizes`` (``None`` or empty: the whole
     model), so that the same sizes always give the same frame."""
     if not sizes:

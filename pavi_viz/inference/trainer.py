@@ -491,4 +491,4 @@ def _copy_all(targets: list[Tensor], sources: list[Tensor]) -> None:
             torch._foreach_copy_(targets, sources)
 
 
-__all__ = ["FINAL_LR_FACTOR", "SMOOTHING", "Trainer", "lr_factor"]
+__all__ = ["SMOOTHING", "Trainer"]

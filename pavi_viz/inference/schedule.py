@@ -26,8 +26,10 @@ FINAL_LR_FACTOR = 0.01
 #: of a fixed-length one): from ``1 / WARMUP_STEPS`` of ``lr`` up to ``lr``, so that
 #: the first, large gradients of a fresh flow do not throw its parameters far off.
 WARMUP_STEPS = 50
-#: ``"plateau"``: the ELBO is compared window by window, of this many steps each...
-PLATEAU_WINDOW = 100
+#: ``"plateau"``: the ELBO is compared window by window, of this many steps each
+#: (100 stopped fits whose means still drifted along a flat ridge of the ELBO: the
+#: Poisson model's intercept against its random effects, 0.3 sd off)...
+PLATEAU_WINDOW = 200
 #: ... a window improves on the best one when its mean is higher by more than this
 #: many standard errors of the difference...
 PLATEAU_SIGNIFICANCE = 1.0

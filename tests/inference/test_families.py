@@ -92,6 +92,38 @@ def test_pavi_log_density_is_the_joint_flow_pushed_onto_the_supports(compiled) -
     torch.testing.assert_close(draw.log_q["mu"] + draw.log_q["tau"], expected, rtol=1e-4, atol=1e-4)
 
 
+def test_pavi_local_log_density_is_the_flow_through_its_scale_and_shift(compiled) -> None:
+    # Radon's county slope beta is drawn given mu_beta, sigma_beta (its parents),
+    # sigma_y and the county's alpha (the other parents of log_radon), as
+    # exp(B(e) g) * z + A(e) g, z from its flow and g the draws of sigma_y and alpha
+    # (unconstrained): its log q is the flow's density of z minus the log-scale.
+    # Made-up slopes, so that both terms count.
+    model = compiled["radon"]
+    torch.manual_seed(0)
+    fam = PaviF(model)
+    assert fam.given["beta",] == ["mu_beta", "sigma_beta", "sigma_y", "alpha"]
+    assert fam.coupled["beta",] == ["sigma_y", "alpha"]
+    frame = model.frame()
+    counties = model.plates["county"].size
+    with torch.no_grad():
+        for parameter in fam.slopes["beta"].parameters():
+            parameter.normal_(0.0, 0.3)
+        draw = fam.sample(frame, particles=4)
+        v = draw.values
+        beta = v["beta"].unsqueeze(-1)  # (4, counties, 1)
+        globals_ = torch.stack([v["mu_beta"], v["sigma_beta"].log(), v["sigma_y"].log()], -1)
+        given = torch.cat([globals_[:, None, :].expand(4, counties, 3), v["alpha"].unsqueeze(-1)], -1)
+        coupled = given[..., 2:].unsqueeze(-1)  # sigma_y and alpha
+        encoding = fam.encodings(model.variables["beta"], frame).expand(4, counties, -1)
+        slopes = fam.slopes["beta"](encoding).unflatten(-1, (2, 1, 2))
+        log_scale = (slopes[..., 0, :, :] @ coupled).squeeze(-1)
+        z = (beta - (slopes[..., 1, :, :] @ coupled).squeeze(-1)) / log_scale.exp()
+        flow = fam.flows["beta"](torch.cat([encoding, given], -1).reshape(4 * counties, -1))
+        density = flow.log_prob(z.reshape(4 * counties, 1)).reshape(4, counties)
+        expected = (density - log_scale.squeeze(-1)).sum(-1)
+    torch.testing.assert_close(draw.log_q["beta"], expected, rtol=1e-4, atol=1e-2)
+
+
 def test_parameter_counts(compiled) -> None:
     small = pavi_viz.examples.load("gre", G=10, N=4, D=2).compile()
     large = pavi_viz.examples.load("gre", G=100, N=4, D=2).compile()

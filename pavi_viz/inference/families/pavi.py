@@ -112,16 +112,13 @@ class PlateAmortizedFamily(VariationalFamily):
             aligned = frame.align(drawn[name], self.model.plates_of(name), plates, event_rank=1)
             pieces.append(aligned.expand(particles, *batch_shape, aligned.shape[-1]))
         context = torch.cat(pieces, -1)
-        flow = self.flows[block_key(block)](context.reshape(-1, context.shape[-1]))
-        z, log_q = rsample_and_log_prob(flow, generator)
-        z = z.reshape(particles, *batch_shape, -1)
         key = block_key(block)
-        log_q = log_q.reshape(particles, *batch_shape)
+        z, log_q = rsample_and_log_prob(self.flows[key](context.reshape(-1, context.shape[-1])), generator)
+        z, log_q = z.reshape(particles, *batch_shape, -1), log_q.reshape(particles, *batch_shape)
         if key in self.slopes:
-            coupled = self.coupled[block]
-            given = torch.cat([p for u, p in zip(self.given[block], pieces[len(block) :]) if u in coupled], -1)
-            given = given.unsqueeze(-1)
-            encodings = context[..., : len(block) * self.encoding_size]
+            coupled = [p for u, p in zip(self.given[block], pieces[len(block) :]) if u in self.coupled[block]]
+            given = torch.cat(coupled, -1).unsqueeze(-1)  # (particles, *batch_shape, inputs, 1)
+            encodings = torch.cat(pieces[: len(block)], -1)
             slopes = self.slopes[key](encodings).unflatten(-1, (2, z.shape[-1], given.shape[-2]))
             log_scale = (slopes[..., 0, :, :] @ given).squeeze(-1)
             z = log_scale.exp() * z + (slopes[..., 1, :, :] @ given).squeeze(-1)

@@ -162,7 +162,6 @@ class VariationalFamily(nn.Module):
             held = [name for name in block if name in given]
             if held and len(held) < len(block):
                 raise ValueError(f"the variables {', '.join(block)} are drawn jointly: give all of them or none")
-            z = density = None
             if not held:
                 z, density = self.draw_unconstrained(block, frame, particles, unconstrained, generator)
                 pieces = z.split([self.unconstrained_size(name) for name in block], -1)

@@ -130,7 +130,7 @@ class DataEncoder(nn.Module):
         out: dict[Level, Tensor] = {}
         for o in self.model.observed_names:
             targets = {self.model.plates_of(v) for v, sources in self.sources.items() if o in sources}
-            roots = {self._root(p) for p in self.model.plates_of(o)}
+            roots = {self.model.plates.root(p) for p in self.model.plates_of(o)}
             if len(roots) != 1:  # crossing top-level plates: no single plate to chunk over
                 out.update(self._summaries_of(o, targets, self.model.frame()))
                 continue
@@ -166,12 +166,6 @@ class DataEncoder(nn.Module):
             shape[dim] = self.model.plates[level[dim]].size
             out[key] = value.new_zeros(shape)
         out[key].index_copy_(dim, frame.indices(level[dim]), value)
-
-    def _root(self, plate: str) -> str:
-        """The top-level plate that ``plate`` nests in (itself when top-level)."""
-        while self.model.plates[plate].parent is not None:
-            plate = self.model.plates[plate].parent
-        return plate
 
     def partial(self, frame: Frame) -> bool:
         """Whether some summary averages over plate elements that ``frame`` leaves out."""

@@ -161,18 +161,13 @@ class Posterior:
     def _event_size(self, name: str) -> int:
         return math.prod(self.model.variables[name].event_shape)
 
-    def _root(self, plate: str) -> str:
-        while self.model.plates[plate].parent is not None:
-            plate = self.model.plates[plate].parent
-        return plate
-
     def _per_element(self, plate: str, top: str) -> np.ndarray | int:
         """The number of elements of ``plate`` that one element of the top-level plate
         ``top`` holds (for a plate outside ``top``'s tree: all of them)."""
         info = self.model.plates[plate]
         if plate == top:
             return 1
-        if self._root(plate) != top:
+        if self.model.plates.root(plate) != top:
             return info.size
         members = None
         while info.ragged:  # follow ragged links outwards to top
@@ -218,7 +213,7 @@ class Posterior:
             outside = 0.0
             for name in names:
                 plates = model.plates_of(name)
-                if any(self._root(q) == plate.name for q in plates):
+                if any(self.model.plates.root(q) == plate.name for q in plates):
                     factor: np.ndarray | int = 1
                     for q in plates:
                         factor = factor * self._per_element(q, plate.name)
@@ -251,7 +246,7 @@ class Posterior:
             for first in range(0, n, group):
                 chunks.append(Chunk(frame, part, slice(first, min(n, first + group)), values))
         fixed = tuple(
-            name for name in model.latent_names if not any(self._root(q) == top for q in model.plates_of(name))
+            name for name in model.latent_names if not any(self.model.plates.root(q) == top for q in model.plates_of(name))
         )
         return _Plan(tuple(chunks), top if len(ranges) > 1 else None, fixed if len(ranges) > 1 else ())
 

@@ -59,7 +59,7 @@ def default_batch_sizes(model: CompiledModel) -> dict[str, int]:
     """
     numbers = data_numbers(model)
     sizes: dict[str, int] = {}
-    for plate in sorted(model.plates, key=lambda p: (_depth(model, p.name), -p.size)):
+    for plate in sorted(model.plates, key=lambda p: (len(model.plates.outer(p.name)), -p.size)):
         if numbers <= WHOLE_STEP_NUMBERS:
             break
         drawn = _frame(model, sizes).sizes[plate.name]
@@ -68,14 +68,6 @@ def default_batch_sizes(model: CompiledModel) -> dict[str, int]:
             sizes[plate.name] = size
             numbers = data_numbers(model, sizes)
     return sizes
-
-
-def _depth(model: CompiledModel, plate: str) -> int:
-    """The number of plates ``plate`` nests in."""
-    depth, parent = 0, model.plates[plate].parent
-    while parent is not None:
-        depth, parent = depth + 1, model.plates[parent].parent
-    return depth
 
 
 def _frame(model: CompiledModel, sizes: Mapping[str, int] | None) -> Frame:

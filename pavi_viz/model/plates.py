@@ -101,6 +101,20 @@ class PlateStructure:
     def __iter__(self):
         return iter(self.plates.values())
 
+    def outer(self, name: str) -> list[str]:
+        """The plates that ``name`` nests in, innermost first (empty for a top-level plate)."""
+        chain = []
+        parent = self.plates[name].parent
+        while parent is not None:
+            chain.append(parent)
+            parent = self.plates[parent].parent
+        return chain
+
+    def root(self, name: str) -> str:
+        """The top-level plate that ``name`` nests in (itself when top-level)."""
+        chain = self.outer(name)
+        return chain[-1] if chain else name
+
     def ragged_ancestors(self, name: str) -> list[str]:
         """The plates reached from ``name`` by following ragged links outwards."""
         chain = []

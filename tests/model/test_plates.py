@@ -54,6 +54,14 @@ def test_ragged_ancestors_and_closure(structure: PlateStructure, regions: PlateS
     assert [p.name for p in structure][:2] == ["a", "b"]
 
 
+def test_outer_plates_and_root(structure: PlateStructure, regions: PlateStructure) -> None:
+    assert structure.outer("trial") == ["neuron", "animal"]  # regular in ragged
+    assert structure.outer("obs") == ["group"]
+    assert (structure.outer("a"), structure.root("a")) == ([], "a")
+    assert structure.root("trial") == "animal"
+    assert regions.outer("house") == ["county", "region"] and regions.root("house") == "region"
+
+
 # -- sample_batch --------------------------------------------------------------------
 def test_sample_batch_sizes_and_sorted(structure: PlateStructure) -> None:
     gen = torch.Generator().manual_seed(0)

@@ -1,9 +1,9 @@
 """Accuracy of ``fit(model)`` with its defaults, against exact and NUTS posteriors.
 
 The bar (issue 13): every latent's mean error below 0.1 reference sd on average, and
-every element's sd within [0.8, 1.25] of the reference's. GRE at G = 1,000 (exact
-posterior), eight schools and three of the user models of benchmarks/models.py meet
-it; the others are held to the levels the defaults reach today (benchmarks/accuracy.py,
+every element's sd within [0.8, 1.25] of the reference's. Eight schools and three of
+the user models of benchmarks/models.py meet it (GRE, against its exact posterior, is
+in test_accuracy_gre.py, a file of its own so that it runs beside this one); the others are held to the levels the defaults reach today (benchmarks/accuracy.py,
 README "Accuracy against reference posteriors"), so that a change that loses accuracy
 fails here: those guards are looser than the bar, and say by how much.
 """
@@ -11,11 +11,9 @@ fails here: those guards are looser than the bar, and say by how much.
 from __future__ import annotations
 
 import pytest
-import torch
 
 import pavi_viz
 from benchmarks.accuracy import MEAN_ERROR_BAR, SD_RATIO_RANGE, compare, load
-from pavi_viz.examples.gre import analytic_posterior
 
 pytestmark = pytest.mark.slow
 
@@ -44,23 +42,6 @@ def test_defaults_meet_the_bar(name: str) -> None:
 def test_eight_schools_funnel_never_diverges_with_defaults(seed: int) -> None:
     result = pavi_viz.fit(pavi_viz.examples.load("eight_schools"), seed=seed, progress=False)
     assert result.stop_reason == "converged"
-
-
-@pytest.mark.timeout(300)
-def test_gre_thousand_groups_against_the_exact_posterior() -> None:
-    model = pavi_viz.examples.load("gre", G=1000, N=10, D=2)
-    result = pavi_viz.fit(model, seed=0, progress=False)
-    summary = result.posterior.summary(n=2000, seed=1)
-    exact = analytic_posterior(model)
-    errors, ratios = {}, {}
-    for name, marginal in exact.items():
-        mean = torch.as_tensor(summary[name].sel(stat="mean").values, dtype=marginal.mean.dtype)
-        sd = torch.as_tensor(summary[name].sel(stat="sd").values, dtype=marginal.mean.dtype)
-        errors[name] = float(((mean - marginal.mean).abs() / marginal.stddev).mean())
-        ratios[name] = (float((sd / marginal.stddev).min()), float((sd / marginal.stddev).max()))
-    for name in exact:  # mu's posterior sd is 0.033, mu_g's 0.30
-        assert errors[name] < MEAN_ERROR_BAR, (name, errors)
-        assert 0.8 <= ratios[name][0] and ratios[name][1] <= 1.25, (name, ratios)
 
 
 @pytest.mark.timeout(300)

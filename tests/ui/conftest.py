@@ -37,8 +37,9 @@ def screenshots(artifacts_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def dashboard_server(artifacts_dir: Path, repo_root: Path, launch_server):
-    """``panel serve apps/dashboard.py`` in a subprocess, for the tests of one module."""
+def dashboard_server(request: pytest.FixtureRequest, artifacts_dir: Path, repo_root: Path, launch_server):
+    """``panel serve apps/dashboard.py`` in a subprocess, for the tests of one module
+    (its log named after the module: modules may run at once, in parallel workers)."""
     served = launch_server(
         lambda port: [sys.executable, "-m", "panel", "serve", str(repo_root / "apps" / "dashboard.py"),
                       "--port", str(port), "--address", "127.0.0.1", "--allow-websocket-origin", f"localhost:{port}",
@@ -46,7 +47,7 @@ def dashboard_server(artifacts_dir: Path, repo_root: Path, launch_server):
                       # much sooner: a session whose page has not yet opened its websocket counts
                       # as unused, and discarding it half-built breaks the page.
                       "--check-unused-sessions", "1000", "--unused-session-lifetime", "10000"],
-        artifacts_dir / "ui-server.log",
+        artifacts_dir / f"ui-server-{request.module.__name__.rsplit('.', 1)[-1]}.log",
     )
     yield served
     served.stop()

@@ -35,6 +35,11 @@ PLATEAU_WINDOW = 200
 PLATEAU_SIGNIFICANCE = 1.0
 #: ... and after a window that does not, the learning rate is multiplied by this.
 PLATEAU_DECAY = 0.3
+#: The learning rate of a second stage (after the first converges), as a fraction of
+#: ``lr``: the global latents are then drawn in units of their own posterior sd, where a
+#: step of ``lr`` moves them by ``lr`` sds (at 0.01, q of GRE's population mean
+#: collapsed at G = 10^5).
+SECOND_STAGE_LR_FACTOR = 0.1
 
 
 def warmup_factor(step: int, length: int = WARMUP_STEPS) -> float:
@@ -92,35 +97,43 @@ class Plateau:
     :meth:`factor`, and :attr:`converged`.
 
     Attributes:
+        stages: the number of stages (1, or 2 when the family can be standardised
+            between them: see :meth:`Trainer.step`).
+        stage: the current stage, from 0. A stage ends as a one-stage schedule
+            converges; the next starts with a warm-up at
+            :data:`SECOND_STAGE_LR_FACTOR` of ``lr`` and its own best window.
         decay: the current decay of the learning rate (1, then ``PLATEAU_DECAY`` to
             the power of the plateaus met so far).
-        converged: whether a window failed to improve with the rate already below
-            :data:`FINAL_LR_FACTOR`.
+        converged: whether the last stage's window failed to improve with the rate
+            already below :data:`FINAL_LR_FACTOR` of the stage's own.
         steps: the ELBO estimates fed so far.
     """
 
+    stages: int = 1
+    stage: int = 0
     decay: float = 1.0
     converged: bool = False
     steps: int = 0
+    _stage_start: int = 0
     _best: _Window | None = None
     _window: _Window = field(default_factory=_Window)
 
     @classmethod
-    def replay(cls, elbos: Iterable[float]) -> Plateau:
+    def replay(cls, elbos: Iterable[float], stages: int = 1) -> Plateau:
         """The state after the ELBO estimates ``elbos`` (a resumed run's history)."""
-        plateau = cls()
+        plateau = cls(stages=stages)
         for value in elbos:
             plateau.update(value)
         return plateau
 
     def factor(self, step: int) -> float:
         """The fraction of ``lr`` of step ``step`` (from 0)."""
-        return warmup_factor(step) * self.decay
+        return warmup_factor(step - self._stage_start) * self.decay
 
     def update(self, elbo: float) -> None:
         """Take one step's ELBO estimate; the warm-up's estimates are not compared."""
         self.steps += 1
-        if self.steps <= WARMUP_STEPS or self.converged:
+        if self.steps - self._stage_start <= WARMUP_STEPS or self.converged:
             return
         self._window.add(elbo)
         if self._window.count < PLATEAU_WINDOW:
@@ -133,8 +146,13 @@ class Plateau:
         noise = math.sqrt(window.variance_of_mean + best.variance_of_mean)
         if window.mean > best.mean + PLATEAU_SIGNIFICANCE * noise:
             self._best = window
-        elif self.decay < FINAL_LR_FACTOR:
-            self.converged = True
+        elif self.decay < FINAL_LR_FACTOR * (SECOND_STAGE_LR_FACTOR if self.stage else 1.0):
+            if self.stage + 1 < self.stages:
+                # The next stage starts afresh: its own best window, a rate of its own.
+                self.stage += 1
+                self.decay, self._best, self._stage_start = SECOND_STAGE_LR_FACTOR, None, self.steps
+            else:
+                self.converged = True
         else:
             self.decay *= PLATEAU_DECAY
             # Compare the next windows with this one: a smaller rate lowers the noise
@@ -142,4 +160,4 @@ class Plateau:
             self._best = window
 
 
-__all__ = ["FINAL_LR_FACTOR", "PLATEAU_DECAY", "PLATEAU_WINDOW", "Plateau", "lr_factor", "warmup_factor"]
+__all__ = ["FINAL_LR_FACTOR", "PLATEAU_DECAY", "PLATEAU_WINDOW", "SECOND_STAGE_LR_FACTOR", "Plateau", "lr_factor", "warmup_factor"]

@@ -181,7 +181,8 @@ class Trainer:
         for group in self.state.optimizer.param_groups:
             group["lr"] = group["initial_lr"] = self.config.lr
         if schedule == "plateau":
-            self._plateau = plateau = Plateau.replay(self.state.history.elbo)
+            stages = 2 if self.state.family.standardisable else 1
+            self._plateau = plateau = Plateau.replay(self.state.history.elbo, stages)
             factor = plateau.factor
         else:
             factor = lambda step: lr_factor(schedule, step, total)  # noqa: E731 - the scheduler's callable
@@ -246,7 +247,10 @@ class Trainer:
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         if self._plateau is not None:
+            stage = self._plateau.stage
             self._plateau.update(value)
+            if self._plateau.stage > stage:
+                self._standardise(number)
         self._scheduler.step()
 
         # Bookkeeping: only the step's own time counts as training time (whatever the
@@ -276,6 +280,18 @@ class Trainer:
         )
         state.history.append(record)
         return record
+
+    def _standardise(self, number: int) -> None:
+        """Between the plateau schedule's stages: the family draws its global latents in
+        units of their q (:meth:`~pavi_viz.inference.families.pavi.PlateAmortizedFamily.standardise_globals`),
+        its fresh weights and draws seeded by the run's seed and the step, and Adam
+        starts afresh (its moments were of the old units)."""
+        state = self.state
+        seed = derived_seed(self.config.seed, f"standardise-{number}")
+        with seeded(seed, state.model.device):
+            generator = torch.Generator(state.model.device).manual_seed(seed)
+            state.family.standardise_globals(generator)
+        state.optimizer.state.clear()
 
     def _gradient(self, number: int) -> tuple[float, Tensor]:
         """Draw a batch, estimate the ELBO on it and back-propagate: the estimate and

@@ -31,23 +31,14 @@ def _gre_errors(groups: int) -> tuple[pavi_viz.inference.FitResult, dict, dict]:
     return result, errors, ratios
 
 
-@pytest.mark.timeout(300)
-def test_gre_thousand_groups_against_the_exact_posterior() -> None:
-    result, errors, ratios = _gre_errors(1000)
-    assert result.stop_reason == "converged"
-    for name in errors:  # mu's posterior sd is 0.033, mu_g's 0.30
-        assert errors[name] < MEAN_ERROR_BAR, (name, errors)
-        assert 0.8 <= ratios[name][0] and ratios[name][1] <= 1.25, (name, ratios)
-
-
 @pytest.mark.timeout(400)
-def test_gre_ten_thousand_groups_against_the_exact_posterior() -> None:
-    # Batched: 2,272 groups a step. Every sd and mu_g's means meet the bar; the
-    # population mean mu, whose posterior sd is 0.010, ends 0.23 sd off in our runs
-    # (bar: 0.1): at a posterior that narrow the last steps of Adam still move it by
-    # that much (README, "Scaling benchmark").
-    result, errors, ratios = _gre_errors(10_000)
+@pytest.mark.parametrize("groups", [1000, 10_000])
+def test_gre_against_the_exact_posterior(groups: int) -> None:
+    # At 10,000 groups a step draws 2,272 of them, and mu's posterior sd is 0.010 (0.033
+    # at 1,000; mu_g's 0.30): the second stage of the plateau schedule, which draws the
+    # globals in units of their q, brought its mean from 0.23 sd off to the bar.
+    result, errors, ratios = _gre_errors(groups)
     assert result.stop_reason == "converged"
-    assert errors["mu_g"] < MEAN_ERROR_BAR and errors["mu"] < 0.35, errors
     for name in errors:
+        assert errors[name] < MEAN_ERROR_BAR, (name, errors)
         assert 0.8 <= ratios[name][0] and ratios[name][1] <= 1.25, (name, ratios)

@@ -12,6 +12,7 @@ from pavi_viz.inference.schedule import (
     FINAL_LR_FACTOR,
     PLATEAU_DECAY,
     PLATEAU_WINDOW,
+    SECOND_STAGE_LR_FACTOR,
     WARMUP_STEPS,
     Plateau,
     warmup_factor,
@@ -61,5 +62,49 @@ def test_default_fit_ends_when_converged_and_says_so() -> None:
     lrs = result.history.lr
     assert lrs[-1] < FINAL_LR_FACTOR * result.config.lr
     # A resumed run replays the schedule from its history: already converged, it takes no step.
+    again = fit(model, resume=result.state, progress=False)
+    assert again.steps_done == result.steps_done and again.stop_reason == "converged"
+
+
+def test_a_two_stage_plateau_starts_its_second_stage_afresh_and_replays() -> None:
+    rng = random.Random(2)
+    elbos = _noisy(-50.0, WARMUP_STEPS + 80 * PLATEAU_WINDOW, rng)
+    plateau = Plateau(stages=2)
+    switched_at = converged_at = None
+    for step, value in enumerate(elbos, start=1):
+        plateau.update(value)
+        if plateau.stage == 1 and switched_at is None:
+            switched_at = step
+            # A warm-up from the switch, up to the second stage's rate.
+            assert plateau.decay == SECOND_STAGE_LR_FACTOR and not plateau.converged
+            assert plateau.factor(step) == pytest.approx(SECOND_STAGE_LR_FACTOR / WARMUP_STEPS)
+            assert plateau.factor(step + WARMUP_STEPS) == SECOND_STAGE_LR_FACTOR
+        if plateau.converged and converged_at is None:
+            converged_at = step
+    # The first stage ends as a one-stage plateau converges; the second goes down as far again.
+    one_stage = Plateau()
+    for step, value in enumerate(elbos, start=1):
+        one_stage.update(value)
+        if one_stage.converged:
+            break
+    assert switched_at == step
+    assert converged_at is not None and converged_at > switched_at + WARMUP_STEPS
+    assert plateau.decay < FINAL_LR_FACTOR * SECOND_STAGE_LR_FACTOR
+    replayed = Plateau.replay(elbos, stages=2)
+    assert (replayed.stage, replayed.decay, replayed.converged) == (1, plateau.decay, True)
+
+
+def test_default_fit_standardises_its_globals_between_stages_and_resumes_across() -> None:
+    model = pavi_viz.examples.load("gre", G=20, N=5, D=1)
+    result = fit(model, seed=0, progress=False)  # pavi-e
+    family = result.state.family
+    assert result.stop_reason == "converged" and family.standardisable
+    # The second stage's warm-up starts at SECOND_STAGE_LR_FACTOR / WARMUP_STEPS of lr.
+    first = result.config.lr * SECOND_STAGE_LR_FACTOR / WARMUP_STEPS
+    assert any(lr == pytest.approx(first) for lr in result.history.lr[WARMUP_STEPS:])
+    # The global block is drawn in units of q: its centre and scale were q's mean and sd.
+    exact = pavi_viz.examples.gre.analytic_posterior(model)["mu"]
+    assert float(family.global_scale) < 0.5 and abs(float(family.global_centre) - float(exact.mean)) < 0.5
+    # Resumed from a checkpoint taken after the switch, the run replays both stages: nothing to do.
     again = fit(model, resume=result.state, progress=False)
     assert again.steps_done == result.steps_done and again.stop_reason == "converged"

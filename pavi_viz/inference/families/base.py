@@ -102,6 +102,15 @@ class VariationalFamily(nn.Module):
         """Recompute, before the next training draw, what the family derives from the
         whole data (the trainer calls it every ``refresh_every`` steps); nothing here."""
 
+    @property
+    def standardisable(self) -> bool:
+        """Whether :meth:`standardise_globals` does anything (no: this family)."""
+        return False
+
+    def standardise_globals(self, generator: torch.Generator | None = None) -> None:
+        """Start drawing the global latents in units of their current q (see
+        :class:`~pavi_viz.inference.families.pavi.PlateAmortizedFamily`); nothing here."""
+
     def block_size(self, block: tuple[str, ...]) -> int:
         """The number of free coordinates of one ground draw of ``block``."""
         return sum(self.unconstrained_size(name) for name in block)

@@ -78,6 +78,13 @@ class PlateAmortizedFamily(VariationalFamily):
             block: [u for u in self.given[block] if not any(u in model.variables[v].parents for v in block)]
             for block in self.blocks
         }
+        # The global block's draws are z = centre + scale * (its flow's output): the
+        # identity until :meth:`standardise_globals` sets them.
+        self.global_block = next((block for block in self.blocks if not model.plates_of(block[0])), None)
+        if self.global_block is not None:
+            size = self.block_size(self.global_block)
+            self.register_buffer("global_centre", torch.zeros(size, device=model.device))
+            self.register_buffer("global_scale", torch.ones(size, device=model.device))
         self.slopes = nn.ModuleDict()
         for block, coupled in self.coupled.items():
             inputs = sum(self.unconstrained_size(u) for u in coupled)
@@ -123,7 +130,45 @@ class PlateAmortizedFamily(VariationalFamily):
             log_scale = (slopes[..., 0, :, :] @ given).squeeze(-1)
             z = log_scale.exp() * z + (slopes[..., 1, :, :] @ given).squeeze(-1)
             log_q = log_q - log_scale.sum(-1)  # the change of variables of the scaling
+        if block == self.global_block:
+            z = self.global_centre + self.global_scale * z
+            log_q = log_q - self.global_scale.log().sum()
         return z, log_q
+
+    @property
+    def standardisable(self) -> bool:
+        return self.global_block is not None and len(self.blocks) > 1
+
+    @torch.no_grad()
+    def standardise_globals(self, generator: torch.Generator | None = None, draws: int = 2000) -> None:
+        """Draw the global latents in units of their current q from now on.
+
+        Adam moves every parameter by about ``lr`` a step, in the units of the draws it
+        shapes. Where the data pin a global latent down (GRE's population mean: posterior
+        sd 0.01 at 10^4 groups, 0.003 at 10^5), steps of that size keep its mean several
+        posterior sds off to the end of a fit, through every pathway at once: the flow's
+        layers, the encodings it reads. So once a first stage has brought q close, the
+        global block's draws become ``centre + scale * u``, with ``centre`` and ``scale``
+        the mean and sd of ``draws`` draws of q (unconstrained), and ``u`` a fresh flow
+        (its weights drawn again from torch's global generator: the caller seeds it),
+        close to a standard Normal: a step of ``lr`` then moves the global latents by
+        about ``lr`` of their posterior sd.
+
+        The second stage of the ``"plateau"`` schedule follows this, with the optimizer's
+        state cleared (:meth:`Trainer.step`).
+        """
+        if not self.standardisable:
+            return
+        block = self.global_block
+        model = self.model
+        frame = model.frame(model.sample_batch({p.name: 1 for p in model.plates}, generator))
+        draw = self.sample(frame, draws, generator=generator).unconstrained
+        z = torch.cat([draw[name].reshape(draws, -1) for name in block], -1)
+        self.global_centre.copy_(z.mean(0))
+        self.global_scale.copy_(z.std(0).clamp(min=torch.finfo(z.dtype).tiny))
+        for module in self.flows[block_key(block)].modules():
+            if isinstance(module, nn.Linear):
+                module.reset_parameters()
 
 
 def block_key(block: tuple[str, ...]) -> str:

@@ -9,8 +9,11 @@ steps fails to beat the best window so far by more than its noise (the rule of
 a fixed threshold, since single-draw ELBO estimates are noisy). Once the rate is
 below :data:`FINAL_LR_FACTOR` of ``lr`` and a window still does not improve, the fit
 has converged: the optimiser's steps are too small to move the ELBO by more than its
-Monte Carlo error. The decisions read the ELBO history alone, so a resumed run
-(whose history is in its checkpoint) replays them exactly.
+Monte Carlo error. With ``stages=2`` that ends the first stage only: the trainer then
+has the family draw its global latents in units of their posterior, and a second
+stage runs by the same rule from :data:`SECOND_STAGE_LR_FACTOR` of ``lr``. The
+decisions read the ELBO history alone, so a resumed run (whose history is in its
+checkpoint) replays them exactly.
 """
 
 from __future__ import annotations

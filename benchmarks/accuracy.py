@@ -5,7 +5,8 @@ For each example with a reference (``pavi_viz.examples.reference_summary``: NUTS
 ``benchmarks/references.py``; the user models' in ``benchmarks/references/``) and each
 family, fits with ``fit``'s defaults (or the settings given), then compares the
 posterior's summary with the reference element by element: the error of the mean in
-reference sds, and the ratio of the sds. The bar of the accuracy issue: a mean error
+reference sds, and the ratio of the sds; and records the importance weights' Pareto k
+(``Posterior.importance_check``), which says whether the summary's draws were resampled. The bar of the accuracy issue: a mean error
 below 0.1 reference sd on average for every latent, and every element's sd ratio
 within [0.8, 1.25].
 
@@ -86,8 +87,11 @@ def run(example: str, family: str, seed: int, draws: int, settings: dict[str, An
         return record
     summary = result.posterior.summary(n=draws, seed=seed)
     latents = compare(summary, reference)
+    check = result.posterior.importance_check(n=draws, seed=seed)  # the one the summary made
     record.update(seconds=time.perf_counter() - started, steps=result.steps_done, stop_reason=result.stop_reason,
-                  latents=latents, passes=passes(latents))
+                  latents=latents, passes=passes(latents),
+                  pareto_k=None if check is None else check.pareto_k,
+                  reweighted=None if check is None else check.reweighted)
     return record
 
 
@@ -100,7 +104,10 @@ def row(record: dict[str, Any]) -> str:
     high = max(v["sd_ratio_max"] for v in record["latents"].values())
     worst = max(record["latents"], key=lambda k: record["latents"][k]["mean_error"])
     verdict = "meets the bar" if record["passes"] else "misses the bar"
-    return head + (f"worst mean error {worst_error:.2f} sd ({worst}), sd ratios {low:.2f}..{high:.2f}: {verdict}")
+    importance = "" if record["pareto_k"] is None else (
+        f", Pareto k {record['pareto_k']:.2f} ({'resampled' if record['reweighted'] else 'q as it is'})")
+    return head + (f"worst mean error {worst_error:.2f} sd ({worst}), sd ratios {low:.2f}..{high:.2f}"
+                   f"{importance}: {verdict}")
 
 
 def main(argv: list[str] | None = None) -> int:

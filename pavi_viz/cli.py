@@ -32,7 +32,10 @@ import sys
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pavi_viz.inference.importance import ImportanceCheck
 
 PROG = "pavi-viz"
 EXIT_FAILURE = 1
@@ -509,9 +512,23 @@ def _run_fit(args: argparse.Namespace) -> int:
         raise CliError(f"cannot write {str(out)!r}: {err.strerror or err}", EXIT_FAILURE) from err
     names = ", ".join(posterior.model.latent_names)
     print(f"wrote {args.draws} posterior draws of {names} to {out}")
+    check = posterior.importance_check(n=args.draws, seed=config.seed)  # the one the draws made
+    if check is not None:
+        print(_describe_check(check))
     if args.summary:
         print(_summary_table(posterior.summary(n=args.draws, seed=config.seed), out))
     return 0
+
+
+def _describe_check(check: ImportanceCheck) -> str:
+    from pavi_viz.inference.importance import PARETO_K_BOUND
+
+    head = f"Pareto k of the importance weights: {check.pareto_k:.2f} ({check.draws} draws of q)"
+    if check.reweighted:
+        return head + ": the draws were resampled by their weights, which corrects q's bias"
+    if check.pareto_k <= 0.7:
+        return head + f", above {PARETO_K_BOUND}: the draws are q's own, usable but not exact"
+    return head + ", above 0.7: the draws are q's own and may be far off; compare with a reference"
 
 
 def _check_fit_arguments(args: argparse.Namespace, out: Path) -> None:

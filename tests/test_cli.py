@@ -122,6 +122,7 @@ def test_fit_writes_a_netcdf_posterior_close_to_the_exact_one(workdir, gre_file,
 
     assert "posterior.nc" in fitted.stdout
     assert "final ELBO" in fitted.stdout
+    assert "Pareto k of the importance weights" in fitted.stdout  # how far to trust the draws
     with xr.open_dataset(workdir / "posterior.nc") as draws:
         assert draws["mu"].dims == ("sample", "mu_dim_0")
         assert draws["mu_g"].dims == ("sample", "group", "mu_g_dim_0")

@@ -47,11 +47,27 @@ import xarray as xr
 from torch import Tensor
 
 from pavi_viz.inference.families.base import VariationalFamily
+from pavi_viz.inference.importance import (
+    PARETO_K_BOUND,
+    ImportanceCheck,
+    effective_sample_size,
+    psis,
+    systematic_resample,
+)
 from pavi_viz.model.compiled import CompiledModel, seeded
 from pavi_viz.model.plates import Frame
 
 #: Default bound on the numbers drawn in one chunk (draws x ground variables x event size).
 CHUNK_ELEMENTS = 2**20
+#: Importance resampling weighs this many draws of q per draw asked for (an importance
+#: estimate's error follows the weights' effective sample size, often a tenth of the
+#: draws or less), and at least IMPORTANCE_POOL...
+IMPORTANCE_DRAWS_PER_DRAW = 4
+IMPORTANCE_POOL = 1000
+#: ... where one pool of them holds at most this many latent numbers: beyond, the
+#: model is drawn in chunks, and its weights (a sum over thousands of ground
+#: variables) would leave one draw with all the weight anyway.
+IMPORTANCE_NUMBERS = 2**24
 #: Dimension names the results use for themselves; plates may not take them.
 RESERVED_DIMS = ("sample", "stat", "chain", "draw")
 #: NetCDF engines tried in this order when none is named (both need the ``export`` extra).
@@ -105,6 +121,8 @@ class Posterior:
             ids; one per element, or per outer element's member for a regularly
             nested plate) or an event dim (``"beta_dim_0": ["uranium", "floor"]``).
             Dims left out are numbered from 0.
+        importance: correct q's draws by importance resampling where that can be
+            trusted (see :meth:`importance_check`); ``False``: q's draws as they are.
     """
 
     def __init__(
@@ -112,6 +130,7 @@ class Posterior:
         model: CompiledModel,
         family: VariationalFamily,
         coords: Mapping[str, Sequence] | None = None,
+        importance: bool = True,
     ) -> None:
         if list(family.model.latent_names) != list(model.latent_names):
             raise ValueError(
@@ -123,6 +142,7 @@ class Posterior:
             raise ValueError(f"plates may not be called {clash}: the results use these dim names")
         self.model = model
         self.family = family
+        self.importance = importance
         names = [*model.variables, *(k for k in model.data if k not in model.variables)]  # and covariates
         self._dims = {name: self._dims_of(name) for name in names}
         sizes: dict[str, int] = {}
@@ -224,7 +244,8 @@ class Posterior:
             if best is None or total > best[0]:
                 best = (total, plate.name, per, outside)
         whole = model.frame()
-        if best is None or best[0] == 0 or n * self._values(whole, names) <= bound:
+        # Importance resampling draws whole joint draws: the chunks take their share.
+        if best is None or best[0] == 0 or n * self._values(whole, names) <= bound or self._reweighable(n):
             return self._whole_plan(n, bound, whole, names)
         _, top, per, outside = best
         worst = float(per.max()) + outside
@@ -276,12 +297,17 @@ class Posterior:
         model = self.model
         generator = None if seed is None else torch.Generator(model.device).manual_seed(seed)
         fixed: dict[int, dict[str, Tensor]] = {}
+        resampled = self._resample(n, chunk_elements, generator)[0] if self._reweighable(n) else None
         with torch.no_grad():
             for chunk in plan.chunks:
-                known = fixed.get(chunk.draws.start)
-                given = None if known is None else {k: v.to(model.device) for k, v in known.items()}
-                draw = self.family.sample(chunk.frame, chunk.particles, given=given, generator=generator)
-                values = dict(draw.values)
+                if resampled is not None:
+                    values = {name: draws[chunk.draws].to(model.device) for name, draws in resampled.items()}
+                    known = None
+                else:
+                    known = fixed.get(chunk.draws.start)
+                    given = None if known is None else {k: v.to(model.device) for k, v in known.items()}
+                    draw = self.family.sample(chunk.frame, chunk.particles, given=given, generator=generator)
+                    values = dict(draw.values)
                 if known is None and plan.fixed:
                     # Kept off the device: the other chunks of these draws get them back.
                     fixed[chunk.draws.start] = {k: values[k].cpu() for k in plan.fixed}
@@ -292,6 +318,64 @@ class Posterior:
                             dist = model.distribution(name, context, chunk.frame, (chunk.particles,))
                             values[name] = context[name] = dist.sample()
                 yield chunk, values, known is None
+
+    # -- importance resampling --------------------------------------------------------
+    def _pool_size(self, n: int) -> int:
+        return max(IMPORTANCE_DRAWS_PER_DRAW * n, IMPORTANCE_POOL)
+
+    def _reweighable(self, n: int) -> bool:
+        """Whether draws are corrected by importance resampling: asked for, and the
+        whole model's latents of a pool of draws fit :data:`IMPORTANCE_NUMBERS`."""
+        whole = self.model.frame()
+        return self.importance and self._pool_size(n) * self._values(whole, self.model.latent_names) <= IMPORTANCE_NUMBERS
+
+    def _resample(
+        self, n: int, chunk_elements: int, generator: torch.Generator | None
+    ) -> tuple[dict[str, Tensor], ImportanceCheck]:
+        """``n`` draws of the latents (on the CPU) resampled from a pool of draws of q by
+        their Pareto smoothed importance weights, or the pool's first ``n`` draws when
+        the weights cannot be trusted; and the check that decided."""
+        model = self.model
+        whole = model.frame()
+        pool = self._pool_size(n)
+        group = max(1, chunk_elements // max(self._values(whole, model.latent_names), 1))
+        parts: dict[str, list[Tensor]] = {name: [] for name in model.latent_names}
+        log_weights = []
+        with torch.no_grad():
+            for first in range(0, pool, group):
+                draw = self.family.sample(whole, min(group, pool - first), generator=generator)
+                log_p = model.log_joint_terms(draw.values, frame=whole)
+                log_weights.append((sum(log_p.values()) - sum(draw.log_q.values())).double().cpu())
+                for name in parts:
+                    parts[name].append(draw.values[name].cpu())
+        smoothed, k = psis(torch.cat(log_weights).numpy())
+        reweighted = bool(k <= PARETO_K_BOUND)
+        if reweighted:
+            chosen = torch.from_numpy(systematic_resample(np.exp(smoothed), n, _uniform(generator)))
+            # Shuffled: systematic resampling lists copies of one draw side by side.
+            chosen = chosen[torch.randperm(n, generator=generator, device=model.device).cpu()]
+        else:
+            chosen = torch.arange(n)
+        draws = {name: torch.cat(pieces)[chosen] for name, pieces in parts.items()}
+        return draws, ImportanceCheck(k, effective_sample_size(smoothed), pool, reweighted)
+
+    def importance_check(self, n: int = 4000, seed: int | None = None,
+                         chunk_elements: int = CHUNK_ELEMENTS) -> ImportanceCheck | None:
+        """How far q can be trusted: the check that :meth:`sample` and :meth:`summary`
+        make for ``n`` draws with the same ``seed`` (the Pareto k of the importance
+        weights of ``IMPORTANCE_DRAWS_PER_DRAW * n`` draws of q, see
+        :mod:`pavi_viz.inference.importance`). Where k is at most 0.5
+        (:data:`~pavi_viz.inference.importance.PARETO_K_BOUND`) they resample q's
+        draws by those weights, which corrects q's bias; above, the draws are q's
+        own, and k says how far to trust them (above 0.7: little).
+
+        ``None`` where the model is too large to weigh whole draws of it
+        (:data:`IMPORTANCE_NUMBERS`), or when ``importance`` is off.
+        """
+        if not self._reweighable(n):
+            return None
+        generator = None if seed is None else torch.Generator(self.model.device).manual_seed(seed)
+        return self._resample(n, chunk_elements, generator)[1]
 
     def _positions(self, frame: Frame, name: str) -> tuple | None:
         """Where a chunk's values of ``name`` go in the full arrays (after the leading dim)."""
@@ -581,6 +665,11 @@ def _netcdf_engine() -> str:
         if importlib.util.find_spec(engine.replace("netcdf4", "netCDF4")) is not None:
             return engine
     raise ImportError(f"writing NetCDF files needs h5netcdf (or netCDF4): {_EXTRA_HINT}")
+
+
+def _uniform(generator: torch.Generator | None) -> float:
+    """One uniform number in [0, 1) from ``generator`` (``None``: torch's global one)."""
+    return float(torch.rand((), generator=generator, device="cpu" if generator is None else generator.device))
 
 
 def _next_seed(generator: torch.Generator | None) -> int | None:

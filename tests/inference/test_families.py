@@ -96,18 +96,22 @@ def test_pavi_local_log_density_is_the_flow_through_its_scale_and_shift(compiled
     # Radon's county slope beta is drawn given mu_beta, sigma_beta (its parents),
     # sigma_y and the county's alpha (the other parents of log_radon), as
     # exp(B(e) g) * z + A(e) g, z from its flow and g the draws of sigma_y and alpha
-    # (unconstrained): its log q is the flow's density of z minus the log-scale.
-    # Made-up slopes, so that both terms count.
+    # (unconstrained), then as k * mu_beta + sigma_beta^k * (that), the partial
+    # non-centring of its funnel: its log q is the flow's density of z minus both
+    # log-scales. Made-up slopes and k, so that every term counts.
     model = compiled["radon"]
     torch.manual_seed(0)
     fam = PaviF(model)
     assert fam.given["beta",] == ["mu_beta", "sigma_beta", "sigma_y", "alpha"]
     assert fam.coupled["beta",] == ["sigma_y", "alpha"]
+    assert set(fam.centring) == {"alpha", "beta"}  # the variables whose prior scale is drawn
     frame = model.frame()
     counties = model.plates["county"].size
     with torch.no_grad():
         for parameter in fam.slopes["beta"].parameters():
             parameter.normal_(0.0, 0.3)
+        k = 0.6
+        fam.centring["beta"].fill_(k)
         draw = fam.sample(frame, particles=4)
         v = draw.values
         beta = v["beta"].unsqueeze(-1)  # (4, counties, 1)
@@ -117,10 +121,11 @@ def test_pavi_local_log_density_is_the_flow_through_its_scale_and_shift(compiled
         encoding = fam.encodings(model.variables["beta"], frame).expand(4, counties, -1)
         slopes = fam.slopes["beta"](encoding).unflatten(-1, (2, 1, 2))
         log_scale = (slopes[..., 0, :, :] @ coupled).squeeze(-1)
-        z = (beta - (slopes[..., 1, :, :] @ coupled).squeeze(-1)) / log_scale.exp()
+        centred = (beta - k * v["mu_beta"][:, None, None]) / v["sigma_beta"][:, None, None] ** k
+        z = (centred - (slopes[..., 1, :, :] @ coupled).squeeze(-1)) / log_scale.exp()
         flow = fam.flows["beta"](torch.cat([encoding, given], -1).reshape(4 * counties, -1))
         density = flow.log_prob(z.reshape(4 * counties, 1)).reshape(4, counties)
-        expected = (density - log_scale.squeeze(-1)).sum(-1)
+        expected = (density - log_scale.squeeze(-1)).sum(-1) - counties * k * v["sigma_beta"].log()
     torch.testing.assert_close(draw.log_q["beta"], expected, rtol=1e-4, atol=1e-2)
 
 

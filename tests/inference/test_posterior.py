@@ -21,10 +21,12 @@ def compiled(name: str, **options):
     return pavi_viz.examples.load(name, **options).compile()
 
 
-def posterior(name: str, family: str = "pavi-f", coords=None, seed: int = 0) -> Posterior:
+def posterior(name: str, family: str = "pavi-f", coords=None, seed: int = 0, importance: bool = False) -> Posterior:
+    # Without importance resampling by default: these tests check how q's draws are
+    # chunked, placed and seeded (test_importance.py checks the resampling).
     model = compiled(name)
     torch.manual_seed(seed)
-    return Posterior(model, make_family(family, model), coords=coords)
+    return Posterior(model, make_family(family, model), coords=coords, importance=importance)
 
 
 def train(model, family, steps: int = 300, lr: float = 1e-2, particles: int = 4) -> None:
@@ -169,7 +171,7 @@ def test_every_chunk_is_drawn_given_the_same_globals():
     model = compiled("spikes")
     torch.manual_seed(0)
     family = Recording(model)
-    post = Posterior(model, family)
+    post = Posterior(model, family, importance=False)
     n, bound = 20, 20 * 20  # an animal holds up to 14 neurons; 4 globals
     ds = post.sample(n, chunk_elements=bound, seed=0)
     calls = family.calls
@@ -214,7 +216,7 @@ def test_ragged_latents_land_at_their_global_positions():
     family = make_family("mean-field", model)
     set_mean_field(family, "neuron_rate", torch.arange(43.0), 1e-3)
     set_mean_field(family, "animal_rate", 100 + torch.arange(4.0), 1e-3)
-    post = Posterior(model, family)
+    post = Posterior(model, family, importance=False)
     chunks = list(post.chunks(10, 10 * 20))
     assert len({c.part for c in chunks}) > 1
     ds = post.sample(10, chunk_elements=10 * 20, seed=0)
@@ -229,7 +231,7 @@ def test_ragged_predictive_follows_the_membership():
     set_mean_field(family, "alpha", county_value, 1e-3)
     set_mean_field(family, "beta", torch.zeros(85), 1e-3)
     set_mean_field(family, "sigma_y", math.log(0.01), 1e-3)  # log: sigma_y's support is positive
-    post = Posterior(model, family)
+    post = Posterior(model, family, importance=False)
     bound = 40 * 60
     assert len({c.part for c in post.chunks(40, bound, predictive=True)}) > 1
     rep = post.predictive(40, chunk_elements=bound, seed=0, latents=True)

@@ -115,8 +115,8 @@ def test_a_non_finite_draw_is_drawn_again_before_it_counts_as_divergence(gre):
     original = family.draw_unconstrained
     calls = []
 
-    def every_other_draw_of_mu_is_nan(block, frame, particles, drawn, generator=None):
-        z, log_q = original(block, frame, particles, drawn, generator)
+    def every_other_draw_of_mu_is_nan(block, frame, particles, drawn, generator=None, values=None):
+        z, log_q = original(block, frame, particles, drawn, generator, values)
         if block == ("mu",):
             calls.append(1)
             if len(calls) % 2 == 1:

@@ -16,6 +16,7 @@ of one process are reproducible; without one, from torch's global generator.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -122,6 +123,7 @@ class VariationalFamily(nn.Module):
         particles: int,
         drawn: dict[str, Tensor],
         generator: torch.Generator | None = None,
+        values: Mapping[str, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Draw one block's batched ground variables jointly, in unconstrained space.
 
@@ -133,6 +135,9 @@ class VariationalFamily(nn.Module):
                 ``(particles, *frame.batch_shape(its plates), k)`` each.
             generator: the source of all the noise, on the model's device (``None``:
                 torch's global generator).
+            values: the batch's data and the latents drawn so far, constrained (what
+                :meth:`CompiledModel.distribution` reads); families that look at the
+                block's prior given its parents' draws need them.
 
         Returns:
             the draws, the block's variables' coordinates concatenated in block order,
@@ -172,7 +177,7 @@ class VariationalFamily(nn.Module):
             if held and len(held) < len(block):
                 raise ValueError(f"the variables {', '.join(block)} are drawn jointly: give all of them or none")
             if not held:
-                z, density = self.draw_unconstrained(block, frame, particles, unconstrained, generator)
+                z, density = self.draw_unconstrained(block, frame, particles, unconstrained, generator, context)
                 pieces = z.split([self.unconstrained_size(name) for name in block], -1)
             plates = self.model.plates_of(block[0])
             for i, name in enumerate(block):

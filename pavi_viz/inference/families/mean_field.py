@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +45,7 @@ class MeanField(VariationalFamily):
         particles: int,
         drawn: dict[str, Tensor],
         generator: torch.Generator | None = None,
+        values: Mapping[str, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         (name,) = block  # one variable a block: nothing is drawn jointly
         plates = self.model.plates_of(name)

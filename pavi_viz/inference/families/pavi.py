@@ -17,13 +17,15 @@ The two families differ in where encodings come from:
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Independent
 
 from pavi_viz.inference.encoders import DataEncoder
 from pavi_viz.inference.families.base import Draw, VariationalFamily
-from pavi_viz.inference.families.structure import conditioning, joint_blocks
+from pavi_viz.inference.families.structure import conditioning, drawn_scale, joint_blocks
 from pavi_viz.inference.flows import make_flow, rsample_and_log_prob
 from pavi_viz.model.compiled import CompiledModel, CompiledVariable
 from pavi_viz.model.plates import Frame
@@ -93,6 +95,23 @@ class PlateAmortizedFamily(VariationalFamily):
                 nn.init.zeros_(slope.weight)
                 nn.init.zeros_(slope.bias)
                 self.slopes[block_key(block)] = slope
+        # Funnels (a group effect whose prior scale is drawn: radon's slopes given
+        # sigma_beta): given the scale s and the location m of its prior, a ground draw
+        # becomes k * m + s^k * z, with one learnt k per coordinate of the variable.
+        # k = 0 is the centred form (the flow alone), k = 1 the non-centred one (the
+        # flow draws (x - m) / s); the best lies between (Gorinova, Moore & Hoffman,
+        # 2020, "Automatic reparameterisation of probabilistic programs"). The
+        # conditioner could learn the product s^k * z only approximately; this states
+        # it. Zero at the start: the flow alone. A k per ground variable, read off its
+        # encoding, drove radon's sigma_beta below the reference (0.30 sd) where one k
+        # brought it within 0.02.
+        self.centring = nn.ParameterDict(
+            {
+                block_key(block): nn.Parameter(torch.zeros(self.block_size(block), device=model.device))
+                for block in self.blocks
+                if len(block) == 1 and drawn_scale(model, block[0])
+            }
+        )
 
     def encodings(self, var: CompiledVariable, frame: Frame) -> Tensor:
         """The encodings of the batch's ground variables of ``var``, shape ``(*batch_shape, encoding_size)``."""
@@ -105,6 +124,7 @@ class PlateAmortizedFamily(VariationalFamily):
         particles: int,
         drawn: dict[str, Tensor],
         generator: torch.Generator | None = None,
+        values: Mapping[str, Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         plates = self.model.plates_of(block[0])
         batch_shape = frame.batch_shape(plates)
@@ -130,6 +150,15 @@ class PlateAmortizedFamily(VariationalFamily):
             log_scale = (slopes[..., 0, :, :] @ given).squeeze(-1)
             z = log_scale.exp() * z + (slopes[..., 1, :, :] @ given).squeeze(-1)
             log_q = log_q - log_scale.sum(-1)  # the change of variables of the scaling
+        if key in self.centring:
+            prior = self.model.distribution(block[0], values, frame, (particles,))
+            prior = prior.base_dist if isinstance(prior, Independent) else prior
+            shape = (*prior.batch_shape, *prior.event_shape)
+            loc, scale = (t.expand(shape).reshape(z.shape) for t in (prior.loc, prior.scale))
+            k = self.centring[key]
+            log_scale = k * scale.log()
+            z = k * loc + log_scale.exp() * z
+            log_q = log_q - log_scale.sum(-1)
         if block == self.global_block:
             z = self.global_centre + self.global_scale * z
             log_q = log_q - self.global_scale.log().sum()

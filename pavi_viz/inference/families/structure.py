@@ -20,7 +20,10 @@ These are pure functions of the model's graph.
 
 from __future__ import annotations
 
+from torch.distributions import constraints
+
 from pavi_viz.model.compiled import CompiledModel
+from pavi_viz.model.expressions import Expression
 
 
 def joint_blocks(model: CompiledModel) -> list[tuple[str, ...]]:
@@ -61,3 +64,17 @@ def conditioning(model: CompiledModel, blocks: list[tuple[str, ...]]) -> dict[tu
         ]
         earlier += block
     return out
+
+
+def drawn_scale(model: CompiledModel, name: str) -> bool:
+    """Whether ``name`` follows a location-scale prior on the real line (a Normal, a
+    Student-t...) whose scale is a latent's draw: a funnel, where the posterior's
+    spread of ``name`` grows and shrinks with that latent (Neal, 2003)."""
+    var = model.variables[name]
+    scale = var.params.get("scale")
+    return (
+        {"loc", "scale"} <= set(var.info.by_name)
+        and var.info.support is constraints.real
+        and isinstance(scale, Expression)
+        and any(n in model.variables and not model.variables[n].observed for n in scale.names)
+    )

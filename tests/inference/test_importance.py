@@ -1,0 +1,108 @@
+"""Pareto smoothed importance sampling, and the posterior draws it corrects."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+import pavi_viz
+from pavi_viz import Plate, PlateModel, Variable
+from pavi_viz.inference import Posterior, make_family
+from pavi_viz.inference.importance import PARETO_K_BOUND, effective_sample_size, psis, systematic_resample
+
+
+@pytest.mark.parametrize("shape", [0.2, 0.5, 1.2])
+def test_psis_recovers_the_shape_of_a_pareto_tail(shape: float) -> None:
+    # Weights U^-shape have a generalized Pareto tail of that shape.
+    uniform = np.random.default_rng(0).uniform(size=8000)
+    _, k = psis(shape * -np.log(uniform))
+    assert k == pytest.approx(shape, abs=0.12)
+
+
+def test_smoothed_weights_are_normalised_ordered_and_capped() -> None:
+    log_weights = np.random.default_rng(1).standard_t(3, size=2000)
+    smoothed, _ = psis(log_weights)
+    assert np.logaddexp.reduce(smoothed) == pytest.approx(0.0, abs=1e-12)
+    order = np.argsort(log_weights)
+    assert np.all(np.diff(smoothed[order]) >= -1e-12)  # the tail is smoothed, not reordered
+    assert smoothed.max() <= log_weights.max() - np.logaddexp.reduce(log_weights) + 1e-12
+
+
+def test_weights_that_cannot_be_trusted_say_so() -> None:
+    log_weights = np.zeros(1000)
+    log_weights[3] = 800.0  # one draw with all the weight
+    assert psis(log_weights)[1] == math.inf
+    log_weights[5] = np.nan  # a draw the model gives no density weighs nothing
+    assert np.exp(psis(log_weights)[0])[5] == 0.0
+    with pytest.raises(ValueError, match="no draw of q has a finite importance weight"):
+        psis(np.full(10, -np.inf))
+
+
+def test_systematic_resampling_takes_each_draw_about_n_w_times() -> None:
+    weights = np.random.default_rng(2).dirichlet(np.ones(50))
+    counts = np.bincount(systematic_resample(weights, 1000, 0.37), minlength=50)
+    assert np.all(np.abs(counts - 1000 * weights) < 1.0 + 1e-9)
+    assert effective_sample_size(np.log(np.full(40, 0.025))) == pytest.approx(40.0)
+
+
+def _normal_mean_model(n: int = 20) -> tuple[pavi_viz.model.CompiledModel, float, float]:
+    """mu ~ Normal(0, 10), x_i ~ Normal(mu, 1): the model and mu's exact posterior mean and sd."""
+    x = np.random.default_rng(3).normal(1.5, 1.0, size=n)
+    model = PlateModel(
+        [Plate("obs", n)],
+        [Variable("mu", "Normal", loc=0.0, scale=10.0),
+         Variable("x", "Normal", loc="mu", scale=1.0, plates=["obs"], observed=True)],
+        data={"x": x},
+    ).compile()
+    precision = 1 / 100 + n
+    return model, float(x.sum() / precision), float(precision**-0.5)
+
+
+def _mean_field_at(model, loc: float, scale: float):
+    family = make_family("mean-field", model)
+    with torch.no_grad():
+        family.loc["mu"].fill_(loc)
+        family.log_scale["mu"].fill_(math.log(scale))
+    return family
+
+
+def test_resampling_corrects_a_q_that_is_off() -> None:
+    model, mean, sd = _normal_mean_model()
+    family = _mean_field_at(model, mean + 0.5 * sd, 1.4 * sd)  # biased and too wide
+    corrected = Posterior(model, family).summary(n=4000, seed=0)["mu"]
+    raw = Posterior(model, family, importance=False).summary(n=4000, seed=0)["mu"]
+    assert abs(float(raw.sel(stat="mean")) - mean) / sd > 0.4
+    assert abs(float(corrected.sel(stat="mean")) - mean) / sd < 0.05
+    assert float(corrected.sel(stat="sd")) / sd == pytest.approx(1.0, abs=0.05)
+    check = Posterior(model, family).importance_check(n=4000, seed=0)
+    assert check.reweighted and check.pareto_k <= PARETO_K_BOUND and check.draws == 16000
+
+
+def test_a_q_far_from_the_posterior_is_left_as_it_is_and_flagged() -> None:
+    model, mean, sd = _normal_mean_model()
+    family = _mean_field_at(model, mean + 6 * sd, 0.5 * sd)
+    post = Posterior(model, family)
+    check = post.importance_check(n=1000, seed=0)
+    assert not check.reweighted and check.pareto_k > PARETO_K_BOUND
+    drawn = post.sample(1000, seed=0)["mu"].values
+    assert abs(drawn.mean() - (mean + 6 * sd)) < 0.2 * sd  # q's own draws
+
+
+def test_importance_resampled_summaries_are_seeded_also_in_threads(in_threads) -> None:
+    model = pavi_viz.examples.load("eight_schools").compile()
+    torch.manual_seed(0)
+    post = Posterior(model, make_family("pavi-e", model))
+    alone = post.summary(200, seed=4)
+    for summary in in_threads(*[lambda: post.summary(200, seed=4)] * 3):
+        xr.testing.assert_identical(summary, alone)
+
+
+def test_a_model_too_large_to_weigh_whole_is_drawn_from_q() -> None:
+    model = pavi_viz.examples.load("gre", G=2000, N=2, D=1).compile()
+    post = Posterior(model, make_family("mean-field", model))
+    assert post.importance_check(n=4000) is None  # 16,000 draws of 2,001 latents each
+    assert post.importance_check(n=100) is not None

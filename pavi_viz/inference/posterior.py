@@ -23,6 +23,12 @@ come along with their outer element; other top-level plates are taken whole); wh
 single element's draws exceed the bound, the draws are split in groups too. See
 :meth:`Posterior.chunks`.
 
+**Importance resampling.** Where one pool of ``4 n`` whole draws of the model's latents
+fits :data:`IMPORTANCE_NUMBERS` (they are kept on the CPU), the ``n`` draws of every
+method above are resampled from that pool by their Pareto smoothed importance weights
+when the weights' Pareto k allows it, which corrects q's bias
+(:mod:`pavi_viz.inference.importance`, :meth:`Posterior.importance_check`).
+
 **Random numbers.** With a ``seed``, the family's noise comes from a generator of the
 call's own, seeded by it; the posterior predictive's draws of the observed variables
 come from ``torch.distributions``' ``sample()``, which only reads torch's global

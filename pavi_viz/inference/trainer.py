@@ -246,11 +246,13 @@ class Trainer:
             self._last_good.save(index, state)
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
+        switched = False
         if self._plateau is not None:
             stage = self._plateau.stage
             self._plateau.update(value)
             if self._plateau.stage > stage:
                 self._standardise(number)
+                switched = True
         self._scheduler.step()
 
         # Bookkeeping: only the step's own time counts as training time (whatever the
@@ -279,6 +281,10 @@ class Trainer:
             grad_norm=norm,
         )
         state.history.append(record)
+        if switched:
+            # The copy taken before the switch holds the flow of the old units: a
+            # restore from it would pair that flow with the new centre and scale.
+            self._last_good.save(number, state)
         return record
 
     def _standardise(self, number: int) -> None:

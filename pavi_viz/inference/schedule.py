@@ -118,6 +118,7 @@ class Plateau:
     converged: bool = False
     steps: int = 0
     _stage_start: int = 0
+    _stage_rate: float = 1.0  # the decay the current stage started from
     _best: _Window | None = None
     _window: _Window = field(default_factory=_Window)
 
@@ -149,11 +150,12 @@ class Plateau:
         noise = math.sqrt(window.variance_of_mean + best.variance_of_mean)
         if window.mean > best.mean + PLATEAU_SIGNIFICANCE * noise:
             self._best = window
-        elif self.decay < FINAL_LR_FACTOR * (SECOND_STAGE_LR_FACTOR if self.stage else 1.0):
+        elif self.decay < FINAL_LR_FACTOR * self._stage_rate:
             if self.stage + 1 < self.stages:
                 # The next stage starts afresh: its own best window, a rate of its own.
                 self.stage += 1
-                self.decay, self._best, self._stage_start = SECOND_STAGE_LR_FACTOR, None, self.steps
+                self.decay = self._stage_rate = SECOND_STAGE_LR_FACTOR
+                self._best, self._stage_start = None, self.steps
             else:
                 self.converged = True
         else:

@@ -521,14 +521,15 @@ def _run_fit(args: argparse.Namespace) -> int:
 
 
 def _describe_check(check: ImportanceCheck) -> str:
-    from pavi_viz.inference.importance import PARETO_K_BOUND
+    from pavi_viz.inference.importance import PARETO_K_LIMIT, pareto_k_bound
 
-    head = f"Pareto k of the importance weights: {check.pareto_k:.2f} ({check.draws} draws of q)"
+    head = (f"Pareto k of the importance weights: {check.pareto_k:.2f} "
+            f"({check.draws} draws, half of them from a wider q)")
     if check.reweighted:
         return head + ": the draws were resampled by their weights, which corrects q's bias"
-    if check.pareto_k <= 0.7:
-        return head + f", above {PARETO_K_BOUND}: the draws are q's own, usable but not exact"
-    return head + ", above 0.7: the draws are q's own and may be far off; compare with a reference"
+    if check.pareto_k <= PARETO_K_LIMIT:
+        return head + f", above {pareto_k_bound(check.draws):.2f}: the draws are q's own, usable but not exact"
+    return head + f", above {PARETO_K_LIMIT}: the draws are q's own and may be far off; compare with a reference"
 
 
 def _check_fit_arguments(args: argparse.Namespace, out: Path) -> None:

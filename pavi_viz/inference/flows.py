@@ -6,6 +6,8 @@ One flow is shared by all the ground variables of a template variable: its conte
 
 from __future__ import annotations
 
+import math
+
 import torch
 import zuko
 from torch import Tensor, nn
@@ -41,8 +43,41 @@ def make_flow(
     return flow
 
 
+def gaussian_draw(
+    loc: Tensor, scale: Tensor, generator: torch.Generator | None = None, spread: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """Draws of independent Gaussians ``N(loc, scale)`` and their log densities.
+
+    With ``spread > 1`` the draws come from a *defensive mixture* (Hesterberg, 1995,
+    "Weighted average importance sampling and defensive mixture distributions",
+    Technometrics 37): the first half along the leading dim from ``N(loc, scale)``,
+    the rest from ``N(loc, spread * scale)``, and the log densities are the equal
+    mixture's. As an importance sampling proposal it keeps q's draws where q is right
+    and reaches into the tails where q is too narrow; its weights are at most twice q's.
+
+    Args:
+        loc, scale: shape ``(n, *batch, k)``: one Gaussian per draw.
+        generator: the source of the noise (``None``: torch's global generator).
+        spread: the wider component's scale, as a multiple of ``scale`` (1: no mixture).
+
+    Returns:
+        the draws, shape ``(n, *batch, k)``, and their log densities summed over the
+        last dim, shape ``(n, *batch)``.
+    """
+    eps = torch.randn(loc.shape, generator=generator, dtype=loc.dtype, device=loc.device)
+    log_norm = -0.5 * math.log(2 * math.pi) * loc.shape[-1] - scale.log().sum(-1)
+    if spread == 1.0:
+        return loc + eps * scale, log_norm - 0.5 * (eps**2).sum(-1)
+    n = loc.shape[0]
+    wide = (torch.arange(n, device=eps.device) >= n // 2).reshape(n, *[1] * (eps.dim() - 1))
+    eps = torch.where(wide, eps * spread, eps)
+    narrow_density = -0.5 * (eps**2).sum(-1)
+    wide_density = -0.5 * ((eps / spread) ** 2).sum(-1) - loc.shape[-1] * math.log(spread)
+    return loc + eps * scale, log_norm + torch.logaddexp(narrow_density, wide_density) - math.log(2)
+
+
 def rsample_and_log_prob(
-    flow: NormalizingFlow, generator: torch.Generator | None = None
+    flow: NormalizingFlow, generator: torch.Generator | None = None, spread: float = 1.0
 ) -> tuple[Tensor, Tensor]:
     """One reparametrized draw from ``flow`` and its log density, its noise from ``generator``.
 
@@ -50,12 +85,15 @@ def rsample_and_log_prob(
     generator; this does the same computation (base draw ``z = loc + eps * scale``,
     pushed through the inverse transform, log density ``log p(z) - log |det J|``) with
     ``eps`` drawn from ``generator``, so that given the same noise both agree exactly.
+    With ``spread > 1`` the base draws are :func:`gaussian_draw`'s defensive mixture,
+    and so are the draws' densities: both components share the flow's transform.
 
     Args:
         flow: a zuko normalizing flow over a Gaussian base (as :func:`make_flow`'s give),
             batch shape ``(n,)`` and event shape ``(features,)``.
         generator: the source of the noise, on the flow's device (``None``: torch's
             global generator).
+        spread: see :func:`gaussian_draw` (1: the flow's own draws).
 
     Returns:
         the draws, shape ``(n, features)``, and their log densities, shape ``(n,)``.
@@ -65,9 +103,8 @@ def rsample_and_log_prob(
     if not isinstance(normal, Normal):
         raise TypeError(f"the flow's base must be a Gaussian, not a {type(normal).__name__}")
     loc, scale = normal.loc, normal.scale
-    eps = torch.randn(loc.shape, generator=generator, dtype=loc.dtype, device=loc.device)
-    z = loc + eps * scale
+    z, log_base = gaussian_draw(loc, scale.expand(loc.shape), generator, spread)
     x, ladj = flow.transform.inv.call_and_ladj(z)
     if flow.reinterpreted:
         ladj = ladj.sum(tuple(range(-flow.reinterpreted, 0)))
-    return x, base.log_prob(z) - ladj
+    return x, log_base - ladj

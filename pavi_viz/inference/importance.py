@@ -5,26 +5,31 @@ posterior expectations without q's bias. How well depends on the tail of the wei
 distribution: PSIS fits a generalized Pareto distribution to the largest weights, and
 its shape ``k`` is the diagnostic (Yao, Vehtari, Simpson & Gelman, 2018, "Yes, but did
 it work?: Evaluating variational inference"; Vehtari, Simpson, Gelman, Yao & Gabry,
-2024, "Pareto smoothed importance sampling", JMLR 25): below 0.5 q is close and the
-smoothed weights correct what is left; up to 0.7 q is usable but reweighting may add
-as much error as it removes; above 0.7 q may be far off, and says nothing more.
+2024, "Pareto smoothed importance sampling", JMLR 25): up to a bound that grows with
+the number of draws S, ``min(1 - 1 / log10 S, 0.7)``, the smoothed weights' estimates
+are reliable and correct q's bias; above 0.7 q may be far off, and the weights say
+nothing more.
 
 These are pure functions of the log weights (numpy, float64).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-#: Up to this Pareto k the weights have a finite variance, and importance estimates
-#: converge at the usual rate: the draws of q are resampled by them; above it, q's
-#: draws are used as they are (Yao et al., 2018, section 2.2). Vehtari et al. (2024)
-#: trust PSIS estimates up to 0.7, but on a 30-group centred funnel whose q misses
-#: the neck (k from 0.58 to 0.68 over pools of 16,000 to 40,000 draws) the resampled
-#: population scale was 0.07 to 0.13 reference sd off, against 0.05 for q alone.
-PARETO_K_BOUND = 0.5
+#: Above this Pareto k, PSIS estimates are not trusted at any number of draws
+#: (Vehtari et al., 2024): the draws of q are then used as they are.
+PARETO_K_LIMIT = 0.7
+
+
+def pareto_k_bound(draws: int) -> float:
+    """The largest Pareto k at which ``draws`` smoothed weights give reliable
+    estimates: ``min(1 - 1 / log10(draws), 0.7)`` (Vehtari et al., 2024; 0.7 from
+    about 2,200 draws on)."""
+    return min(1.0 - 1.0 / math.log10(draws), PARETO_K_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,7 @@ class ImportanceCheck:
         ess: the effective sample size of the smoothed weights (at most ``draws``).
         draws: the number of draws of q weighed.
         reweighted: whether the posterior's draws were resampled by the weights
-            (``pareto_k`` at most :data:`PARETO_K_BOUND`) or are q's own.
+            (``pareto_k`` at most :func:`pareto_k_bound` of ``draws``) or are q's own.
     """
 
     pareto_k: float

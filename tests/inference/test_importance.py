@@ -12,7 +12,7 @@ import xarray as xr
 import pavi_viz
 from pavi_viz import Plate, PlateModel, Variable
 from pavi_viz.inference import Posterior, make_family
-from pavi_viz.inference.importance import PARETO_K_BOUND, effective_sample_size, psis, systematic_resample
+from pavi_viz.inference.importance import effective_sample_size, pareto_k_bound, psis, systematic_resample
 
 
 @pytest.mark.parametrize("shape", [0.2, 0.5, 1.2])
@@ -79,7 +79,32 @@ def test_resampling_corrects_a_q_that_is_off() -> None:
     assert abs(float(corrected.sel(stat="mean")) - mean) / sd < 0.05
     assert float(corrected.sel(stat="sd")) / sd == pytest.approx(1.0, abs=0.05)
     check = Posterior(model, family).importance_check(n=4000, seed=0)
-    assert check.reweighted and check.pareto_k <= PARETO_K_BOUND and check.draws == 16000
+    assert check.reweighted and check.pareto_k <= pareto_k_bound(check.draws) and check.draws == 16000
+
+
+def test_the_pareto_k_bound_grows_with_the_draws_up_to_0_7() -> None:
+    assert pareto_k_bound(100) == pytest.approx(0.5)
+    assert pareto_k_bound(1000) == pytest.approx(2 / 3)
+    assert pareto_k_bound(16_000) == 0.7
+
+
+def test_a_q_too_narrow_is_corrected_through_the_wider_half_of_the_pool() -> None:
+    """q has the posterior's mean and half its sd: its own weights have an infinite
+    variance (p / q grows as exp(3 x^2 / 8 sd^2)), but the pool's wider half (spread
+    2: the posterior's sd) makes them usable, and the resampled sd is the posterior's."""
+    model, mean, sd = _normal_mean_model()
+    family = _mean_field_at(model, mean, 0.5 * sd)
+    with torch.no_grad():
+        own = family.sample(model.frame(), 16_000, generator=torch.Generator().manual_seed(0))
+    log_weights = model.log_joint_terms(own.values, frame=model.frame())
+    _, own_k = psis((sum(log_weights.values()) - sum(own.log_q.values())).double().numpy())
+    assert own_k > 0.7
+    post = Posterior(model, family)
+    check = post.importance_check(n=4000, seed=0)
+    assert check.reweighted and check.pareto_k < 0.5
+    corrected = post.summary(n=4000, seed=0)["mu"]
+    assert float(corrected.sel(stat="sd")) / sd == pytest.approx(1.0, abs=0.06)
+    assert abs(float(corrected.sel(stat="mean")) - mean) / sd < 0.05
 
 
 def test_a_q_far_from_the_posterior_is_left_as_it_is_and_flagged() -> None:
@@ -87,7 +112,7 @@ def test_a_q_far_from_the_posterior_is_left_as_it_is_and_flagged() -> None:
     family = _mean_field_at(model, mean + 6 * sd, 0.5 * sd)
     post = Posterior(model, family)
     check = post.importance_check(n=1000, seed=0)
-    assert not check.reweighted and check.pareto_k > PARETO_K_BOUND
+    assert not check.reweighted and check.pareto_k > pareto_k_bound(check.draws)
     drawn = post.sample(1000, seed=0)["mu"].values
     assert abs(drawn.mean() - (mean + 6 * sd)) < 0.2 * sd  # q's own draws
 

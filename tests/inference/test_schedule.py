@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
 import pavi_viz
-from pavi_viz.inference import fit
+from pavi_viz.inference import FitConfig, Trainer, fit
 from pavi_viz.inference.schedule import (
     FINAL_LR_FACTOR,
     PLATEAU_DECAY,
@@ -96,15 +97,25 @@ def test_a_two_stage_plateau_starts_its_second_stage_afresh_and_replays() -> Non
 
 def test_default_fit_standardises_its_globals_between_stages_and_resumes_across() -> None:
     model = pavi_viz.examples.load("gre", G=20, N=5, D=1)
-    result = fit(model, seed=0, progress=False)  # pavi-e
-    family = result.state.family
-    assert result.stop_reason == "converged" and family.standardisable
+    trainer = Trainer.create(model, FitConfig(seed=0))  # pavi-e, fit's defaults
+    family = trainer.state.family
+    centre = family.global_centre.clone()
+    while torch.equal(family.global_centre, centre):
+        trainer.step()
+    # The switch redrew the global flow and set its centre and scale: the last good
+    # state is the switched one, not the old flow beside the new centre and scale.
+    switched = {name: t.clone() for name, t in family.state_dict().items()}
+    assert trainer.restore_last_good() == trainer.state.step
+    assert all(torch.equal(t, switched[name]) for name, t in family.state_dict().items())
+    while not trainer.done:
+        trainer.step()
+    assert trainer.stop_reason == "converged" and family.standardisable
     # The second stage's warm-up starts at SECOND_STAGE_LR_FACTOR / WARMUP_STEPS of lr.
-    first = result.config.lr * SECOND_STAGE_LR_FACTOR / WARMUP_STEPS
-    assert any(lr == pytest.approx(first) for lr in result.history.lr[WARMUP_STEPS:])
+    first = trainer.config.lr * SECOND_STAGE_LR_FACTOR / WARMUP_STEPS
+    assert any(lr == pytest.approx(first) for lr in trainer.state.history.lr[WARMUP_STEPS:])
     # The global block is drawn in units of q: its centre and scale were q's mean and sd.
     exact = pavi_viz.examples.gre.analytic_posterior(model)["mu"]
     assert float(family.global_scale) < 0.5 and abs(float(family.global_centre) - float(exact.mean)) < 0.5
     # Resumed from a checkpoint taken after the switch, the run replays both stages: nothing to do.
-    again = fit(model, resume=result.state, progress=False)
-    assert again.steps_done == result.steps_done and again.stop_reason == "converged"
+    again = fit(model, resume=trainer.state, progress=False)
+    assert again.steps_done == trainer.state.step and again.stop_reason == "converged"

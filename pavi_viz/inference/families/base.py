@@ -124,6 +124,7 @@ class VariationalFamily(nn.Module):
         drawn: dict[str, Tensor],
         generator: torch.Generator | None = None,
         values: Mapping[str, Tensor] | None = None,
+        spread: float = 1.0,
     ) -> tuple[Tensor, Tensor]:
         """Draw one block's batched ground variables jointly, in unconstrained space.
 
@@ -138,6 +139,9 @@ class VariationalFamily(nn.Module):
             values: the batch's data and the latents drawn so far, constrained (what
                 :meth:`CompiledModel.distribution` reads); families that look at the
                 block's prior given its parents' draws need them.
+            spread: above 1, the block's draws and densities are those of a defensive
+                mixture of q and a wider q (see :func:`~pavi_viz.inference.flows.gaussian_draw`:
+                the first half of the particles from q, the rest from the wider one).
 
         Returns:
             the draws, the block's variables' coordinates concatenated in block order,
@@ -152,6 +156,7 @@ class VariationalFamily(nn.Module):
         particles: int = 1,
         given: dict[str, Tensor] | None = None,
         generator: torch.Generator | None = None,
+        spread: float = 1.0,
     ) -> Draw:
         """Draw every latent variable of the batch, parents first.
 
@@ -165,6 +170,10 @@ class VariationalFamily(nn.Module):
             generator: the source of all the sampling noise, a :class:`torch.Generator`
                 on the model's device (``None``: torch's global generator). The same
                 generator state gives the same draw.
+            spread: above 1, the global latents (in no plate) are drawn from a
+                defensive mixture: the first half of the particles from q, the rest
+                with q's base noise spread by this factor, and ``log_q`` is the
+                mixture's (an importance sampling proposal: :mod:`pavi_viz.inference.posterior`).
         """
         given = given or {}
         values: dict[str, Tensor] = dict(given)
@@ -177,7 +186,9 @@ class VariationalFamily(nn.Module):
             if held and len(held) < len(block):
                 raise ValueError(f"the variables {', '.join(block)} are drawn jointly: give all of them or none")
             if not held:
-                z, density = self.draw_unconstrained(block, frame, particles, unconstrained, generator, context)
+                spread_here = spread if not self.model.plates_of(block[0]) else 1.0
+                z, density = self.draw_unconstrained(
+                    block, frame, particles, unconstrained, generator, context, spread=spread_here)
                 pieces = z.split([self.unconstrained_size(name) for name in block], -1)
             plates = self.model.plates_of(block[0])
             for i, name in enumerate(block):

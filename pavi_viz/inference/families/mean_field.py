@@ -9,10 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from pavi_viz.inference.families.base import VariationalFamily
+from pavi_viz.inference.flows import gaussian_draw
 from pavi_viz.model.compiled import CompiledModel
 from pavi_viz.model.plates import Frame
-
-_LOG_2PI = math.log(2 * math.pi)
 
 
 class MeanField(VariationalFamily):
@@ -46,12 +45,11 @@ class MeanField(VariationalFamily):
         drawn: dict[str, Tensor],
         generator: torch.Generator | None = None,
         values: Mapping[str, Tensor] | None = None,
+        spread: float = 1.0,
     ) -> tuple[Tensor, Tensor]:
         (name,) = block  # one variable a block: nothing is drawn jointly
         plates = self.model.plates_of(name)
         loc = frame.select(self.loc[name], plates)
         log_scale = frame.select(self.log_scale[name], plates)
-        eps = torch.randn((particles, *loc.shape), generator=generator, device=loc.device, dtype=loc.dtype)
-        z = loc + log_scale.exp() * eps
-        log_q = -0.5 * (eps**2 + _LOG_2PI) - log_scale
-        return z, log_q.sum(-1)
+        shape = (particles, *loc.shape)
+        return gaussian_draw(loc.expand(shape), log_scale.exp().expand(shape), generator, spread)

@@ -125,6 +125,7 @@ class PlateAmortizedFamily(VariationalFamily):
         drawn: dict[str, Tensor],
         generator: torch.Generator | None = None,
         values: Mapping[str, Tensor] | None = None,
+        spread: float = 1.0,
     ) -> tuple[Tensor, Tensor]:
         plates = self.model.plates_of(block[0])
         batch_shape = frame.batch_shape(plates)
@@ -140,7 +141,7 @@ class PlateAmortizedFamily(VariationalFamily):
             pieces.append(aligned.expand(particles, *batch_shape, aligned.shape[-1]))
         context = torch.cat(pieces, -1)
         key = block_key(block)
-        z, log_q = rsample_and_log_prob(self.flows[key](context.reshape(-1, context.shape[-1])), generator)
+        z, log_q = rsample_and_log_prob(self.flows[key](context.reshape(-1, context.shape[-1])), generator, spread)
         z, log_q = z.reshape(particles, *batch_shape, -1), log_q.reshape(particles, *batch_shape)
         if key in self.slopes:
             coupled = [p for u, p in zip(self.given[block], pieces[len(block) :]) if u in self.coupled[block]]
@@ -298,10 +299,11 @@ class PaviE(PlateAmortizedFamily):
         particles: int = 1,
         given: dict[str, Tensor] | None = None,
         generator: torch.Generator | None = None,
+        spread: float = 1.0,
     ) -> Draw:
         if torch.is_grad_enabled():
             self._training_draws += 1
         try:
-            return super().sample(frame, particles, given, generator)
+            return super().sample(frame, particles, given, generator, spread)
         finally:
             self._encoded.pop(threading.get_ident(), None)  # never keep a graph or a frame alive between steps

@@ -84,7 +84,8 @@ def rsample_and_log_prob(
     zuko's own ``flow.rsample_and_log_prob()`` draws the base noise from torch's global
     generator; this does the same computation (base draw ``z = loc + eps * scale``,
     pushed through the inverse transform, log density ``log p(z) - log |det J|``) with
-    ``eps`` drawn from ``generator``, so that given the same noise both agree exactly.
+    ``eps`` drawn from ``generator``, so that given the same noise both give the same
+    draws, and the same densities up to rounding.
     With ``spread > 1`` the base draws are :func:`gaussian_draw`'s defensive mixture,
     and so are the draws' densities: both components share the flow's transform.
 

@@ -41,7 +41,8 @@ class ImportanceCheck:
             when too few weights stand above the rest to fit one: a draw or a handful
             with all the weight).
         ess: the effective sample size of the smoothed weights (at most ``draws``).
-        draws: the number of draws of q weighed.
+        draws: the number of draws weighed (from q, or from a defensive mixture of q:
+            :mod:`pavi_viz.inference.posterior`).
         reweighted: whether the posterior's draws were resampled by the weights
             (``pareto_k`` at most :func:`pareto_k_bound` of ``draws``) or are q's own.
     """

@@ -73,7 +73,11 @@ def load(name: str) -> tuple[Any, Any]:
     return pavi_viz.examples.load(name), pavi_viz.examples.reference_summary(name)
 
 
-def run(example: str, family: str, seed: int, draws: int, settings: dict[str, Any]) -> dict[str, Any]:
+def run(example: str, family: str | None, seed: int, draws: int, settings: dict[str, Any]) -> dict[str, Any]:
+    """One fit of ``example`` (``family`` None: ``fit``'s default) with ``settings`` and
+    ``seed``, compared with the reference through a summary of ``draws`` draws (seeded
+    as the fit): the record that ``accuracy.json`` keeps, and that the accuracy tests
+    (tests/inference/test_accuracy*.py) judge."""
     import pavi_viz
     from pavi_viz.inference import DivergenceError
 
@@ -85,9 +89,10 @@ def run(example: str, family: str, seed: int, draws: int, settings: dict[str, An
     except DivergenceError as err:
         record.update(seconds=time.perf_counter() - started, diverged=err.reason, steps=err.step)
         return record
-    summary = result.posterior.summary(n=draws, seed=seed)
+    posterior = result.posterior
+    summary = posterior.summary(n=draws, seed=seed)
     latents = compare(summary, reference)
-    check = result.posterior.importance_check(n=draws, seed=seed)  # the one the summary made
+    check = posterior.importance_check(n=draws, seed=seed)  # the one the summary made
     record.update(seconds=time.perf_counter() - started, steps=result.steps_done, stop_reason=result.stop_reason,
                   latents=latents, passes=passes(latents),
                   pareto_k=None if check is None else check.pareto_k,

@@ -524,7 +524,7 @@ def _describe_check(check: ImportanceCheck) -> str:
     from pavi_viz.inference.importance import PARETO_K_LIMIT, pareto_k_bound
 
     head = (f"Pareto k of the importance weights: {check.pareto_k:.2f} "
-            f"({check.draws} draws, half of them from a wider q)")
+            f"({check.draws} draws of a defensive mixture of q)")
     if check.reweighted:
         return head + ": the draws were resampled by their weights, which corrects q's bias"
     if check.pareto_k <= PARETO_K_LIMIT:

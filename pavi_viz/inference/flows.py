@@ -50,10 +50,12 @@ def gaussian_draw(
 
     With ``spread > 1`` the draws come from a *defensive mixture* (Hesterberg, 1995,
     "Weighted average importance sampling and defensive mixture distributions",
-    Technometrics 37): the first half along the leading dim from ``N(loc, scale)``,
-    the rest from ``N(loc, spread * scale)``, and the log densities are the equal
-    mixture's. As an importance sampling proposal it keeps q's draws where q is right
-    and reaches into the tails where q is too narrow; its weights are at most twice q's.
+    Technometrics 37): each index along the leading dim draws from ``N(loc, scale)``
+    or from ``N(loc, spread * scale)`` with probability 1/2 (a coin of ``generator``'s,
+    so that the mixtures of several calls are independent, as the product of their
+    densities assumes), and the log densities are the equal mixture's. As an
+    importance sampling proposal it keeps q's draws where q is right and reaches into
+    the tails where q is too narrow; its weights are at most twice q's.
 
     Args:
         loc, scale: shape ``(n, *batch, k)``: one Gaussian per draw.
@@ -69,7 +71,7 @@ def gaussian_draw(
     if spread == 1.0:
         return loc + eps * scale, log_norm - 0.5 * (eps**2).sum(-1)
     n = loc.shape[0]
-    wide = (torch.arange(n, device=eps.device) >= n // 2).reshape(n, *[1] * (eps.dim() - 1))
+    wide = (torch.rand(n, generator=generator, device=eps.device) < 0.5).reshape(n, *[1] * (eps.dim() - 1))
     eps = torch.where(wide, eps * spread, eps)
     narrow_density = -0.5 * (eps**2).sum(-1)
     wide_density = -0.5 * ((eps / spread) ** 2).sum(-1) - loc.shape[-1] * math.log(spread)

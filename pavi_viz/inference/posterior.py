@@ -26,10 +26,13 @@ single element's draws exceed the bound, the draws are split in groups too. See
 **Importance resampling.** Where one pool of ``4 n`` whole draws of the model's latents
 fits :data:`IMPORTANCE_NUMBERS` (they are kept on the CPU), the ``n`` draws of every
 method above are resampled from that pool by their Pareto smoothed importance weights
-when the weights' Pareto k allows it, which corrects q's bias. Half of the pool's
-draws take the global latents from a wider q (a defensive mixture), which reaches
-the tails a reverse-KL fit leaves out
-(:mod:`pavi_viz.inference.importance`, :meth:`Posterior.importance_check`).
+when the weights' Pareto k allows it, which corrects q's bias; otherwise they are q's
+own. The pool is drawn from a defensive mixture of q, which reaches the tails a
+reverse-KL fit leaves out: about half of its draws take the global latents from a
+wider q, and about half take each funnel's ground variables (a location-scale prior
+with a drawn scale) from that prior given the draws so far, which holds them to the
+funnel's neck (``VariationalFamily.sample``'s ``spread``;
+:mod:`pavi_viz.inference.importance`, :meth:`Posterior.importance_check`).
 
 **Random numbers.** With a ``seed``, the family's noise comes from a generator of the
 call's own, seeded by it; the posterior predictive's draws of the observed variables
@@ -76,14 +79,21 @@ IMPORTANCE_POOL = 1000
 #: model is drawn in chunks, and its weights (a sum over thousands of ground
 #: variables) would leave one draw with all the weight anyway.
 IMPORTANCE_NUMBERS = 2**24
-#: Half of a pool's draws take the global latents from q with its base noise spread
-#: by this factor (a defensive mixture: :func:`~pavi_viz.inference.flows.gaussian_draw`).
-#: Reverse-KL fits leave q too narrow where the posterior has a funnel's neck (radon's
-#: sigma_beta, spikes' sigma_animal: q's 5% quantile 3 to 6 times the reference's);
-#: the mixture's draws reach it. On one fit each, k went from 0.78 to 0.48 (radon),
-#: 0.77 to 0.70 and 0.88 to 0.62 (spikes), 0.75 to 0.56 (a funnel), 0.63 to 0.51
-#: (radon_uranium), 0.73 to 0.75 (eight schools); factors 1.5 and 3 did better on
-#: some of these and worse on others.
+#: Pools are drawn again and weighed together while their effective sample size is
+#: below this share of the draws asked for, up to IMPORTANCE_MAX_ROUNDS pools (and
+#: IMPORTANCE_NUMBERS): the resampled draws' error follows the effective sample size.
+IMPORTANCE_ESS_PER_DRAW = 0.25
+IMPORTANCE_MAX_ROUNDS = 4
+#: About half of a pool's draws take the global latents from q with its base noise
+#: spread by this factor (a defensive mixture: :func:`~pavi_viz.inference.flows.gaussian_draw`;
+#: the funnels' ground variables have a mixture of their own, with their prior:
+#: ``VariationalFamily._prior_mixture``). Reverse-KL fits leave q too narrow where the
+#: posterior has a funnel's neck (radon's sigma_beta, spikes' sigma_animal: q's 5%
+#: quantile 3 to 6 times the reference's); the mixture's draws reach it. On one fit
+#: each, before the prior's mixture, k went from 0.78 to 0.48 (radon), 0.77 to 0.70
+#: and 0.88 to 0.62 (spikes), 0.75 to 0.56 (a funnel), 0.63 to 0.51 (radon_uranium),
+#: 0.73 to 0.75 (eight schools); factors 1.5 and 3 did better on some of these and
+#: worse on others.
 IMPORTANCE_SPREAD = 2.0
 #: Dimension names the results use for themselves; plates may not take them.
 RESERVED_DIMS = ("sample", "stat", "chain", "draw")
@@ -140,6 +150,11 @@ class Posterior:
             Dims left out are numbered from 0.
         importance: correct q's draws by importance resampling where that can be
             trusted (see :meth:`importance_check`); ``False``: q's draws as they are.
+
+    The seeded calls share their importance pool: the last one is kept for the next
+    call with the same number of draws and seed (``summary``, then ``importance_check``
+    and ``sample``: one pool for all). Make a new ``Posterior`` once the family has
+    trained further.
     """
 
     def __init__(
@@ -160,6 +175,8 @@ class Posterior:
         self.model = model
         self.family = family
         self.importance = importance
+        # (n, chunk_elements, seed), the resampled draws and check, the generator's state after.
+        self._last_pool: tuple[tuple[int, int, int], tuple[dict[str, Tensor], ImportanceCheck], Tensor] | None = None
         names = [*model.variables, *(k for k in model.data if k not in model.variables)]  # and covariates
         self._dims = {name: self._dims_of(name) for name in names}
         sizes: dict[str, int] = {}
@@ -314,7 +331,7 @@ class Posterior:
         model = self.model
         generator = None if seed is None else torch.Generator(model.device).manual_seed(seed)
         fixed: dict[int, dict[str, Tensor]] = {}
-        resampled = self._resample(n, chunk_elements, generator)[0] if self._reweighable(n) else None
+        resampled = self._resampled(n, chunk_elements, seed, generator)[0] if self._reweighable(n) else None
         with torch.no_grad():
             for chunk in plan.chunks:
                 if resampled is not None:
@@ -346,47 +363,82 @@ class Posterior:
         whole = self.model.frame()
         return self.importance and self._pool_size(n) * self._values(whole, self.model.latent_names) <= IMPORTANCE_NUMBERS
 
+    def _resampled(
+        self, n: int, chunk_elements: int, seed: int | None, generator: torch.Generator | None
+    ) -> tuple[dict[str, Tensor], ImportanceCheck]:
+        """:meth:`_resample`, or a seeded call's result again for the same ``n`` and
+        ``seed``, with ``generator`` left in the state that call left it in."""
+        if seed is None:
+            return self._resample(n, chunk_elements, generator)
+        key = (n, chunk_elements, seed)
+        last = self._last_pool  # (read once: another thread may replace it)
+        if last is not None and last[0] == key:
+            generator.set_state(last[2])
+            return last[1]
+        result = self._resample(n, chunk_elements, generator)
+        self._last_pool = (key, result, generator.get_state())
+        return result
+
     def _resample(
         self, n: int, chunk_elements: int, generator: torch.Generator | None
     ) -> tuple[dict[str, Tensor], ImportanceCheck]:
         """``n`` draws of the latents (on the CPU) resampled from a pool of draws of a
         defensive mixture of q (:data:`IMPORTANCE_SPREAD`) by their Pareto smoothed
-        importance weights, or ``n`` of the pool's draws of q itself when the weights
-        cannot be trusted; and the check that decided."""
+        importance weights, or ``n`` draws of q itself when the weights cannot be
+        trusted; and the check that decided. The pool grows by
+        :meth:`_pool_size` draws at a time while its effective sample size is below
+        :data:`IMPORTANCE_ESS_PER_DRAW` ``* n``, up to :data:`IMPORTANCE_MAX_ROUNDS` times."""
+        batch = self._pool_size(n)
+        fits = IMPORTANCE_NUMBERS // self._values(self.model.frame(), self.model.latent_names)
+        limit = max(batch, min(IMPORTANCE_MAX_ROUNDS * batch, fits))
+        log_weights: list[Tensor] = []
+        parts: list[dict[str, Tensor]] = []
+        pool = 0
+        while True:
+            parts.append(self._draw_whole(batch, chunk_elements, generator, IMPORTANCE_SPREAD, log_weights))
+            pool += batch
+            smoothed, k = psis(torch.cat(log_weights).numpy())
+            ess = effective_sample_size(smoothed)
+            if ess >= IMPORTANCE_ESS_PER_DRAW * n or pool + batch > limit:
+                break
+        pooled = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+        check = ImportanceCheck(k, ess, pool, bool(k <= pareto_k_bound(pool)))
+        if not check.reweighted:
+            return self._draw_whole(n, chunk_elements, generator), check
+        chosen = torch.from_numpy(systematic_resample(np.exp(smoothed), n, _uniform(generator)))
+        # Shuffled: systematic resampling lists copies of one draw side by side.
+        chosen = chosen[torch.randperm(n, generator=generator, device=self.model.device).cpu()]
+        return {name: draws[chosen] for name, draws in pooled.items()}, check
+
+    def _draw_whole(
+        self, n: int, chunk_elements: int, generator: torch.Generator | None, spread: float = 1.0,
+        log_weights: list[Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """``n`` whole draws of the latents (on the CPU), in groups of at most
+        ``chunk_elements`` numbers; with ``log_weights``, their importance log weights
+        ``log p - log q`` (float64) are appended to it, group by group."""
         model = self.model
         whole = model.frame()
-        pool = self._pool_size(n)
-        # Every group of draws is half q's, half the wider component's: even sizes keep
-        # the halves exact, as the mixture's density assumes.
-        group = max(2, chunk_elements // max(self._values(whole, model.latent_names), 1) // 2 * 2)
+        group = max(1, chunk_elements // max(self._values(whole, model.latent_names), 1))
         parts: dict[str, list[Tensor]] = {name: [] for name in model.latent_names}
-        log_weights, from_q = [], []
         with torch.no_grad():
-            for first in range(0, pool, group):
-                size = min(group, pool - first)
-                draw = self.family.sample(whole, size, generator=generator, spread=IMPORTANCE_SPREAD)
-                log_p = model.log_joint_terms(draw.values, frame=whole)
-                log_weights.append((sum(log_p.values()) - sum(draw.log_q.values())).double().cpu())
-                from_q.append(first + torch.arange(size // 2))
+            for first in range(0, n, group):
+                draw = self.family.sample(whole, min(group, n - first), generator=generator, spread=spread)
+                if log_weights is not None:
+                    log_p = model.log_joint_terms(draw.values, frame=whole)
+                    log_weights.append((sum(log_p.values()) - sum(draw.log_q.values())).double().cpu())
                 for name in parts:
                     parts[name].append(draw.values[name].cpu())
-        smoothed, k = psis(torch.cat(log_weights).numpy())
-        reweighted = bool(k <= pareto_k_bound(pool))
-        if reweighted:
-            chosen = torch.from_numpy(systematic_resample(np.exp(smoothed), n, _uniform(generator)))
-            # Shuffled: systematic resampling lists copies of one draw side by side.
-            chosen = chosen[torch.randperm(n, generator=generator, device=model.device).cpu()]
-        else:
-            chosen = torch.cat(from_q)[:n]
-        draws = {name: torch.cat(pieces)[chosen] for name, pieces in parts.items()}
-        return draws, ImportanceCheck(k, effective_sample_size(smoothed), pool, reweighted)
+        return {name: torch.cat(pieces) for name, pieces in parts.items()}
 
     def importance_check(self, n: int = 4000, seed: int | None = None,
                          chunk_elements: int = CHUNK_ELEMENTS) -> ImportanceCheck | None:
         """How far q can be trusted: the check that :meth:`sample` and :meth:`summary`
         make for ``n`` draws with the same ``seed`` (the Pareto k of the importance
         weights of ``IMPORTANCE_DRAWS_PER_DRAW * n`` draws of a defensive mixture of
-        q, see :mod:`pavi_viz.inference.importance` and :data:`IMPORTANCE_SPREAD`).
+        q, or a few times more where their effective sample size is small: see
+        :meth:`_resample`, :mod:`pavi_viz.inference.importance` and
+        :data:`IMPORTANCE_SPREAD`; the same seeded call's pool, when it was the last).
         Where k is at most :func:`~pavi_viz.inference.importance.pareto_k_bound` of
         the draws (0.7 from 2,200 draws on) they resample the draws by those
         weights, which corrects q's bias; above, the draws are q's own, and k says
@@ -398,7 +450,7 @@ class Posterior:
         if not self._reweighable(n):
             return None
         generator = None if seed is None else torch.Generator(self.model.device).manual_seed(seed)
-        return self._resample(n, chunk_elements, generator)[1]
+        return self._resampled(n, chunk_elements, seed, generator)[1]
 
     def _positions(self, frame: Frame, name: str) -> tuple | None:
         """Where a chunk's values of ``name`` go in the full arrays (after the leading dim)."""

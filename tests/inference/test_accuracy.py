@@ -1,11 +1,12 @@
-"""Accuracy of ``fit(model)`` with its defaults, against exact and NUTS posteriors.
+"""Accuracy of ``fit(model)`` with its defaults, against NUTS posteriors: eight schools
+and spikes.
 
-The bar (issue 13): every latent's mean error below 0.1 reference sd on average, and
-every element's sd within [0.8, 1.25] of the reference's. Eight schools and the four
-user models of benchmarks/models.py meet it here; GRE (against its exact posterior)
-and the radon models are in test_accuracy_gre.py and test_accuracy_radon.py, files of
-their own so that they run beside this one. Spikes misses the bar (README "Accuracy
-against reference posteriors") and has no test.
+The bar (issue 13, ``benchmarks.accuracy.passes``): every latent's mean error below 0.1
+reference sd on average, and every element's sd within [0.8, 1.25] of the reference's.
+The fits are spread over files of about equal length, so that they run side by side:
+the models as users write them (benchmarks/models.py) are in test_accuracy_users.py,
+GRE (against its exact posterior) in test_accuracy_gre.py, the radon models in
+test_accuracy_radon.py.
 """
 
 from __future__ import annotations
@@ -13,29 +14,19 @@ from __future__ import annotations
 import pytest
 
 import pavi_viz
-from benchmarks.accuracy import MEAN_ERROR_BAR, SD_RATIO_RANGE, compare, load
+from benchmarks.accuracy import run
 
 pytestmark = pytest.mark.slow
 
 
-def _fit_and_compare(name: str, seed: int = 0) -> tuple[pavi_viz.inference.FitResult, dict]:
-    model, reference = load(name)
-    result = pavi_viz.fit(model, seed=seed, progress=False)
-    return result, compare(result.posterior.summary(n=4000, seed=1), reference)
-
-
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("name", ["eight_schools", "glmm", "nested", "funnel", "poisson_exposure"])
+@pytest.mark.parametrize("name", ["eight_schools", "spikes"])
 def test_defaults_meet_the_bar(name: str) -> None:
-    # glmm: a logistic GLMM whose fixed effects are correlated a posteriori (-0.76);
-    # nested: three levels of ragged plates; funnel: 30 groups, centred; poisson_exposure:
-    # alpha + u[region], fixed and random intercepts along a ridge (benchmarks/models.py).
-    result, latents = _fit_and_compare(name)
-    assert result.stop_reason == "converged"
-    low, high = SD_RATIO_RANGE
-    for name, stats in latents.items():
-        assert stats["mean_error"] < MEAN_ERROR_BAR, (name, stats)
-        assert low <= stats["sd_ratio_min"] and stats["sd_ratio_max"] <= high, (name, stats)
+    # spikes: 4 animals, so sigma_animal's posterior reaches down to 0.016 (5% quantile),
+    # a funnel's neck that q alone stops short of; importance resampling from a pool
+    # that takes half its animal effects from their prior brings its mean to the bar.
+    record = run(name, family=None, seed=0, draws=4000, settings={})  # the benchmark's record
+    assert record.get("stop_reason") == "converged" and record["passes"], record
 
 
 @pytest.mark.timeout(300)

@@ -129,6 +129,35 @@ def test_pavi_local_log_density_is_the_flow_through_its_scale_and_shift(compiled
     torch.testing.assert_close(draw.log_q["beta"], expected, rtol=1e-4, atol=1e-2)
 
 
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_funnel_blocks_density_at_given_draws_and_its_mixture_with_the_prior(compiled, family) -> None:
+    """``log_q_unconstrained`` gives q's density of its own draws back (radon's county
+    effects: made-up slopes and centring, so that their inverses count); with
+    ``spread`` the block's log q is that of the equal mixture of q and the Normal of
+    the prior's location and scale, jointly over the counties."""
+    model = compiled["radon"]
+    torch.manual_seed(0)
+    fam = make_family(family, model)
+    frame = model.frame()
+    with torch.no_grad():
+        for parameter in getattr(fam, "slopes", torch.nn.ModuleDict()).parameters():
+            parameter.normal_(0.0, 0.3)
+        for parameter in getattr(fam, "centring", {}).values():
+            parameter.fill_(0.6)
+        for spread in (1.0, 2.0):
+            draw = fam.sample(frame, particles=6, generator=torch.Generator().manual_seed(1), spread=spread)
+            values = {**model.batch_data(frame), **draw.values}
+            z = draw.unconstrained["beta"]
+            log_q = fam.log_q_unconstrained(("beta",), frame, 6, draw.unconstrained, values, z).sum(-1)
+            if spread == 1.0:
+                torch.testing.assert_close(log_q, draw.log_q["beta"], rtol=1e-4, atol=1e-3)
+                continue
+            prior = model.distribution("beta", values, frame, (6,))
+            log_prior = Normal(prior.loc, prior.scale).log_prob(z.squeeze(-1)).sum(-1)
+            mixture = torch.logaddexp(log_q, log_prior) - math.log(2)
+            torch.testing.assert_close(draw.log_q["beta"], mixture, rtol=1e-4, atol=1e-3)
+
+
 def test_parameter_counts(compiled) -> None:
     small = pavi_viz.examples.load("gre", G=10, N=4, D=2).compile()
     large = pavi_viz.examples.load("gre", G=100, N=4, D=2).compile()

@@ -25,15 +25,17 @@ def test_draws_from_a_generator_are_zukos_given_the_same_noise(kind) -> None:
 
 @pytest.mark.parametrize("kind", ["maf", "nsf"])
 def test_a_spread_draws_half_from_a_wider_flow_with_the_mixtures_density(kind) -> None:
-    """With ``spread``, the first half of the draws are the flow's own; the densities
-    are those of the equal mixture of the flow and the flow over a base ``spread``
-    times wider, checked against zuko's own density of the flow (its inverse pass)."""
+    """With ``spread``, each draw is the flow's own or, on a fair coin, one from the flow
+    over a base ``spread`` times wider (the same noise, spread); the densities are
+    those of the equal mixture of the two, checked against zuko's own density of the
+    flow (its inverse pass)."""
     torch.manual_seed(0)
     flow = make_flow(kind, features=3, context=5, transforms=2, hidden=(16, 16))
     conditioned = flow(torch.randn(40, 5))
     own, own_log_q = rsample_and_log_prob(conditioned, torch.Generator().manual_seed(3))
     x, log_q = rsample_and_log_prob(conditioned, torch.Generator().manual_seed(3), spread=2.0)
-    assert torch.equal(x[:20], own[:20]) and not torch.allclose(x[20:], own[20:])
+    same = (x == own).all(-1)
+    assert 8 <= int(same.sum()) <= 32  # 40 fair coins
     with torch.no_grad():
         narrow = conditioned.log_prob(x)
         z = conditioned.transform(x)  # the base draws
@@ -42,4 +44,4 @@ def test_a_spread_draws_half_from_a_wider_flow_with_the_mixtures_density(kind) -
             torch.distributions.Normal(base.base_dist.loc, 2.0 * base.base_dist.scale), 1).log_prob(z)
     mixture = torch.logaddexp(narrow, wide) - torch.log(torch.tensor(2.0))
     assert torch.allclose(log_q, mixture, atol=1e-4)
-    assert torch.allclose(own_log_q[:20], narrow[:20], atol=1e-4)
+    assert torch.allclose(own_log_q[same], narrow[same], atol=1e-4)

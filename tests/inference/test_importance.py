@@ -107,6 +107,61 @@ def test_a_q_too_narrow_is_corrected_through_the_wider_half_of_the_pool() -> Non
     assert abs(float(corrected.sel(stat="mean")) - mean) / sd < 0.05
 
 
+def test_the_pool_grows_while_its_effective_sample_size_is_small_and_is_shared() -> None:
+    """q 4.5 posterior sds off: the first 16,000 draws weigh as fewer than n / 4, so
+    the pool grows (to 64,000 here) and the resampled draws are right; a summary and
+    the check with the same seed share the pool."""
+    model, mean, sd = _normal_mean_model()
+    post = Posterior(model, _mean_field_at(model, mean + 4.5 * sd, sd))
+    corrected = post.summary(n=4000, seed=0)["mu"]
+    check = post.importance_check(n=4000, seed=0)
+    assert check is post.importance_check(n=4000, seed=0)
+    assert check.reweighted and check.draws > 16_000 and check.ess >= 1000
+    assert abs(float(corrected.sel(stat="mean")) - mean) / sd < 0.1
+    assert float(corrected.sel(stat="sd")) / sd == pytest.approx(1.0, abs=0.06)
+    again = Posterior(model, post.family).summary(n=4000, seed=0)["mu"]  # a fresh pool, the same seed
+    xr.testing.assert_identical(corrected, again)
+
+
+def test_a_q_that_stops_short_of_a_funnels_neck_is_corrected_through_the_prior_half() -> None:
+    """sigma ~ HalfNormal(1), theta_j ~ Normal(0, sigma), y_j ~ Normal(theta_j, 1), four
+    groups: sigma's posterior reaches down to 0 (5% quantile 0.035), where the thetas
+    are held near 0. q, as a reverse-KL fit leaves it, puts log sigma at N(log 0.6,
+    0.5) and the thetas apart: its mean of sigma is 0.5 exact sd too high, and spreading
+    q alone does not reach the neck (k 0.65 to 0.84). Drawing the thetas of half the
+    pool from their prior given sigma does."""
+    y = np.array([0.6, -0.4, 0.9, 0.1])
+    model = PlateModel(
+        [Plate("group", 4)],
+        [Variable("sigma", "HalfNormal", scale=1.0),
+         Variable("theta", "Normal", loc=0.0, scale="sigma", plates=["group"]),
+         Variable("y", "Normal", loc="theta", scale=1.0, plates=["group"], observed=True)],
+        data={"y": y},
+    ).compile()
+    # The exact posterior of sigma: theta integrated out, y_j ~ Normal(0, sqrt(sigma^2 + 1)).
+    grid = np.linspace(1e-6, 6.0, 200_001)
+    log_density = -0.5 * grid**2 + sum(-0.5 * v**2 / (grid**2 + 1) - 0.5 * np.log(grid**2 + 1) for v in y)
+    weights = np.exp(log_density - log_density.max())
+    weights /= weights.sum()
+    mean = float((weights * grid).sum())
+    sd = float(np.sqrt((weights * grid**2).sum() - mean**2))
+    family = make_family("mean-field", model)
+    with torch.no_grad():
+        family.loc["sigma"].fill_(math.log(0.6))
+        family.log_scale["sigma"].fill_(math.log(0.5))
+        family.loc["theta"].copy_(torch.tensor(0.3 * y, dtype=torch.float32).reshape(4, 1))
+        family.log_scale["theta"].fill_(math.log(0.5))
+    raw = Posterior(model, family, importance=False).summary(n=4000, seed=0)["sigma"]
+    assert (float(raw.sel(stat="mean")) - mean) / sd > 0.4
+    for seed in (0, 1):
+        post = Posterior(model, family)
+        check = post.importance_check(n=4000, seed=seed)
+        assert check.reweighted and check.pareto_k < 0.6
+        corrected = post.summary(n=4000, seed=seed)["sigma"]
+        assert abs(float(corrected.sel(stat="mean")) - mean) / sd < 0.08
+        assert float(corrected.sel(stat="sd")) / sd == pytest.approx(1.0, abs=0.06)
+
+
 def test_a_q_far_from_the_posterior_is_left_as_it_is_and_flagged() -> None:
     model, mean, sd = _normal_mean_model()
     family = _mean_field_at(model, mean + 6 * sd, 0.5 * sd)
@@ -114,7 +169,7 @@ def test_a_q_far_from_the_posterior_is_left_as_it_is_and_flagged() -> None:
     check = post.importance_check(n=1000, seed=0)
     assert not check.reweighted and check.pareto_k > pareto_k_bound(check.draws)
     drawn = post.sample(1000, seed=0)["mu"].values
-    # q's own draws, none of the pool's wider half (sd 1 rather than 0.5).
+    # q's own draws, none of the pool's wider component's (sd 1 rather than 0.5).
     assert abs(drawn.mean() - (mean + 6 * sd)) < 0.2 * sd and drawn.std() == pytest.approx(0.5 * sd, rel=0.1)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
+from torch.distributions import Normal
 
 from pavi_viz.inference.families.base import VariationalFamily
 from pavi_viz.inference.flows import gaussian_draw
@@ -53,3 +54,18 @@ class MeanField(VariationalFamily):
         log_scale = frame.select(self.log_scale[name], plates)
         shape = (particles, *loc.shape)
         return gaussian_draw(loc.expand(shape), log_scale.exp().expand(shape), generator, spread)
+
+    def log_q_unconstrained(
+        self,
+        block: tuple[str, ...],
+        frame: Frame,
+        particles: int,
+        drawn: dict[str, Tensor],
+        values: Mapping[str, Tensor],
+        z: Tensor,
+    ) -> Tensor:
+        (name,) = block
+        plates = self.model.plates_of(name)
+        loc = frame.select(self.loc[name], plates)
+        scale = frame.select(self.log_scale[name], plates).exp()
+        return Normal(loc, scale).log_prob(z).sum(-1)

@@ -21,11 +21,11 @@ from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Independent
+from zuko.distributions import NormalizingFlow
 
 from pavi_viz.inference.encoders import DataEncoder
 from pavi_viz.inference.families.base import Draw, VariationalFamily
-from pavi_viz.inference.families.structure import conditioning, drawn_scale, joint_blocks
+from pavi_viz.inference.families.structure import conditioning, drawn_scale, joint_blocks, prior_loc_scale
 from pavi_viz.inference.flows import make_flow, rsample_and_log_prob
 from pavi_viz.model.compiled import CompiledModel, CompiledVariable
 from pavi_viz.model.plates import Frame
@@ -127,11 +127,39 @@ class PlateAmortizedFamily(VariationalFamily):
         values: Mapping[str, Tensor] | None = None,
         spread: float = 1.0,
     ) -> tuple[Tensor, Tensor]:
-        plates = self.model.plates_of(block[0])
-        batch_shape = frame.batch_shape(plates)
+        batch_shape = frame.batch_shape(self.model.plates_of(block[0]))
         if 0 in batch_shape:  # drawn outer elements without members: nothing to draw
             empty = torch.zeros(particles, *batch_shape, device=self.model.device)
             return empty.unsqueeze(-1).expand(*empty.shape, self.block_size(block)), empty
+        flow, pieces = self._conditioned_flow(block, frame, particles, drawn)
+        u, log_q = rsample_and_log_prob(flow, generator, spread)
+        u, log_q = u.reshape(particles, *batch_shape, -1), log_q.reshape(particles, *batch_shape)
+        shift, log_scale = self._affine(block, frame, particles, values, pieces, u.shape)
+        return shift + log_scale.exp() * u, log_q - log_scale.sum(-1)
+
+    def log_q_unconstrained(
+        self,
+        block: tuple[str, ...],
+        frame: Frame,
+        particles: int,
+        drawn: dict[str, Tensor],
+        values: Mapping[str, Tensor],
+        z: Tensor,
+    ) -> Tensor:
+        flow, pieces = self._conditioned_flow(block, frame, particles, drawn)
+        shift, log_scale = self._affine(block, frame, particles, values, pieces, z.shape)
+        u = (z - shift) * (-log_scale).exp()
+        log_q = flow.log_prob(u.reshape(-1, u.shape[-1])).reshape(z.shape[:-1])  # the flow's inverse pass
+        return log_q - log_scale.sum(-1)
+
+    def _conditioned_flow(
+        self, block: tuple[str, ...], frame: Frame, particles: int, drawn: dict[str, Tensor]
+    ) -> tuple[NormalizingFlow, list[Tensor]]:
+        """The block's flow given its context, batch shape ``(particles * prod(batch_shape),)``,
+        and the context's pieces: the block's encodings, then the draws it is given,
+        each of shape ``(particles, *batch_shape, size)``."""
+        plates = self.model.plates_of(block[0])
+        batch_shape = frame.batch_shape(plates)
         pieces = [
             self.encodings(self.model.variables[name], frame).expand(particles, *batch_shape, self.encoding_size)
             for name in block
@@ -140,30 +168,41 @@ class PlateAmortizedFamily(VariationalFamily):
             aligned = frame.align(drawn[name], self.model.plates_of(name), plates, event_rank=1)
             pieces.append(aligned.expand(particles, *batch_shape, aligned.shape[-1]))
         context = torch.cat(pieces, -1)
+        return self.flows[block_key(block)](context.reshape(-1, context.shape[-1])), pieces
+
+    def _affine(
+        self,
+        block: tuple[str, ...],
+        frame: Frame,
+        particles: int,
+        values: Mapping[str, Tensor] | None,
+        pieces: list[Tensor],
+        shape: tuple[int, ...],
+    ) -> tuple[Tensor, Tensor]:
+        """What maps the flow's output ``u`` onto the block's draws, ``shift + exp(log_scale) * u``:
+        the read-out of the coupled draws, the funnel's centring, the globals'
+        standardisation, in that order (see ``__init__``); both broadcast to ``shape``,
+        the draws' ``(particles, *batch_shape, block_size)``."""
         key = block_key(block)
-        z, log_q = rsample_and_log_prob(self.flows[key](context.reshape(-1, context.shape[-1])), generator, spread)
-        z, log_q = z.reshape(particles, *batch_shape, -1), log_q.reshape(particles, *batch_shape)
+        shift = torch.zeros((), device=self.model.device)
+        log_scale = torch.zeros((), device=self.model.device)
         if key in self.slopes:
             coupled = [p for u, p in zip(self.given[block], pieces[len(block) :]) if u in self.coupled[block]]
             given = torch.cat(coupled, -1).unsqueeze(-1)  # (particles, *batch_shape, inputs, 1)
             encodings = torch.cat(pieces[: len(block)], -1)
-            slopes = self.slopes[key](encodings).unflatten(-1, (2, z.shape[-1], given.shape[-2]))
+            slopes = self.slopes[key](encodings).unflatten(-1, (2, shape[-1], given.shape[-2]))
             log_scale = (slopes[..., 0, :, :] @ given).squeeze(-1)
-            z = log_scale.exp() * z + (slopes[..., 1, :, :] @ given).squeeze(-1)
-            log_q = log_q - log_scale.sum(-1)  # the change of variables of the scaling
+            shift = (slopes[..., 1, :, :] @ given).squeeze(-1)
         if key in self.centring:
-            prior = self.model.distribution(block[0], values, frame, (particles,))
-            prior = prior.base_dist if isinstance(prior, Independent) else prior
-            shape = (*prior.batch_shape, *prior.event_shape)
-            loc, scale = (t.expand(shape).reshape(z.shape) for t in (prior.loc, prior.scale))
+            loc, scale = prior_loc_scale(self.model, block[0], values, frame, particles, shape)
             k = self.centring[key]
-            log_scale = k * scale.log()
-            z = k * loc + log_scale.exp() * z
-            log_q = log_q - log_scale.sum(-1)
+            centring = k * scale.log()
+            shift = k * loc + centring.exp() * shift
+            log_scale = log_scale + centring
         if block == self.global_block:
-            z = self.global_centre + self.global_scale * z
-            log_q = log_q - self.global_scale.log().sum()
-        return z, log_q
+            shift = self.global_centre + self.global_scale * shift
+            log_scale = log_scale + self.global_scale.log()
+        return shift.expand(shape), log_scale.expand(shape)
 
     @property
     def standardisable(self) -> bool:

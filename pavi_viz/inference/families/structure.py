@@ -20,10 +20,14 @@ These are pure functions of the model's graph.
 
 from __future__ import annotations
 
-from torch.distributions import constraints
+from collections.abc import Mapping
+
+from torch import Tensor
+from torch.distributions import Independent, constraints
 
 from pavi_viz.model.compiled import CompiledModel
 from pavi_viz.model.expressions import Expression
+from pavi_viz.model.plates import Frame
 
 
 def joint_blocks(model: CompiledModel) -> list[tuple[str, ...]]:
@@ -78,3 +82,15 @@ def drawn_scale(model: CompiledModel, name: str) -> bool:
         and isinstance(scale, Expression)
         and any(n in model.variables and not model.variables[n].observed for n in scale.names)
     )
+
+
+def prior_loc_scale(
+    model: CompiledModel, name: str, values: Mapping[str, Tensor], frame: Frame, particles: int, shape: tuple[int, ...]
+) -> tuple[Tensor, Tensor]:
+    """The location and the scale of the prior of ``name`` (a funnel: :func:`drawn_scale`)
+    given ``values`` (the data and the latents drawn so far), shaped as its
+    unconstrained draws: ``shape = (particles, *frame.batch_shape(its plates), k)``."""
+    prior = model.distribution(name, values, frame, (particles,))
+    prior = prior.base_dist if isinstance(prior, Independent) else prior
+    full = (*prior.batch_shape, *prior.event_shape)
+    return prior.loc.expand(full).reshape(shape), prior.scale.expand(full).reshape(shape)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import pytest
 
-import pavi_viz
 from benchmarks.accuracy import run
 
 pytestmark = pytest.mark.slow
@@ -25,12 +24,7 @@ def test_defaults_meet_the_bar(name: str) -> None:
     # spikes: 4 animals, so sigma_animal's posterior reaches down to 0.016 (5% quantile),
     # a funnel's neck that q alone stops short of; importance resampling from a pool
     # that takes half its animal effects from their prior brings its mean to the bar.
+    # A diverged fit's record has no stop reason: "converged" also says it did not
+    # diverge (benchmarks/results/: no default fit diverged at seeds 0 to 4).
     record = run(name, family=None, seed=0, draws=4000, settings={})  # the benchmark's record
     assert record.get("stop_reason") == "converged" and record["passes"], record
-
-
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("seed", [1])
-def test_eight_schools_funnel_never_diverges_with_defaults(seed: int) -> None:
-    result = pavi_viz.fit(pavi_viz.examples.load("eight_schools"), seed=seed, progress=False)
-    assert result.stop_reason == "converged"

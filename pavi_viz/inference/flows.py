@@ -43,6 +43,27 @@ def make_flow(
     return flow
 
 
+def reset_to_identity(flow: nn.Module) -> None:
+    """Draw a flow's weights afresh, with the last layer of each transform's network at
+    zero: the flow then starts as its base Normal, whatever its context (the zero
+    initialisation of Glow's couplings: Kingma & Dhariwal, 2018, "Glow: generative flow
+    with invertible 1x1 convolutions"), and learns away from it.
+    """
+    # zuko's layers (its own Linear among them) each know how to draw their weights.
+    for module in flow.modules():
+        if module is not flow and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    for module in flow.modules():
+        children = dict(module.named_children())
+        if "hyper" in children:  # a transform's network, from its context to its parameters
+            last = [layer for layer in children["hyper"].modules() if isinstance(getattr(layer, "weight", None), nn.Parameter)][-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        elif "phi" in children:  # a transform without context: its parameters themselves
+            for parameter in children["phi"].parameters():
+                nn.init.zeros_(parameter)
+
+
 def gaussian_draw(
     loc: Tensor, scale: Tensor, generator: torch.Generator | None = None, spread: float = 1.0
 ) -> tuple[Tensor, Tensor]:

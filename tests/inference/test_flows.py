@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pavi_viz.inference.flows import make_flow, rsample_and_log_prob
+from pavi_viz.inference.flows import make_flow, reset_to_identity, rsample_and_log_prob
 
 
 @pytest.mark.parametrize("kind", ["maf", "nsf"])
@@ -21,6 +21,28 @@ def test_draws_from_a_generator_are_zukos_given_the_same_noise(kind) -> None:
     # Gradients flow through the draws and their log densities (reparametrization).
     (x.sum() + log_q.sum()).backward()
     assert all(p.grad is not None for p in flow.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("kind", ["maf", "nsf"])
+@pytest.mark.parametrize("features", [1, 3])
+def test_a_flow_reset_to_the_identity_is_its_base_normal_whatever_the_context(kind, features) -> None:
+    torch.manual_seed(0)
+    flow = make_flow(kind, features=features, context=5, transforms=2, hidden=(16, 16))
+    context, x = 3 * torch.randn(40, 5), 2 * torch.randn(40, features)
+    standard = torch.distributions.Normal(0.0, 1.0).log_prob(x).sum(-1)
+    assert not torch.allclose(flow(context).log_prob(x), standard, atol=1e-3)  # trained-like weights: not the base
+    reset_to_identity(flow)
+    assert torch.allclose(flow(context).log_prob(x), standard, atol=1e-5)
+    u, log_q = rsample_and_log_prob(flow(context), torch.Generator().manual_seed(3))
+    assert torch.allclose(log_q, torch.distributions.Normal(0.0, 1.0).log_prob(u).sum(-1), atol=1e-5)
+    without_context = make_flow(kind, features=features, context=0, transforms=2, hidden=(16, 16))
+    reset_to_identity(without_context)
+    assert torch.allclose(without_context().log_prob(x), standard, atol=1e-5)
+    # It learns away from the identity: the zeroed output layers get gradients.
+    flow(context).log_prob(x).sum().backward()
+    outputs = [[m for m in t.hyper.modules() if isinstance(getattr(m, "weight", None), torch.nn.Parameter)][-1]
+               for t in flow.modules() if "hyper" in dict(t.named_children())]
+    assert len(outputs) == 2 and all(bool(layer.weight.grad.abs().sum() > 0) for layer in outputs)
 
 
 @pytest.mark.parametrize("kind", ["maf", "nsf"])

@@ -101,7 +101,24 @@ def test_default_fit_standardises_its_globals_between_stages_and_resumes_across(
     family = trainer.state.family
     centre = family.global_centre.clone()
     while torch.equal(family.global_centre, centre):
+        last = {name: t.clone() for name, t in family.state_dict().items()}
         trainer.step()
+    # At the switch the fresh global flow starts as the identity: q's global draws keep
+    # their mean and sd.
+    frame = trainer.state.model.frame()
+
+    def global_moments() -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            draws = family.sample(frame, 4000, generator=torch.Generator().manual_seed(5)).unconstrained["mu"]
+        return draws.mean(0), draws.std(0)
+
+    after = global_moments()
+    switched = {name: t.clone() for name, t in family.state_dict().items()}
+    family.load_state_dict(last)  # q a step before the switch (at 1e-4 of lr)
+    before = global_moments()
+    family.load_state_dict(switched)
+    assert torch.allclose(after[0], before[0], atol=float(0.1 * before[1].max()))
+    assert torch.allclose(after[1], before[1], rtol=0.1)
     # The switch redrew the global flow and set its centre and scale: the last good
     # state is the switched one, not the old flow beside the new centre and scale.
     switched = {name: t.clone() for name, t in family.state_dict().items()}

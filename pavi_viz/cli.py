@@ -308,6 +308,12 @@ def _add_examples(commands: Any, common: argparse.ArgumentParser) -> None:
     examples.set_defaults(handler=_run_examples)
 
 
+#: Where ``pavi-viz serve`` listens by default: this machine only.
+LOOPBACK = "127.0.0.1"
+#: Addresses that serve this machine alone.
+LOCAL_ADDRESSES = ("127.0.0.1", "localhost", "::1")
+
+
 def _add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
     serve = commands.add_parser(
         "serve",
@@ -323,11 +329,13 @@ def _add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
             "examples:\n"
             "  pavi-viz serve\n"
             "  pavi-viz serve --port 8080 --show\n"
-            "  pavi-viz serve --address 0.0.0.0 --allow-websocket-origin myhost:5006"
+            "  pavi-viz serve --address 0.0.0.0 --allow-websocket-origin myhost:5006   # to a network: see README, Security"
         ),
     )
     serve.add_argument("--port", type=int, default=5006, help="the port (default: %(default)s)")
-    serve.add_argument("--address", default=None, help="the address to listen on (default: panel's, all)")
+    serve.add_argument("--address", default=LOOPBACK,
+                       help="the address to listen on (default: %(default)s, this machine only; "
+                            "0.0.0.0 serves every network this machine is on)")
     serve.add_argument("--show", action="store_true", help="open the dashboard in a browser")
     serve.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
                        help="a host allowed to connect (repeatable), needed when served to other machines")
@@ -633,15 +641,22 @@ def _run_serve(args: argparse.Namespace) -> int:
             f"installed with pip install -e '.[app]'", EXIT_FAILURE)
     if importlib.util.find_spec("panel") is None:
         raise CliError("the dashboard needs Panel: pip install -e '.[app]'", EXIT_FAILURE)
-    command = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(args.port)]
-    if args.address:
-        command += ["--address", args.address]
+    address, port = args.address, args.port
+    command = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(port), "--address", address]
     if args.show:
         command.append("--show")
-    for origin in args.allow_websocket_origin:
+    local = address in LOCAL_ADDRESSES
+    # Bokeh lets browsers in from localhost:PORT alone unless told otherwise; on this
+    # machine, 127.0.0.1:PORT is the same page.
+    origins = args.allow_websocket_origin or ([f"localhost:{port}", f"127.0.0.1:{port}"] if local else [])
+    for origin in origins:
         command += ["--allow-websocket-origin", origin]
-    host = args.address if args.address and args.address != "0.0.0.0" else "localhost"
-    print(f"serving the pavi_viz dashboard at http://{host}:{args.port}/dashboard (Ctrl-C to stop)", flush=True)
+    host = f"[{address}]" if ":" in address else address
+    print(f"serving the pavi_viz dashboard at http://{host}:{port}/dashboard (Ctrl-C to stop)", flush=True)
+    if not local:
+        allowed = ", ".join(origins) if origins else f"localhost:{port} only: add --allow-websocket-origin HOST:{port}"
+        print(f"warning: listening on {address}: anyone who can reach this machine on port {port} can open the "
+              f"dashboard and start runs on it; browsers may connect from {allowed}", file=sys.stderr, flush=True)
     return _run_passing_signals(command)
 
 

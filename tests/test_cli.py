@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import subprocess
@@ -191,6 +192,21 @@ def test_errors_are_one_line_naming_the_culprit(workdir, gre_file, args, culprit
 
 
 # -- serve --------------------------------------------------------------------------------
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on ``port`` (Linux's /proc/net)."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                # The kernel writes each 32-bit word in host (little-endian) order.
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4))
+                found.add(str(ipaddress.ip_address(words)))
+    return found
+
+
 @pytest.mark.ui
 @pytest.mark.timeout(180)
 def test_serve_answers_and_stops_with_its_server(serve_http):
@@ -198,6 +214,9 @@ def test_serve_answers_and_stops_with_its_server(serve_http):
                         log_name="pavi-viz-serve.log")
     assert served.status == 200, served.log()
     assert "<title>pavi_viz</title>" in served.html, served.log()
+    # By default it listens on this machine's loopback address alone.
+    assert listening_addresses(served.port) == {"127.0.0.1"}, served.log()
+    assert f"http://127.0.0.1:{served.port}/dashboard" in served.log()
     served.stop()
     # SIGTERM reached panel serve too: nothing listens on the port any more.
     with pytest.raises(OSError):

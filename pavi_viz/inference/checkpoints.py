@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from pavi_viz.inference.families import VariationalFamily, make_family
+from pavi_viz.inference.families import VariationalFamily, check_options, make_family
 from pavi_viz.inference.resolve import resolve_device
 from pavi_viz.inference.state import History, TrainingState, derived_seed
 from pavi_viz.model.compiled import CompiledModel, seeded
@@ -233,7 +233,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device | None = 
     except FileNotFoundError:
         raise
     except Exception as err:
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {err}") from err
+        raise CheckpointError(
+            f"cannot read checkpoint {str(path)!r}: the file is damaged (cut short?) or not a checkpoint "
+            f"({type(err).__name__}: {err})") from err
     if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a pavi_viz training checkpoint")
     version = raw.get("version")
@@ -249,7 +251,40 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device | None = 
             f"checkpoint {str(path)!r} has format version {version}; this pavi_viz reads version "
             f"{CHECKPOINT_VERSION}{hint}"
         )
+    _check_entries(raw, str(path))
     return raw
+
+
+#: The entries every checkpoint holds, and their types (``step`` and ``total_steps`` are ints).
+_ENTRIES = {"model": dict, "family": dict, "optimizer": dict, "step": int, "total_steps": int, "history": dict}
+
+
+def _check_entries(raw: dict[str, Any], path: str) -> None:
+    """Refuse a checkpoint whose entries are missing or malformed, before anything is
+    built from it (an edited or damaged file): a :class:`CheckpointError` naming the entry."""
+
+    def damaged(what: str) -> CheckpointError:
+        return CheckpointError(f"checkpoint {path!r} is damaged: {what}")
+
+    for key, kind in _ENTRIES.items():
+        if type(raw.get(key)) is not kind:
+            raise damaged(f"its {key!r} entry is missing or not a {kind.__name__}")
+    family = raw["family"]
+    if not isinstance(family.get("name"), str) or not isinstance(family.get("state"), dict) \
+            or not isinstance(family.get("options") or {}, dict):
+        raise damaged("its family entry needs a name, options and a state")
+    try:
+        check_options(family["name"], family.get("options") or {})
+    except ValueError as err:
+        raise damaged(str(err)) from None
+    if not isinstance(raw["optimizer"].get("state"), dict):
+        raise damaged("its optimizer entry has no state")
+    history = raw["history"]
+    lengths = {len(column) if isinstance(column, list) else -1 for column in history.values()}
+    if "step" not in history or len(lengths) != 1 or -1 in lengths:
+        raise damaged("its history's columns are missing, not lists, or of unequal lengths")
+    if not 0 <= raw["step"] <= raw["total_steps"] or len(history["step"]) > raw["step"]:
+        raise damaged(f"step {raw['step']} of {raw['total_steps']} with {len(history['step'])} history records")
 
 
 def load_checkpoint(

@@ -49,6 +49,13 @@ PARTICLE_NUMBERS = 16_384
 #: step costs little, as on the small models of workshops.
 MAX_AUTO_PARTICLES = 8
 
+#: A step may hold at most this many numbers (latent and observed values, times the
+#: particles): a PAVI-E step takes about 450 bytes of memory a number (20,000 particles
+#: of a 442-number GRE took 3.9 GB), so about 2 GB.
+MAX_STEP_NUMBERS = 4_000_000
+#: The most steps a fit may ask for (its history keeps a record of each).
+MAX_STEPS = 10_000_000
+
 #: ``threads="auto"``: one intra-op thread per this many numbers in a step's batch
 #: (latent and observed values, times the particles), at least one, and at most the
 #: CPUs this process may use but one: that one is left for whatever else runs (the
@@ -124,7 +131,7 @@ class FitConfig(param.Parameterized):
                             doc="The variational family: pavi-e, pavi-f or mean-field.")
     family_options = param.Dict(default={}, label="Family options",
                                 doc="Keyword options of the family (flow, transforms, encoding_size...).")
-    steps = Whole(default=DEFAULT_STEPS, bounds=(0, None), label="Steps",
+    steps = Whole(default=DEFAULT_STEPS, bounds=(0, MAX_STEPS), label="Steps",
                   doc="The most training steps (a resumed run counts the steps already done); with the "
                       "'plateau' schedule the fit ends sooner, once the ELBO has converged.")
     batch = param.Dict(default={}, allow_None=True, label="Batch sizes",

@@ -15,6 +15,7 @@ import torch
 
 from pavi_viz.inference.config import (
     MAX_AUTO_PARTICLES,
+    MAX_STEP_NUMBERS,
     MIN_REFRESH_EVERY,
     NUMBERS_PER_THREAD,
     PARTICLE_NUMBERS,
@@ -123,10 +124,19 @@ def data_numbers(model: CompiledModel, sizes: Mapping[str, int] | None = None) -
 def resolve_particles(particles: int | None, step_numbers: int) -> int:
     """The Monte Carlo draws of a step of ``step_numbers`` numbers: ``particles``
     itself, or for ``None`` as many as keep the step within :data:`PARTICLE_NUMBERS`
-    numbers, between 1 and :data:`MAX_AUTO_PARTICLES`."""
-    if particles is not None:
-        return particles
-    return max(1, min(MAX_AUTO_PARTICLES, PARTICLE_NUMBERS // max(step_numbers, 1)))
+    numbers, between 1 and :data:`MAX_AUTO_PARTICLES`.
+
+    Raises:
+        ValueError: the step would hold more than :data:`MAX_STEP_NUMBERS` numbers.
+    """
+    chosen = particles if particles is not None else max(1, min(MAX_AUTO_PARTICLES, PARTICLE_NUMBERS // max(step_numbers, 1)))
+    if step_numbers * chosen > MAX_STEP_NUMBERS:
+        most = MAX_STEP_NUMBERS // max(step_numbers, 1)
+        remedy = f"ask for at most {most:,} particles" if most >= 1 else "batch the plates (batch={plate: size})"
+        raise ValueError(f"{chosen:,} particles of a step of {step_numbers:,} numbers would hold "
+                         f"{step_numbers * chosen:,} numbers, over the {MAX_STEP_NUMBERS:,} a step may hold "
+                         f"(about 2 GB of memory): {remedy}")
+    return chosen
 
 
 def usable_cpus() -> int:

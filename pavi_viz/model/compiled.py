@@ -85,6 +85,7 @@ class CompiledModel:
             self._plates_of[cov.name] = tuple(cov.plates)
             self._event_ranks[cov.name] = len(cov.event_shape)
         unordered = {}
+        variable_names = {v.name for v in model.variables}
         for var in model.variables:
             given = (parsed or {}).get(var.name)
             params = {
@@ -99,7 +100,7 @@ class CompiledModel:
                 event_shape=tuple(var.event_shape),
                 observed=var.observed,
                 params=params,
-                parents=tuple(sorted(n for n in names if n in {v.name for v in model.variables})),
+                parents=tuple(sorted(n for n in names if n in variable_names)),
             )
             self._plates_of[var.name] = tuple(var.plates)
             self._event_ranks[var.name] = len(var.event_shape)
@@ -359,18 +360,19 @@ def _ordered_plates(model: PlateModel) -> list[PlateInfo]:
 
 
 def _topological(variables: dict[str, CompiledVariable]) -> dict[str, CompiledVariable]:
-    """The variables, parents before children (the model is known to be acyclic)."""
+    """The variables, parents before children (the model is known to be acyclic). A walk
+    with a stack of its own, so that a chain of any length fits (no recursion)."""
     ordered: dict[str, CompiledVariable] = {}
-
-    def visit(name: str) -> None:
-        if name in ordered:
-            return
-        for parent in variables[name].parents:
-            visit(parent)
-        ordered[name] = variables[name]
-
-    for name in variables:
-        visit(name)
+    for root in variables:
+        stack = [(root, iter(variables[root].parents))]
+        while stack:
+            name, parents = stack[-1]
+            parent = next((p for p in parents if p not in ordered), None)
+            if parent is None:
+                stack.pop()
+                ordered.setdefault(name, variables[name])
+            else:
+                stack.append((parent, iter(variables[parent].parents)))
     return ordered
 
 

@@ -26,12 +26,14 @@ import torch
 from torch import Tensor
 
 from pavi_viz.model.distributions import DISTRIBUTIONS
+from pavi_viz.model.errors import ModelError
 
 if TYPE_CHECKING:
     from pavi_viz.model.compiled import CompiledModel
-    from pavi_viz.model.errors import ModelError
     from pavi_viz.model.plates import PlateBatch
 
+#: :meth:`PlateModel.simulate` refuses to draw more numbers than this (float32: 200 MB).
+MAX_SIMULATED_NUMBERS = 50_000_000
 #: A constant parameter value, or an expression over parents and covariates.
 ParamValue = float | int | list | str
 
@@ -289,12 +291,49 @@ class PlateModel(param.Parameterized):
         """Ancestral draws of every variable; see :meth:`CompiledModel.sample_prior`."""
         return self.compile(require_data=False).sample_prior(sample_shape, batch=batch, seed=seed)
 
+    def numbers(self) -> int:
+        """The numbers all its variables' ground variables hold (their values, from the
+        plate sizes: a regular nested plate's size counts per outer element)."""
+        plates = {p.name: p for p in self.plates}
+
+        def elements(name: str, seen: frozenset[str] = frozenset()) -> int:
+            plate = plates.get(name)
+            if plate is None or name in seen:  # unknown or cyclic: validation reports it
+                return 1
+            outer = plate.nested_in
+            if outer is None or plate.ragged:
+                return max(plate.size, 0)
+            return max(plate.size, 0) * elements(outer, seen | {name})
+
+        total = 0
+        for var in self.variables:
+            outers = {plates[p].nested_in for p in var.plates if p in plates}
+            innermost = [p for p in var.plates if p not in outers]
+            count = 1
+            for p in innermost:
+                count *= elements(p)
+            for size in var.event_shape:
+                count *= size
+            total += count
+        return total
+
     def simulate(self, seed: int | None = None) -> PlateModel:
         """A copy of the model with observed data drawn from the prior.
 
         The latent values that produced the data are kept in ``truth``, so that a fit
         can be compared with them. Covariates keep their attached data.
+
+        Raises:
+            ModelError: the draws would hold more than :data:`MAX_SIMULATED_NUMBERS`
+                numbers (naming the largest plate).
         """
+        numbers = self.numbers()
+        if numbers > MAX_SIMULATED_NUMBERS:
+            largest = max(self.plates, key=lambda p: p.size)
+            raise ModelError(
+                f"simulating {self.name!r} would draw {numbers:,} numbers, over the {MAX_SIMULATED_NUMBERS:,} "
+                f"allowed (about {MAX_SIMULATED_NUMBERS * 4 // 2**20:,} MB): make plate {largest.name!r} "
+                f"(size {largest.size:,}) smaller", largest.name)
         draws = self.sample_prior(seed=seed)
         copy = self.copy()
         copy.data = {**{c.name: self.data[c.name] for c in self.covariates if c.name in self.data},

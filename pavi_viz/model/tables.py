@@ -41,6 +41,8 @@ files), :func:`attach_table` attaches a table to a *copy* of a model, and
 
 from __future__ import annotations
 
+import collections
+import csv
 import io
 import math
 import re
@@ -61,6 +63,10 @@ if TYPE_CHECKING:
 MAX_UPLOAD_BYTES = 50 * 2**20
 #: A NetCDF file may be compressed: its arrays are refused beyond this size once read.
 MAX_DATA_BYTES = 8 * MAX_UPLOAD_BYTES
+#: A CSV file with more columns is refused before it is parsed: pandas builds a column
+#: object for each (40,000 columns took seconds), and a long-format table needs one per
+#: plate id, observed variable, covariate and event coordinate.
+MAX_CSV_COLUMNS = 10_000
 #: File name endings read as CSV and as NetCDF.
 CSV_SUFFIXES = (".csv",)
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
@@ -128,6 +134,11 @@ def _read_csv(content: bytes, filename: str) -> pd.DataFrame:
                          culprit=filename) from None
     if not text.strip():
         raise ModelError(f"{filename} is empty: the first line should name the columns", culprit=filename)
+    # Counted on the first record alone (linear), before pandas builds a column for each.
+    columns = len(next(csv.reader(io.StringIO(text)), []))
+    if columns > MAX_CSV_COLUMNS:
+        raise ModelError(f"{filename} has {columns:,} columns: a data table may have at most {MAX_CSV_COLUMNS:,} "
+                         "(one per plate id, observed variable, covariate or event coordinate)", culprit=filename)
     try:
         # Without a header, so that a row longer than the first line is an error rather than a
         # silent index column; as text, so that ids keep their spelling ("007") and value
@@ -139,7 +150,7 @@ def _read_csv(content: bytes, filename: str) -> pd.DataFrame:
     names = [str(h).strip() for h in cells.iloc[0]]
     if "" in names:
         raise ModelError(f"{filename}: column {names.index('') + 1} has no name in the first line", culprit=filename)
-    repeated = sorted({n for n in names if names.count(n) > 1})
+    repeated = sorted(name for name, count in collections.Counter(names).items() if count > 1)
     if repeated:
         raise ModelError(f"{filename}: the column {repeated[0]!r} appears twice", culprit=repeated[0])
     if len(cells) == 1:

@@ -31,6 +31,14 @@ MAX_ELEMENTS = 2**31 - 1
 #: batched, so the dry run (and every training step) holds them whole.
 MAX_EVENT_ELEMENTS = 2**20
 
+#: A model may have at most this many plates...
+MAX_PLATES = 256
+#: ... each nested at most this deep...
+MAX_NESTING = 16
+#: ... and a variable at most this many dims (its plates, then its event dims): with the
+#: draws' sample dims they must stay within torch's 64 dims.
+MAX_DIMS = 32
+
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _POSITIVE_CONSTRAINTS = (constraints.positive, constraints.nonnegative, constraints.unit_interval,
                          constraints.simplex, constraints.nonnegative_integer)
@@ -84,6 +92,7 @@ class _Checker:
         self.require_data = require_data
         self.problems: list[ModelError] = []
         self.plates = {p.name: p for p in model.plates}
+        self._chains: dict[str, list[str]] = {}
         self.variables = {v.name: v for v in model.variables}
         self.covariates = {c.name: c for c in model.covariates}
         self.parsed: dict[str, dict[str, Expression | torch.Tensor]] = {}
@@ -92,6 +101,11 @@ class _Checker:
         self.problems.append(ModelError(message, culprit))
 
     def run(self) -> None:
+        plates = len(self.model.plates)
+        if plates > MAX_PLATES:
+            # Checked alone: every later check walks the plates.
+            self.add(f"the model has {plates} plates, more than the {MAX_PLATES} supported", self.model.plates[-1].name)
+            return
         self.check_names()
         self.check_plates()
         for cov in self.model.covariates:
@@ -136,18 +150,35 @@ class _Checker:
                 self.add(f"plate {name!r} is nested in unknown plate {outer!r}", name)
             elif self.nesting_cycle(name):
                 self.add(f"plate {name!r} is nested in itself (through {outer!r})", name)
+            elif self.nesting_depth(name) > MAX_NESTING:
+                self.add(f"plate {name!r} is nested {self.nesting_depth(name)} plates deep, more than the "
+                         f"{MAX_NESTING} supported", name)
             elif plate.membership is not None:
                 self.check_membership(plate)
 
+    def outer_chain(self, name: str) -> list[str]:
+        """The plates ``name`` nests in, innermost first, up to a top-level or unknown
+        plate or back to one already in the chain (a cycle); memoised."""
+        chain = self._chains.get(name)
+        if chain is None:
+            chain, seen, plate = [], {name}, self.plates[name]
+            while plate.nested_in is not None and plate.nested_in in self.plates and plate.nested_in not in seen:
+                chain.append(plate.nested_in)
+                seen.add(plate.nested_in)
+                plate = self.plates[plate.nested_in]
+                if len(chain) > MAX_NESTING:  # deep enough to refuse: the rest does not matter
+                    break
+            self._chains[name] = chain
+        return chain
+
     def nesting_cycle(self, name: str) -> bool:
-        seen = {name}
-        plate = self.plates[name]
-        while plate.nested_in is not None and plate.nested_in in self.plates:
-            if plate.nested_in in seen:
-                return True
-            seen.add(plate.nested_in)
-            plate = self.plates[plate.nested_in]
-        return False
+        chain = self.outer_chain(name)
+        last = self.plates[chain[-1]] if chain else self.plates[name]
+        return len(chain) <= MAX_NESTING and last.nested_in is not None and (
+            last.nested_in == name or last.nested_in in chain)
+
+    def nesting_depth(self, name: str) -> int:
+        return len(self.outer_chain(name))
 
     def check_membership(self, plate: Any) -> None:
         name, outer = plate.name, self.plates[plate.nested_in]
@@ -226,6 +257,10 @@ class _Checker:
         if plates_ok:
             self.check_size(name, var.plates, var.event_shape)
         self.check_event_shape(name, var.event_shape)
+        if len(var.plates) + len(var.event_shape) > MAX_DIMS:
+            self.add(f"variable {name!r} has {len(var.plates)} plates and {len(var.event_shape)} event dims, "
+                     f"more than the {MAX_DIMS} dims supported", name)
+            return
         info = DISTRIBUTIONS.get(var.distribution)
         if info is None:
             self.add(f"variable {name!r} has unknown distribution {var.distribution!r}; "
@@ -325,21 +360,28 @@ class _Checker:
                    for r in expr.names if r in self.variables and r != name]
             for name, exprs in self.parsed.items()
         }
-        state: dict[str, int] = {}  # 1: on the current path, 2: done
-
-        def visit(name: str, path: list[str]) -> None:
-            state[name] = 1
-            for parent in parents.get(name, []):
-                if state.get(parent) == 1:
-                    cycle = path[path.index(parent):] + [parent]
+        done: set[str] = set()
+        # A depth-first walk with a stack of its own (a chain of any length fits): the
+        # path from the root, its positions, and each name's parents still to visit.
+        for root in parents:
+            if root in done:
+                continue
+            path, position = [root], {root: 0}
+            stack = [iter(parents[root])]
+            while stack:
+                parent = next(stack[-1], None)
+                if parent is None:
+                    finished = path.pop()
+                    del position[finished]
+                    done.add(finished)
+                    stack.pop()
+                elif parent in position:
+                    cycle = path[position[parent]:] + [parent]
                     self.add(f"the variables form a cycle: {' -> '.join(reversed(cycle))}", parent)
-                elif parent not in state:
-                    visit(parent, [*path, parent])
-            state[name] = 2
-
-        for name in parents:
-            if name not in state:
-                visit(name, [name])
+                elif parent not in done:
+                    position[parent] = len(path)
+                    path.append(parent)
+                    stack.append(iter(parents.get(parent, [])))
 
     # -- data ----------------------------------------------------------------------
     def full_shape(self, plates: Sequence[str], event_shape: Sequence[int]) -> tuple[int, ...] | None:

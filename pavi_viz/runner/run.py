@@ -262,8 +262,10 @@ class TrainingRun:
         self.error = self.traceback = None
         self.progress = dataclasses.replace(self.progress, total_steps=self.config.steps)
         self._set_state(RunState.RUNNING)
-        self._thread = threading.Thread(target=self._train, args=(resume,), name=f"pavi_viz {self.name}", daemon=True)
-        self._thread.start()
+        # Started before it is published: wait() in another thread may join it at once.
+        thread = threading.Thread(target=self._train, args=(resume,), name=f"pavi_viz {self.name}", daemon=True)
+        thread.start()
+        self._thread = thread
 
     def _train(self, resume: str | Path | TrainingState | None) -> None:
         """The thread's body: set up, step until done or stopped, and end in a state."""

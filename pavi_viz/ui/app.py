@@ -25,6 +25,7 @@ from pavi_viz.model.spec import PlateModel
 from pavi_viz.ui.builder import Builder
 from pavi_viz.ui.builder_state import BuilderState
 from pavi_viz.ui.dashboard import TITLE, Dashboard
+from pavi_viz.ui.views.text import markdown
 
 #: The tabs, in order.
 FIT_TAB, BUILD_TAB = 0, 1
@@ -62,5 +63,5 @@ class App(Viewer):
         works offline). The tabs hold everything: no sidebar."""
         self.dashboard.start_polling()  # and a closed session stops its run
         return pn.template.BootstrapTemplate(
-            title=TITLE, main=[self.tabs, pn.pane.Markdown(f"pavi_viz {__version__}", margin=(20, 10, 0, 10))],
+            title=TITLE, main=[self.tabs, markdown(f"pavi_viz {__version__}", margin=(20, 10, 0, 10))],
         )

@@ -48,6 +48,7 @@ from pavi_viz.ui.views.editors import (
     VariableEditor,
 )
 from pavi_viz.ui.views.upload import GuardedUpload
+from pavi_viz.ui.views.text import alert, markdown
 
 #: Width of the left and right columns (pixels); the diagram takes the rest.
 LEFT_WIDTH, RIGHT_WIDTH = 300, 480
@@ -58,7 +59,7 @@ def _button(label: str, css: str, **options: Any) -> pn.widgets.Button:
 
 
 def _heading(text: str) -> pn.pane.Markdown:
-    return pn.pane.Markdown(f"### {text}", margin=(10, 10, 0, 10))
+    return markdown(f"### {text}", margin=(10, 10, 0, 10))
 
 
 class Builder(StateView):
@@ -81,7 +82,7 @@ class Builder(StateView):
         super().__init__(state, **params)
         self.on_fit = on_fit
         self.fit = _button("Fit", "fit", color="success", disabled=True, sizing_mode="stretch_width")
-        self.status = pn.pane.Markdown("", css_classes=["pavi-builder-status"], margin=(0, 10))
+        self.status = markdown("", css_classes=["pavi-builder-status"], margin=(0, 10))
         self.example = pn.widgets.Select(label="Example", options=examples.list(), value=DEFAULT_EXAMPLE,
                                          css_classes=["pavi-builder-example"])
         self.load_example = _button("Load example", "load-example", align="end")
@@ -103,9 +104,9 @@ class Builder(StateView):
         )
         self.seed = pn.widgets.IntInput(label="Seed", value=0, width=90, css_classes=["pavi-builder-seed"])
         self.simulate = _button("Simulate", "simulate", color="primary", align="end")
-        self.data_info = pn.pane.Markdown("", css_classes=["pavi-builder-data-info"], margin=(0, 10))
-        self.problems = pn.pane.Markdown("", css_classes=["pavi-builder-problems"], margin=(0, 10))
-        self.message = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["pavi-builder-message"])
+        self.data_info = markdown("", css_classes=["pavi-builder-data-info"], margin=(0, 10))
+        self.problems = markdown("", css_classes=["pavi-builder-problems"], margin=(0, 10))
+        self.message = alert("", alert_type="danger", visible=False, css_classes=["pavi-builder-message"])
         self.json_guard = GuardedUpload(self.json_upload, on_refused=self._refused)
         self.data_guard = GuardedUpload(self.data_upload, on_refused=self._refused)
 
@@ -136,16 +137,16 @@ class Builder(StateView):
             _heading("Model"),
             pn.Row(self.example, self.load_example, sizing_mode="stretch_width"),
             self.new,
-            pn.pane.Markdown("Open a model file (JSON):", margin=(5, 10, 0, 10)), self.json_guard,
+            markdown("Open a model file (JSON):", margin=(5, 10, 0, 10)), self.json_guard,
             self.json_download,
             pn.Row(self.undo, self.redo, sizing_mode="stretch_width"),
             pn.Row(self.add_plate, self.add_variable, sizing_mode="stretch_width"),
             _heading("Data"),
-            pn.pane.Markdown("Upload a CSV file (one row per element of the innermost plate) or NetCDF:",
+            markdown("Upload a CSV file (one row per element of the innermost plate) or NetCDF:",
                              margin=(0, 10)),
             self.data_guard, self.ragged,
             # Simulate has no size inputs of its own: the plates' editor holds the one place to set them.
-            pn.pane.Markdown("or simulate it from the prior, at the sizes from the **Plates** editor "
+            markdown("or simulate it from the prior, at the sizes from the **Plates** editor "
                              "(covariates' data must be uploaded first):", margin=(5, 10, 0, 10)),
             pn.Row(self.seed, self.simulate, sizing_mode="stretch_width"),
             self.data_info,

@@ -49,6 +49,7 @@ from pavi_viz.ui.views import (
     TrainingControls,
 )
 from pavi_viz.ui.views.figures import one_recompute
+from pavi_viz.ui.views.text import markdown
 
 LOG = logging.getLogger(__name__)
 #: Milliseconds between two polls of the run (5 Hz), whatever the training rate.
@@ -94,7 +95,7 @@ class Dashboard(Viewer):
         # state's own model is one).
         self._loading = self.state.model.name in names
         self.model_select.param.watch(self._select_model, "value")
-        self.model_info = pn.pane.Markdown("", margin=(0, 10))
+        self.model_info = markdown("", margin=(0, 10))
         self.state.param.watch(self._model_changed, "model")
         self._model_changed()
         self._loading = False
@@ -144,7 +145,7 @@ class Dashboard(Viewer):
         self.start_polling()
         return pn.template.BootstrapTemplate(
             title=TITLE,
-            sidebar=[*self.sidebar(), pn.pane.Markdown(f"pavi_viz {__version__}", margin=(20, 10, 0, 10))],
+            sidebar=[*self.sidebar(), markdown(f"pavi_viz {__version__}", margin=(20, 10, 0, 10))],
             main=self.main(),
             sidebar_width=380,
         )

@@ -411,6 +411,49 @@ def test_a_checkpoint_of_an_older_format_is_refused(gre, tmp_path):
         fit(gre, "mean-field", steps=4, resume=path, progress=False)
 
 
+@pytest.mark.parametrize(("edit", "words"), [
+    (lambda raw: raw.pop("optimizer"), "'optimizer' entry is missing"),
+    (lambda raw: raw.update(step="5"), "'step' entry is missing or not a int"),
+    (lambda raw: raw["family"]["options"].update(encoding_size=200_000, transforms=50),
+     "'encoding_size' must be a whole number from 1 to 512"),
+    (lambda raw: raw["family"]["options"].update(width=3), "family 'pavi-f' takes no option 'width'"),
+    (lambda raw: raw["family"].update(name="pavi-x"), "unknown family 'pavi-x'"),
+    (lambda raw: raw["history"]["elbo"].pop(), "of unequal lengths"),
+    (lambda raw: raw.update(step=1), "step 1 of 3 with 3 history records"),
+])
+def test_an_edited_or_damaged_checkpoint_is_refused_before_anything_is_built(gre, tmp_path, edit, words):
+    path = tmp_path / "run.pt"
+    fit(gre, "pavi-f", steps=3, checkpoint=path, progress=False, family_options={"encoding_size": 4, "hidden": (8,)})
+    raw = torch.load(path, weights_only=True)
+    edit(raw)
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match="is damaged") as info:
+        fit(gre, steps=6, resume=path, progress=False)
+    assert words in str(info.value)
+
+
+def test_a_cut_short_checkpoint_says_so(gre, tmp_path):
+    path = tmp_path / "run.pt"
+    fit(gre, "mean-field", steps=2, checkpoint=path, progress=False)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(CheckpointError, match=r"damaged \(cut short\?\) or not a checkpoint"):
+        load_checkpoint(path, gre)
+
+
+def test_steps_and_particles_are_bounded_with_a_remedy(gre):
+    with pytest.raises(ValueError, match="100,000 particles of a step of 61 numbers .* at most 65,573 particles"):
+        fit(gre, "mean-field", steps=1, particles=100_000, progress=False)
+    with pytest.raises(ValueError, match="'FitConfig.steps' must be at most 10000000"):
+        fit(gre, "mean-field", steps=10**9, progress=False)
+
+
+def test_family_options_are_checked_before_a_family_is_built(gre):
+    with pytest.raises(ValueError, match="'transforms' must be a whole number from 1 to 16, got 50"):
+        fit(gre, "pavi-e", steps=1, family_options={"transforms": 50}, progress=False)
+    with pytest.raises(ValueError, match="'hidden' must be 1 to 4 layer widths"):
+        fit(gre, "pavi-e", steps=1, family_options={"hidden": [64] * 9}, progress=False)
+
+
 def test_save_and_read_a_bad_file(gre, tmp_path):
     result = fit(gre, "mean-field", steps=2, progress=False)
     path = save_checkpoint(tmp_path / "sub" / "state.pt", result.state)

@@ -139,6 +139,17 @@ def test_simulate_is_reproducible(build) -> None:
     assert not torch.equal(model.simulate(seed=6).data["y"], first.data["y"])
 
 
+def test_simulate_refuses_draws_beyond_the_bound_naming_the_largest_plate(build) -> None:
+    for name in ("nested", "radon", "full"):  # regular and ragged nesting: what a prior draw holds
+        model = build(name)
+        assert model.numbers() == sum(draw.numel() for draw in model.sample_prior(seed=0).values()), name
+    model = build("nested")
+    model.plate(model.plates[0].name).size = 10**9
+    with pytest.raises(ModelError, match="over the 50,000,000 allowed") as info:
+        model.simulate(seed=0)
+    assert info.value.culprit == model.plates[0].name
+
+
 def test_simulate_without_observed_data(build) -> None:
     model = build("nested")
     model.data = {}

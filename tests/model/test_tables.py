@@ -284,6 +284,16 @@ def test_malformed_files_are_refused(content: bytes, filename: str, words: str) 
     assert words in err.message and filename in err.message
 
 
+def test_wide_files_are_refused_before_parsing_and_repeated_names_found() -> None:
+    wide = (",".join(f"c{i}" for i in range(40_000)) + "\n" + ",".join(["1"] * 40_000) + "\n").encode()
+    err = error(read_table, wide, "wide.csv")
+    assert "40,000 columns" in err.message and err.culprit == "wide.csv"
+    names = [f"c{i}" for i in range(tables.MAX_CSV_COLUMNS - 1)] + ["c5"]
+    repeated = (",".join(names) + "\n" + ",".join(["1"] * len(names)) + "\n").encode()
+    err = error(read_table, repeated, "r.csv")
+    assert err.culprit == "c5" and "appears twice" in err.message
+
+
 def test_read_table_types() -> None:
     frame = read_table(b"county, floor ,log_radon\n 007 ,1,2.5\n", "r.CSV")
     assert isinstance(frame, pd.DataFrame) and list(frame.columns) == ["county", "floor", "log_radon"]

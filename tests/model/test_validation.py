@@ -713,3 +713,30 @@ def test_random_specs_raise_only_model_errors(spec: object) -> None:
 @given(mutated_specs())
 def test_mutated_specs_raise_only_model_errors(spec: dict) -> None:
     _only_model_errors(spec)
+
+
+def test_a_long_chain_listed_child_first_validates_and_compiles() -> None:
+    """Walks keep stacks of their own: a 1,500-variable chain, children listed before
+    their parents, is valid (it raised RecursionError)."""
+    chain = [Variable("v0", "Normal", loc=0.0, scale=1.0)]
+    chain += [Variable(f"v{i}", "Normal", loc=f"v{i - 1}", scale=1.0) for i in range(1, 1500)]
+    model = PlateModel([], chain[::-1], name="chain")
+    assert problems_of(model, require_data=False) == []
+    compiled = model.compile(require_data=False)
+    assert list(compiled.variables)[:2] == ["v0", "v1"]
+    cyclic = PlateModel([], [Variable("a", "Normal", loc="c", scale=1.0), Variable("b", "Normal", loc="a", scale=1.0),
+                             Variable("c", "Normal", loc="b", scale=1.0)], name="cycle")
+    assert any("cycle: " in p.message for p in problems_of(cyclic, require_data=False))
+
+
+@pytest.mark.parametrize(("plates", "variable_plates", "words", "culprit"), [
+    ([Plate(f"p{i}", 1) for i in range(300)], ["p0"], "300 plates, more than the 256 supported", "p299"),
+    ([Plate(f"p{i}", 1) for i in range(40)], [f"p{i}" for i in range(40)],
+     "40 plates and 0 event dims, more than the 32 dims supported", "z"),
+    ([Plate("p0", 1)] + [Plate(f"p{i}", 1, nested_in=f"p{i - 1}") for i in range(1, 20)], ["p0"],
+     "plate 'p17' is nested 17 plates deep, more than the 16 supported", "p17"),
+])
+def test_plate_counts_and_depths_are_bounded_with_a_culprit(plates, variable_plates, words, culprit) -> None:
+    model = PlateModel(plates, [Variable("z", "Normal", plates=variable_plates, loc=0.0, scale=1.0)], name="many")
+    problems = problems_of(model, require_data=False)
+    assert any(words in p.message and p.culprit == culprit for p in problems), [p.message for p in problems]

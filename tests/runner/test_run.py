@@ -171,6 +171,33 @@ def test_a_finished_run_resumes_in_place_with_more_steps(gre):
     assert [i.total_steps for i in infos] == [100, 150]
 
 
+def test_wait_from_another_thread_never_races_a_resume(gre):
+    """``wait()`` at any moment of a ``resume()`` joins a started thread (it used to
+    raise "cannot join thread before it is started" in 224 of 300 tries: ten in a row
+    pass by chance one time in a million)."""
+    run = TrainingRun(gre, family="mean-field", steps=1, threads=1).start()
+    assert run.wait(60) is RunState.FINISHED
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def waiter() -> None:
+        while not done.is_set():
+            try:
+                run.wait(0.001)
+            except RuntimeError as err:
+                errors.append(err)
+                return
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    for total in range(2, 12):
+        run.resume(steps=total)
+        assert run.wait(60) is RunState.FINISHED
+    done.set()
+    thread.join()
+    assert errors == [] and run.progress.step == 11
+
+
 def test_readers_on_a_live_run_each_see_every_point_once(gre):
     run = TrainingRun(gre, family="mean-field", steps=400, threads=1)
     early = run.hub.reader()

@@ -134,7 +134,7 @@ def test_a_covariate_added_and_edited_by_widgets_and_undone(builder) -> None:
     assert [c.name for c in state.model.covariates] == ["cov1"] and not editor.empty.visible
     row = editor.rows[0]
     assert (row["name"].value, row["plates"].value, row["event_shape"].value) == ("cov1", [], "")
-    assert row["plates"].options == ["group", "obs"]
+    assert row["plates"].options == {"group": "group", "obs": "obs"}
     row["name"].value = "age"
     row["plates"].value = ["obs", "group"]  # the order of the clicks
     row["event_shape"].value = "3"

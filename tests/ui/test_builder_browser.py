@@ -221,3 +221,40 @@ def test_uploads_change_the_model_and_malformed_files_change_nothing(dashboard_s
     expect(build.find("pavi-plate-name", "input", nth=1)).to_have_value("house")
     expect(build.fit_button()).to_be_enabled()
     assert page.errors == [], "\n".join(page.errors)
+
+
+#: A script that would run if a user string became markup.
+PAYLOAD = "<img src=x onerror=alert(1)>"
+
+
+def test_script_in_a_models_strings_shows_as_text_and_never_runs(dashboard_server, open_page, tmp_path):
+    page = open_page(dashboard_server.url)
+    dialogs: list[str] = []
+    page.page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    build = Builder(page).open()
+    body = page.page.locator("body")
+
+    # A valid model whose name and description carry markup: built, fitted, shown as text.
+    model = examples.load("gre", G=4, N=3, D=1)
+    model.name, model.description = f"gre{PAYLOAD}", "<script>alert(2)</script>"
+    named = tmp_path / "named.json"
+    named.write_text(model.to_json())
+    build.upload("pavi-builder-json-upload", named)
+    build.wait_nodes([v.name for v in model.variables])
+    build.fit_button().click()
+    expect(body).to_contain_text(f"gre{PAYLOAD}", timeout=ANSWER_MS)  # the Fit tab's model line
+    page.shot("named")
+
+    # A plate named with markup: the builder lists the problem with its name, as text,
+    # and offers the plate under that name in the variables' plate choices.
+    Builder(page).open()
+    hostile = json.loads(examples.load("gre", G=4, N=3, D=1).to_json())
+    text = json.dumps(hostile).replace('"group"', json.dumps(f"group{PAYLOAD}"))
+    plated = tmp_path / "plated.json"
+    plated.write_text(text)
+    build.upload("pavi-builder-json-upload", plated)
+    expect(body).to_contain_text(f"group{PAYLOAD}", timeout=ANSWER_MS)
+    page.shot("plated")
+    assert page.page.locator("img[src='x']").count() == 0 and page.page.locator("script", has_text="alert").count() == 0
+    assert dialogs == [], dialogs
+

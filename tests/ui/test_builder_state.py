@@ -194,6 +194,13 @@ def test_simulate_resizes_plates_first_and_undo_brings_back_sizes_and_data() -> 
     assert state.model.data["x"] is old_data  # snapshots keep the (immutable) tensors themselves
 
 
+def test_simulating_a_huge_plate_is_refused_and_rolled_back() -> None:
+    state = state_of("gre")
+    with pytest.raises(ModelError, match="make plate 'group'"):
+        state.simulate(seed=1, sizes={"group": 10**9})
+    assert state.model.plate("group").size == 4 and state.error is not None and "group" in state.message
+
+
 def test_resizing_a_plate_makes_attached_data_a_problem_until_simulated_again() -> None:
     state = state_of("gre")
     assert state.valid

@@ -36,6 +36,7 @@ from panel.viewable import Viewer
 from pavi_viz.inference.config import FitConfig
 from pavi_viz.inference.resolve import default_batch_sizes
 from pavi_viz.ui.state import DashboardState
+from pavi_viz.ui.views.text import alert, markdown
 
 #: The button names, in display order.
 BUTTONS = ("start", "pause", "resume", "stop")
@@ -122,11 +123,11 @@ class TrainingControls(Viewer):
         self.settings = pn.Column(sizing_mode="stretch_width")
         self.batch_editor = pn.Column(sizing_mode="stretch_width")
         self.progress = pn.indicators.Progress(value=0, max=1, sizing_mode="stretch_width", bar_color="primary")
-        self.progress_text = pn.pane.Markdown("", margin=(0, 10))
-        self.run_status = pn.pane.Markdown("", margin=(0, 10))
-        self.error = pn.pane.Alert("", alert_type="danger", visible=False)
-        self.notice = pn.pane.Alert("", alert_type="warning", visible=False)
-        self.traceback = pn.pane.Markdown("")
+        self.progress_text = markdown("", margin=(0, 10))
+        self.run_status = markdown("", margin=(0, 10))
+        self.error = alert("", alert_type="danger", visible=False)
+        self.notice = alert("", alert_type="warning", visible=False)
+        self.traceback = markdown("")
         self.traceback_card = pn.Card(self.traceback, title="Traceback", collapsed=True, visible=False)
         self._batch_inputs: dict[str, pn.widgets.IntInput] = {}
         self._build_settings()
@@ -139,9 +140,9 @@ class TrainingControls(Viewer):
         )
         self._refresh()
         self._layout = pn.Column(
-            pn.pane.Markdown("### Training", margin=(0, 10)),
+            markdown("### Training", margin=(0, 10)),
             self.settings,
-            pn.pane.Markdown("**Batch size per plate** (empty: the default)", margin=(5, 10, 0, 10)),
+            markdown("**Batch size per plate** (empty: the default)", margin=(5, 10, 0, 10)),
             self.batch_editor,
             pn.Row(*self.buttons.values(), sizing_mode="stretch_width"),
             self.progress,
@@ -185,7 +186,7 @@ class TrainingControls(Viewer):
         known = {k: v for k, v in batch.items() if k in self._batch_inputs}
         if known != batch:
             self.state.config.batch = known
-        self.batch_editor.objects = list(self._batch_inputs.values()) or [pn.pane.Markdown("(no plates)")]
+        self.batch_editor.objects = list(self._batch_inputs.values()) or [markdown("(no plates)")]
 
     def _batch_changed(self, *_: Any) -> None:
         self.state.config.batch = {

@@ -34,6 +34,7 @@ from pavi_viz.model.distributions import DISTRIBUTIONS
 from pavi_viz.model.errors import ModelError
 from pavi_viz.model.spec import Covariate, Plate, PlateModel, Variable
 from pavi_viz.ui.builder_state import BuilderState
+from pavi_viz.ui.views.text import alert, labelled, markdown
 
 #: The parent picker's entry that picks nothing (the text input keeps its value).
 NO_PARENT = ""
@@ -84,12 +85,12 @@ class StateView(Viewer):
 
 def problems_alert(css_class: str) -> pn.pane.Alert:
     """A red alert for the problems of one part of the model (hidden while there are none)."""
-    return pn.pane.Alert("", alert_type="danger", visible=False, css_classes=[css_class], margin=(0, 10, 5, 10))
+    return alert("", alert_type="danger", visible=False, css_classes=[css_class], margin=(0, 10, 5, 10))
 
 
-def show_problems(alert: pn.pane.Alert, messages: Sequence[str]) -> None:
-    """Put ``messages`` in ``alert`` as a list, and show it only when there are some."""
-    alert.param.update(object="\n".join(f"- {m}" for m in messages), visible=bool(messages))
+def show_problems(pane: pn.pane.Alert, messages: Sequence[str]) -> None:
+    """Put ``messages`` in ``pane`` as a list, and show it only when there are some."""
+    pane.param.update(object="\n".join(f"- {m}" for m in messages), visible=bool(messages))
 
 
 def value_text(value: Any) -> str:
@@ -141,7 +142,7 @@ class VariableEditor(StateView):
         self.distribution = pn.widgets.Select(label="Distribution", options=list(DISTRIBUTIONS),
                                               description=_doc(Variable.param.distribution),
                                               css_classes=["pavi-variable-distribution"])
-        self.about = pn.pane.Markdown("", margin=(0, 10), styles={"color": "#666"})
+        self.about = markdown("", margin=(0, 10), styles={"color": "#666"})
         self.plates = pn.widgets.MultiChoice(label="Plates", options=[], description=_doc(Variable.param.plates),
                                              css_classes=["pavi-variable-plates"])
         self.event_shape = pn.widgets.TextInput(
@@ -153,7 +154,7 @@ class VariableEditor(StateView):
         self.parent_pickers: dict[str, pn.widgets.Select] = {}
         self._rows_key: tuple = ()
         self.problems = problems_alert("pavi-variable-problems")
-        self.empty = pn.pane.Markdown("No variable yet: press **Add variable**.")
+        self.empty = markdown("No variable yet: press **Add variable**.")
 
         self.select.param.watch(self._selected, "value")
         self.remove.on_click(lambda _: self.edit(self.state.remove_variable, self.state.variable))
@@ -168,13 +169,13 @@ class VariableEditor(StateView):
 
         self.fields = pn.Column(
             self.name_input, self.kind, self.distribution, self.about,
-            pn.pane.Markdown("**Parameters**: a number, a parent (pick one) or an expression such as "
+            markdown("**Parameters**: a number, a parent (pick one) or an expression such as "
                              "`alpha[county] + beta * floor`", margin=(5, 10, 0, 10)),
             self.param_rows, self.plates, self.event_shape,
             sizing_mode="stretch_width", margin=0,
         )
         self._layout = pn.Column(
-            pn.pane.Markdown("### Variable", margin=(0, 10)),
+            markdown("### Variable", margin=(0, 10)),
             pn.Row(self.select, self.remove, sizing_mode="stretch_width"),
             self.empty, self.fields, self.problems,
             sizing_mode="stretch_width",
@@ -279,7 +280,7 @@ def show_plates(choice: pn.widgets.MultiChoice, plates: Sequence[Plate], listed:
     """Show the plates a variable or covariate ``listed`` in ``choice``, offering the
     model's plates (and the unknown ones it lists, so that they show; validation says why)."""
     names = [p.name for p in plates]
-    choice.param.update(options=names + [p for p in listed if p not in names], value=list(listed))
+    choice.param.update(options=labelled(names + [p for p in listed if p not in names]), value=list(listed))
 
 
 class RowsEditor(StateView):
@@ -314,8 +315,8 @@ class RowsEditor(StateView):
         self.rows: list[dict[str, Any]] = []
         self._names: list[str] = []  # the items' names as the rows show them
         self.column = pn.Column(sizing_mode="stretch_width", margin=0)
-        self.empty = pn.pane.Markdown(empty)
-        self.header = pn.Row(pn.pane.Markdown(f"### {title}", margin=(0, 10)), sizing_mode="stretch_width")
+        self.empty = markdown(empty)
+        self.header = pn.Row(markdown(f"### {title}", margin=(0, 10)), sizing_mode="stretch_width")
         self._layout = pn.Column(self.header, self.empty, self.column, sizing_mode="stretch_width")
         state.param.watch(self.show_state, "revision")
         self.show_state()

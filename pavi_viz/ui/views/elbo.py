@@ -37,6 +37,7 @@ from panel.viewable import Viewer
 
 from pavi_viz.ui.state import DashboardState, Polled
 from pavi_viz.ui.views.figures import new_figure
+from pavi_viz.ui.views.text import markdown
 
 #: Names of the Bokeh models, for browser tests (see the module's docstring).
 SOURCE_NAME = "pavi-elbo-source"
@@ -78,11 +79,11 @@ class ElboView(Viewer):
         self.state = state
         self._hidden = 0  # points with a non-positive loss (not shown on the log scale)
         self._scale = pn.widgets.RadioButtonGroup.from_param(self.param.scale, color="light", width=140)
-        self._note = pn.pane.Markdown("", visible=False, styles={"color": "#8a6d3b"}, margin=(0, 10))
+        self._note = markdown("", visible=False, styles={"color": "#8a6d3b"}, margin=(0, 10))
         self._figure()
         self._pane = pn.pane.Bokeh(self.figure, sizing_mode="stretch_width", min_height=320)
         self._layout = pn.Column(
-            pn.Row(pn.pane.Markdown("### ELBO", margin=(0, 10)), pn.HSpacer(), self._scale),
+            pn.Row(markdown("### ELBO", margin=(0, 10)), pn.HSpacer(), self._scale),
             self._pane,
             self._note,
             sizing_mode="stretch_width",

@@ -26,6 +26,7 @@ import panel as pn
 from panel.viewable import Viewer
 
 from pavi_viz.ui.state import DashboardState
+from pavi_viz.ui.views.text import markdown
 
 #: Posterior draws written to the NetCDF file.
 POSTERIOR_DRAWS = 1000
@@ -53,7 +54,7 @@ class Exports(Viewer):
         state.param.watch(self._refresh, ["model", "run", "run_state"])
         self._refresh()
         self._layout = pn.Column(
-            pn.pane.Markdown("### Export", margin=(0, 10)),
+            markdown("### Export", margin=(0, 10)),
             self.model_json,
             self.posterior_netcdf,
             self.elbo_csv,

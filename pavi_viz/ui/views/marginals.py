@@ -61,6 +61,7 @@ from pavi_viz.ui.views.figures import (
     replace_data,
     row_count,
 )
+from pavi_viz.ui.views.text import markdown
 
 #: Rows a forest shows at most on one page.
 PAGE_SIZE = 200
@@ -79,6 +80,8 @@ GLOBAL_DENSITY_PREFIX = "pavi-global-density-"
 DETAIL_TITLE_CLASS = "pavi-detail-title"
 
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+#: Their names, for captions (plain text: a caption never carries markup).
+_COLOR_NAMES = ("blue", "orange", "green", "red", "purple", "brown", "pink", "cyan")
 
 
 # -- reading the state (plain numpy and xarray) ---------------------------------------------
@@ -395,9 +398,7 @@ def caption(series: Sequence[Series], marker_label: str) -> str:
     if any(np.isfinite(s.marker) for s in series):
         parts.append(f"dotted: {marker_label}")
     if len(series) > 1:
-        colours = ", ".join(
-            f"<span style='color:{_COLORS[i % len(_COLORS)]}'>■</span> {s.component}" for i, s in enumerate(series)
-        )
+        colours = ", ".join(f"{s.component} in {_COLOR_NAMES[i % len(_COLOR_NAMES)]}" for i, s in enumerate(series))
         parts.append(f"components: {colours}")
     return " · ".join(parts)
 
@@ -418,9 +419,9 @@ class GlobalMarginals(Viewer):
         #: The density plot of each global variable, by name.
         self.plots: dict[str, DensityPlot] = {}
         self._captions: dict[str, pn.pane.Markdown] = {}
-        self._message = pn.pane.Markdown("", margin=(0, 10))
+        self._message = markdown("", margin=(0, 10))
         self._grid = pn.GridBox(ncols=2, sizing_mode="stretch_width")
-        self._layout = pn.Column(pn.pane.Markdown("### Global variables", margin=(0, 10)), self._message, self._grid,
+        self._layout = pn.Column(markdown("### Global variables", margin=(0, 10)), self._message, self._grid,
                                  sizing_mode="stretch_width")
         self._build()
 
@@ -438,9 +439,9 @@ class GlobalMarginals(Viewer):
         self.plots = {
             name: DensityPlot(xlabel=name, height=220, name=GLOBAL_DENSITY_PREFIX + name) for name in self.names
         }
-        self._captions = {name: pn.pane.Markdown("", margin=(0, 10), styles={"font-size": "0.85em"}) for name in self.plots}
+        self._captions = {name: markdown("", margin=(0, 10), styles={"font-size": "0.85em"}) for name in self.plots}
         self._grid.objects = [
-            pn.Column(pn.pane.Markdown(f"**{name}**", margin=(0, 10)), pn.pane.Bokeh(plot.figure, sizing_mode="stretch_width"),
+            pn.Column(markdown(f"**{name}**", margin=(0, 10)), pn.pane.Bokeh(plot.figure, sizing_mode="stretch_width"),
                       self._captions[name], sizing_mode="stretch_width")
             for name, plot in self.plots.items()
         ]
@@ -500,7 +501,7 @@ class ForestView(Viewer):
                         "reference": new_source(_ROW_COLUMNS), "highlight": new_source(["y0", "y1"])}
         self._choices()
         self.variable = variable if variable is not None else self._default_variable()
-        self._status = pn.pane.Markdown("", margin=(0, 10))
+        self._status = markdown("", margin=(0, 10))
         self._widgets = {
             "variable": pn.widgets.Select.from_param(self.param.variable, name="variable", width=160),
             "component": pn.widgets.Select.from_param(self.param.component, name="component", width=100),
@@ -792,7 +793,7 @@ class DetailView(Viewer):
         super().__init__(state=state, **params)
         self.density = DensityPlot()
         self._title = pn.pane.HTML("", css_classes=[DETAIL_TITLE_CLASS], margin=(0, 10))
-        self._caption = pn.pane.Markdown("", margin=(0, 10), styles={"font-size": "0.85em"})
+        self._caption = markdown("", margin=(0, 10), styles={"font-size": "0.85em"})
         self._layout = pn.Column(self._title, pn.pane.Bokeh(self.density.figure, sizing_mode="stretch_width"),
                                  self._caption, sizing_mode="stretch_width")
         self._update()

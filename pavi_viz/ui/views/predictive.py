@@ -40,6 +40,7 @@ from pavi_viz.ui.views.marginals import (
     plate_shape,
     plates_of,
 )
+from pavi_viz.ui.views.text import markdown
 
 #: Observations one plot shows at most (the first ones; a note says how many more).
 MAX_OBSERVATIONS = 500
@@ -94,11 +95,11 @@ class PredictiveCheck(Viewer):
         self.sources: dict[tuple[str, str], ColumnDataSource] = {}
         self._notes: list[pn.pane.Markdown] = []
         self._counts: dict[str, int] = {}  # observations under the element, by variable (before the cap)
-        self._message = pn.pane.Markdown("", margin=(0, 10))
+        self._message = markdown("", margin=(0, 10))
         self._plots = pn.Column(sizing_mode="stretch_width")
         self._select = pn.widgets.Select.from_param(self.param.plate, name="plate", width=160)
         self._layout = pn.Column(
-            pn.Row(pn.pane.Markdown("### Posterior predictive check", margin=(0, 10)), pn.HSpacer(), self._select),
+            pn.Row(markdown("### Posterior predictive check", margin=(0, 10)), pn.HSpacer(), self._select),
             self._message, self._plots, sizing_mode="stretch_width",
         )
         self._build(plate)
@@ -121,7 +122,7 @@ class PredictiveCheck(Viewer):
                 source = new_source(_COLUMNS, OBSERVED_NAME)
                 self.sources[variable.name, label] = source
                 title = f"{variable.name}[{label}]" if label else variable.name
-                panes.append(pn.Column(pn.pane.Markdown(f"**{title}**", margin=(0, 10)),
+                panes.append(pn.Column(markdown(f"**{title}**", margin=(0, 10)),
                                        pn.pane.Bokeh(_figure(source, title), sizing_mode="stretch_width"),
                                        sizing_mode="stretch_width"))
         self._plots.objects = panes

@@ -25,6 +25,7 @@ import argparse
 import importlib.util
 import json
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -339,6 +340,9 @@ def _add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--show", action="store_true", help="open the dashboard in a browser")
     serve.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
                        help="a host allowed to connect (repeatable), needed when served to other machines")
+    serve.add_argument("--basic-auth", default=None, metavar="PASSWORD_OR_FILE",
+                       help="ask every browser for this password (or the users and passwords of this JSON "
+                            "file) before the dashboard opens: Panel's basic authentication")
     serve.set_defaults(handler=_run_serve)
 
 
@@ -651,16 +655,23 @@ def _run_serve(args: argparse.Namespace) -> int:
     origins = args.allow_websocket_origin or ([f"localhost:{port}", f"127.0.0.1:{port}"] if local else [])
     for origin in origins:
         command += ["--allow-websocket-origin", origin]
+    # Session ids signed with a secret of this server's: a link carrying an id someone
+    # chose (to join the session it opens) is refused.
+    command += ["--session-ids", "signed"]
+    env = {**os.environ, "BOKEH_SECRET_KEY": os.environ.get("BOKEH_SECRET_KEY") or secrets.token_urlsafe(32)}
+    if args.basic_auth:
+        command += ["--basic-auth", args.basic_auth,
+                    "--cookie-secret", os.environ.get("BOKEH_COOKIE_SECRET") or secrets.token_urlsafe(32)]
     host = f"[{address}]" if ":" in address else address
     print(f"serving the pavi_viz dashboard at http://{host}:{port}/dashboard (Ctrl-C to stop)", flush=True)
     if not local:
         allowed = ", ".join(origins) if origins else f"localhost:{port} only: add --allow-websocket-origin HOST:{port}"
         print(f"warning: listening on {address}: anyone who can reach this machine on port {port} can open the "
               f"dashboard and start runs on it; browsers may connect from {allowed}", file=sys.stderr, flush=True)
-    return _run_passing_signals(command)
+    return _run_passing_signals(command, env)
 
 
-def _run_passing_signals(command: list[str]) -> int:
+def _run_passing_signals(command: list[str], env: dict[str, str] | None = None) -> int:
     """Run ``command``, passing SIGINT, SIGTERM and SIGHUP on to it; its exit status.
 
     On POSIX the child runs in a session of its own, so that a terminal's Ctrl-C
@@ -693,7 +704,7 @@ def _run_passing_signals(command: list[str]) -> int:
         if number is not None and signal.getsignal(number) is not signal.SIG_IGN:
             previous[number] = signal.signal(number, forward)
     try:
-        running.append(subprocess.Popen(command, start_new_session=posix))
+        running.append(subprocess.Popen(command, start_new_session=posix, env=env))
         child = running[0]
         for signum in pending:
             forward(signum, None)

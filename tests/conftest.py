@@ -62,9 +62,9 @@ class Served:
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def get(self, timeout: float = 10) -> tuple[int, str]:
-        """``GET`` the server's URL again (OSError when nothing answers)."""
-        return http_get(self.url, timeout=timeout)
+    def get(self, timeout: float = 10, query: str = "") -> tuple[int, str]:
+        """``GET`` the server's URL again, with ``query`` (OSError when nothing answers)."""
+        return http_get(self.url + query, timeout=timeout)
 
     def stop(self, timeout: float = 15) -> int:
         """Terminate the server (SIGTERM, then SIGKILL after ``timeout``); its exit status."""

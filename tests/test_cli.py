@@ -217,11 +217,24 @@ def test_serve_answers_and_stops_with_its_server(serve_http):
     # By default it listens on this machine's loopback address alone.
     assert listening_addresses(served.port) == {"127.0.0.1"}, served.log()
     assert f"http://127.0.0.1:{served.port}/dashboard" in served.log()
+    # Session ids are signed: a link carrying an id someone chose opens no session.
+    status, _ = served.get(query="?bokeh-session-id=chosen-by-someone")
+    assert status == 403, served.log()
     served.stop()
     # SIGTERM reached panel serve too: nothing listens on the port any more.
     with pytest.raises(OSError):
         served.get(timeout=5)
     assert "Traceback" not in served.log()
+
+
+@pytest.mark.ui
+@pytest.mark.timeout(180)
+def test_serve_with_basic_auth_asks_for_the_password_first(serve_http):
+    served = serve_http(lambda port: [sys.executable, "-m", "pavi_viz", "serve", "--port", str(port),
+                                      "--basic-auth", "workshop-password"], log_name="pavi-viz-serve-auth.log")
+    # The dashboard's address leads to the login form, not to the dashboard.
+    assert served.status == 200 and 'type="password"' in served.html, served.log()
+    assert "<title>pavi_viz</title>" not in served.html
 
 
 def test_option_is_for_examples_only(workdir, gre_file):

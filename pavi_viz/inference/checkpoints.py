@@ -193,7 +193,10 @@ def save_checkpoint(path: str | Path, state: TrainingState) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     content = checkpoint_dict(state)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_orphans(path)
+    # The writer's process id in the name: a later write can tell an orphan (its
+    # writer killed mid-write) from a write still going on.
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as file:
             torch.save(content, file)
@@ -202,6 +205,23 @@ def save_checkpoint(path: str | Path, state: TrainingState) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete the temporary files of earlier writes of ``path`` whose writing process
+    is gone (killed mid-write). POSIX only: elsewhere nothing tells a live writer."""
+    if os.name != "posix":
+        return
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: only asks whether the process exists
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # another user's process, alive
+            pass
 
 
 _SCALARS = (str, int, float, bool, type(None), torch.Size, torch.dtype)

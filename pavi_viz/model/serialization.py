@@ -26,8 +26,10 @@ if TYPE_CHECKING:
 
 SCHEMA = "pavi_viz.model"
 SCHEMA_VERSION = 1
-#: Files larger than this are refused before parsing.
-MAX_FILE_BYTES = 256 * 2**20
+#: Files larger than this are refused before parsing: JSON's numbers become Python
+#: objects first, up to 26 bytes of memory a byte of file (a 75 MB file peaked at
+#: 1.95 GB). More data belongs in a CSV or NetCDF file (:mod:`pavi_viz.model.tables`).
+MAX_FILE_BYTES = 32 * 2**20
 #: Whole numbers beyond this fit no float: JSON allows them, torch and numpy do not.
 _LARGEST_INT = int(sys.float_info.max)
 
@@ -89,14 +91,16 @@ def model_from_json(source: str | Path) -> PlateModel:
             if not path.is_file():
                 raise ModelError(f"no model file at {shown}")
             if path.stat().st_size > MAX_FILE_BYTES:
-                raise ModelError(f"model file {shown} is larger than {MAX_FILE_BYTES // 2**20} MiB")
+                raise ModelError(f"model file {shown} is larger than {MAX_FILE_BYTES // 2**20} MiB: keep its data "
+                                 "in a CSV or NetCDF file and attach it")
             text = path.read_text(encoding="utf-8", errors="replace")
         except OSError as err:
             raise ModelError(f"cannot read the model file {shown}: {err.strerror or err}") from None
     else:
         text = source
     if len(text) > MAX_FILE_BYTES:
-        raise ModelError(f"model text is larger than {MAX_FILE_BYTES // 2**20} MiB")
+        raise ModelError(f"model text is larger than {MAX_FILE_BYTES // 2**20} MiB: keep its data in a CSV or "
+                         "NetCDF file and attach it")
     try:
         spec = json.loads(text, parse_constant=_refuse_constant)
     except ModelError:

@@ -153,11 +153,15 @@ class TrainingRun:
         self.config = RunConfig(**settings) if config is None else config.copy(**settings)
         self.name = name or f"run-{next(_run_numbers)}"
         self.hub = hub if hub is not None else MetricsHub()
+        #: Whether the run chose its checkpoint's path (in the temporary folder), which
+        #: :meth:`discard` then deletes; a path the caller gave is theirs to keep.
+        self.owns_checkpoint = checkpoint is None
         if checkpoint is None:
             folder = Path(tempfile.gettempdir()) / "pavi_viz-runs"
             folder.mkdir(exist_ok=True)
             checkpoint = folder / f"{self.name}-{uuid.uuid4().hex[:12]}.pt"
         self.checkpoint = Path(checkpoint)
+        self._discarded = False
         self._resume_from = resume_from
         if resume_from is not None:
             self._adopt_family_of(resume_from, chosen=settings.get("family", config.family if config else None))
@@ -243,6 +247,22 @@ class TrainingRun:
         if wait:
             self.wait(timeout)
 
+    def discard(self) -> None:
+        """Stop the run without waiting, and delete the checkpoint it chose itself once
+        its thread has saved it (a dashboard whose session ends, or whose run is replaced,
+        leaves no file behind)."""
+        with self._condition:
+            self._discarded = True
+            ended = self.state is RunState.IDLE or self.state in ENDED
+        if ended:  # no thread will save again
+            self._delete_own_checkpoint()
+        else:
+            self.stop()
+
+    def _delete_own_checkpoint(self) -> None:
+        if self.owns_checkpoint:
+            self.checkpoint.unlink(missing_ok=True)
+
     def wait(self, timeout: float | None = None) -> RunState:
         """Block until the run's thread ends (or ``timeout`` seconds pass); the state then."""
         thread = self._thread
@@ -283,11 +303,12 @@ class TrainingRun:
                 elapsed = trainer.state.elapsed - trained_before
                 self.result = err.result = FitResult.of(trainer.state, trainer.config, "diverged", elapsed)
             self.error, self.traceback = err, traceback.format_exc()
-            with self._condition:
-                self._set_state(RunState.FAILED, f"{type(err).__name__}: {err}")
-            return
+            ending = (RunState.FAILED, f"{type(err).__name__}: {err}")
         with self._condition:
             self._set_state(*ending)
+            discarded = self._discarded  # read with the state set: discard() sees one or the other
+        if discarded:
+            self._delete_own_checkpoint()
 
     def _step_until_done(self, trainer: Trainer, trained_before: float) -> tuple[RunState, str]:
         """Step, publishing, until the trainer is done or a stop is asked for; then the

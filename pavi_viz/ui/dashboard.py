@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any
 
@@ -37,6 +38,7 @@ import panel as pn
 from panel.viewable import Viewer
 
 from pavi_viz import __version__, examples
+from pavi_viz.runner import TrainingRun
 from pavi_viz.ui.state import DEFAULT_EXAMPLE, DEFAULT_OPTIONS, DashboardState, Polled
 from pavi_viz.ui.views import (
     DetailView,
@@ -189,16 +191,20 @@ class Dashboard(Viewer):
 
     def _session_destroyed(self, session_context: Any) -> None:
         run = self.state.run
-        self.close()
-        if run is not None:  # the server's log says what a closed tab freed
-            LOG.info("session %s closed: %s is %s", session_context.id, run.name, run.state)
+        # Never wait here: the server's event loop serves every session, and a step may
+        # take seconds. The run stops after its current step; a thread of its own writes
+        # in the server's log what the closed tab freed once it has.
+        self.close(wait=False)
+        if run is not None:
+            threading.Thread(target=_log_when_ended, args=(session_context.id, run), daemon=True,
+                             name=f"pavi_viz-close {run.name}").start()
 
-    def close(self) -> None:
-        """Stop polling, and stop the run and let its thread end."""
+    def close(self, wait: bool = True) -> None:
+        """Stop polling, and stop the run (``wait``: until its thread has ended)."""
         if self._callback is not None:
             self._callback.stop()
             self._callback = None
-        self.state.close()
+        self.state.close(wait)
 
     # -- the model ------------------------------------------------------------------------
     def _select_model(self, event: Any) -> None:
@@ -236,3 +242,9 @@ def _loop_running() -> bool:
         return asyncio.get_running_loop().is_running()
     except RuntimeError:
         return False
+
+
+def _log_when_ended(session_id: str, run: TrainingRun) -> None:
+    """Wait for a closed session's run to end, then say so in the server's log."""
+    run.wait()
+    LOG.info("session %s closed: %s is %s", session_id, run.name, run.state)

@@ -121,8 +121,9 @@ class DashboardState(param.Parameterized):
 
     @param.depends("model", watch=True)
     def _model_changed(self) -> None:
-        """A new model: the run of the old one stops, the selections start afresh."""
-        self.stop()
+        """A new model: the run of the old one stops (its checkpoint deleted), the
+        selections start afresh."""
+        self._discard_run()
         latent = [v.name for v in self.model.variables if not v.observed]
         self._follow(None, truth=None, observed=None, variable=latent[0] if latent else "", selection={})
 
@@ -141,8 +142,8 @@ class DashboardState(param.Parameterized):
     # -- control -----------------------------------------------------------------------
     def start(self) -> TrainingRun:
         """Start a new run of the current model with the current settings (the previous
-        run, if still going, is stopped)."""
-        self.stop()
+        run, if still going, is stopped, and its checkpoint deleted)."""
+        self._discard_run()
         run = TrainingRun(self.model, self.config)
         self._follow(run)
         return run.start()
@@ -247,9 +248,17 @@ class DashboardState(param.Parameterized):
             return math.nan
         return max(self.total_steps - self.step, 0) / self.steps_per_second
 
-    def close(self) -> None:
-        """Stop the run and let its thread end (a closed session frees its runs)."""
-        self.stop(wait=True)
+    def close(self, wait: bool = True) -> None:
+        """Stop the run and delete its checkpoint once saved (a closed session frees its
+        runs and leaves no file behind); ``wait``: until its thread has ended."""
+        self._discard_run()
+        if wait and self.run is not None:
+            self.run.wait()
+
+    def _discard_run(self) -> None:
+        """Stop the current run without waiting; its own checkpoint goes once saved."""
+        if self.run is not None:
+            self.run.discard()
 
 
 #: The columns of :meth:`DashboardState.elbo_history`.

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -528,3 +531,16 @@ def test_devices(gre, gre_compiled):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             fit(gre, "mean-field", steps=1, device="cuda", progress=False)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="orphans are told by their writer's process id (POSIX)")
+def test_saving_removes_the_temporary_files_of_killed_writers(gre, tmp_path):
+    result = fit(gre, "mean-field", steps=2, progress=False)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f".run.pt.{int(gone.stdout)}.x1y2.tmp"  # its writer was killed mid-write
+    live = tmp_path / f".run.pt.{os.getpid()}.z3w4.tmp"  # a write still going on
+    orphan.write_bytes(b"half a checkpoint")
+    live.write_bytes(b"half a checkpoint")
+    save_checkpoint(tmp_path / "run.pt", result.state)
+    assert not orphan.exists() and live.exists() and read_checkpoint(tmp_path / "run.pt")["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["run.pt", live.name])

@@ -263,3 +263,19 @@ def test_a_run_keeps_its_own_copy_of_the_config(gre):
     config.steps = 10  # later edits (a dashboard's widgets) do not reach the run
     assert (run.config.steps, run.config.lr, run.config.family) == (50, 0.05, "mean-field")
     assert config.lr == 0.01
+
+
+def test_a_discarded_run_deletes_its_own_checkpoint_and_keeps_a_given_one(gre, tmp_path):
+    finished = TrainingRun(gre, family="mean-field", steps=5, threads=1).start()
+    assert finished.wait(60) is RunState.FINISHED and finished.checkpoint.is_file() and finished.owns_checkpoint
+    finished.discard()
+    assert not finished.checkpoint.exists()
+    # Discarded while running: the thread deletes the file once it has saved it.
+    running = TrainingRun(gre, family="mean-field", steps=1_000_000, threads=1).start()
+    wait_for(lambda: running.progress.step > 0)
+    running.discard()
+    assert running.wait(60) is RunState.STOPPED and not running.checkpoint.exists()
+    given = TrainingRun(gre, family="mean-field", steps=5, threads=1, checkpoint=tmp_path / "mine.pt").start()
+    given.wait(60)
+    given.discard()
+    assert (tmp_path / "mine.pt").is_file() and not given.owns_checkpoint

@@ -7,6 +7,7 @@ panes), never from the server's Python objects. Screenshots of each step go to
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -125,3 +126,17 @@ def test_closing_a_tab_stops_its_run(dashboard_server, open_page):
     while f"closed: {name} is stopped" not in dashboard_server.log():
         assert time.monotonic() < end, f"no sign in the server's log that {name} stopped:\n{dashboard_server.log()[-2000:]}"
         time.sleep(0.2)
+
+
+def test_pavi_viz_serve_opens_in_a_browser_at_the_address_it_prints(launch_server, open_page, artifacts_dir):
+    """What `make app` runs: loopback only, signed session ids, the local origins allowed."""
+    served = launch_server(lambda port: [sys.executable, "-m", "pavi_viz", "serve", "--port", str(port)],
+                           artifacts_dir / "pavi-viz-serve-browser.log")
+    try:
+        # The address it prints; localhost, the README's, is Bokeh's default origin.
+        page = open_page(f"http://127.0.0.1:{served.port}/dashboard")
+        page.page.get_by_role("button", name="Start", exact=True).wait_for(timeout=60_000)
+        assert page.errors == [], page.errors
+    finally:
+        served.stop()
+

@@ -228,14 +228,17 @@ def test_exports(dashboard):
     assert exports.model_json.filename == "gre.json"
 
 
-def test_close_leaves_no_run_thread():
+def test_close_leaves_no_run_thread_and_no_checkpoint():
     dash = Dashboard(tiny_state(steps=100_000))
-    dash.state.start()
+    first = dash.state.start()
+    poll_until(dash, lambda: dash.state.step > 0)
+    second = dash.state.start()  # the first run is replaced: stopped, its checkpoint deleted
     poll_until(dash, lambda: dash.state.step > 0)
     assert run_threads()
     dash.close()
     assert not any(name == f"pavi_viz {dash.state.run.name}" for name in run_threads())
     assert dash.state.run.state == "stopped"
+    assert first.wait(60) == "stopped" and not first.checkpoint.exists() and not second.checkpoint.exists()
 
 
 def test_log_scale_plots_the_loss_and_says_what_it_hides():

@@ -36,6 +36,7 @@ curve per event component) and the detail view's title is an HTML pane with the 
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -828,13 +829,10 @@ class DetailView(Viewer):
                 dataset = self.state.summary if self.state.summary is not None else self.state.draws
                 self.title += " · " + element_label(dataset, plates, [self.state.selection[p] for p in plates])
             series = element_series(self.state, name, element)
-        self._title.object = f"<h3 style='margin:0; font-size:1.15em'>{_escape(self.title)}</h3>"
+        self._title.object = f"<h3 style='margin:0; font-size:1.15em'>{html.escape(self.title, quote=False)}</h3>"
         self.density.send(series)
         marker = "observed" if name and self.state.model.variable(name).observed else "truth"
         self._caption.object = caption(series, marker) if series else (
             "No posterior summary yet: start a fit." if element is not None else ""
         )
 
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

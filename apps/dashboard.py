@@ -24,6 +24,6 @@ pn.extension(sizing_mode="stretch_width")
 logging.getLogger("pavi_viz").setLevel(logging.INFO)
 
 if __name__.startswith("bokeh"):  # run by `panel serve`
-    App().template().servable()
+    App.served().template().servable()
 elif __name__ == "__main__":  # `python apps/dashboard.py`
-    pn.serve({"dashboard": lambda: App().template()}, port=5006, show=False)
+    pn.serve({"dashboard": lambda: App.served().template()}, port=5006, show=False)

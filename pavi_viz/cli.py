@@ -330,6 +330,7 @@ def _add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
             "examples:\n"
             "  pavi-viz serve\n"
             "  pavi-viz serve --port 8080 --show\n"
+            "  pavi-viz serve --max-steps 20000 --max-particles 16 --max-runs 4           # a workshop's limits\n"
             "  pavi-viz serve --address 0.0.0.0 --allow-websocket-origin myhost:5006   # to a network: see README, Security"
         ),
     )
@@ -343,6 +344,17 @@ def _add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--basic-auth", default=None, metavar="PASSWORD_OR_FILE",
                        help="ask every browser for this password (or the users and passwords of this JSON "
                             "file) before the dashboard opens: Panel's basic authentication")
+    limits = serve.add_argument_group("limits of every session (see README, Workshop)")
+    limits.add_argument("--max-steps", type=_positive_int, default=None, metavar="N",
+                        help="the most steps a run may train (default: pavi_viz's own bound, 10,000,000)")
+    limits.add_argument("--max-particles", type=_positive_int, default=None, metavar="N",
+                        help="the most particles a run may ask for (default: as many as a step's memory bound "
+                             "allows)")
+    limits.add_argument("--max-simulated", type=_positive_int, default=None, metavar="N",
+                        help="the most numbers the builder's Simulate may draw (default: 50,000,000)")
+    limits.add_argument("--max-runs", type=_positive_int, default=None, metavar="N",
+                        help="the most runs that train at once, all sessions together; the others wait their "
+                             "turn (default: the CPUs this process may use but one, at least 1)")
     serve.set_defaults(handler=_run_serve)
 
 
@@ -662,6 +674,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.basic_auth:
         command += ["--basic-auth", args.basic_auth,
                     "--cookie-secret", os.environ.get("BOKEH_COOKIE_SECRET") or secrets.token_urlsafe(32)]
+    env.update(_serve_limits(args).to_environment())
     host = f"[{address}]" if ":" in address else address
     print(f"serving the pavi_viz dashboard at http://{host}:{port}/dashboard (Ctrl-C to stop)", flush=True)
     if not local:
@@ -669,6 +682,19 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"warning: listening on {address}: anyone who can reach this machine on port {port} can open the "
               f"dashboard and start runs on it; browsers may connect from {allowed}", file=sys.stderr, flush=True)
     return _run_passing_signals(command, env)
+
+
+def _serve_limits(args: argparse.Namespace) -> Any:
+    """The :class:`~pavi_viz.ui.limits.ServeLimits` of ``serve``'s flags (each one given)."""
+    from pavi_viz.inference.resolve import usable_cpus
+    from pavi_viz.ui.limits import ServeLimits
+
+    given = {"steps": args.max_steps, "particles": args.max_particles, "simulated": args.max_simulated}
+    try:
+        return ServeLimits(**{k: v for k, v in given.items() if v is not None},
+                           runs=args.max_runs or max(1, usable_cpus() - 1))
+    except ValueError as err:
+        raise CliError(str(err)) from None
 
 
 def _run_passing_signals(command: list[str], env: dict[str, str] | None = None) -> int:

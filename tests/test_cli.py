@@ -240,3 +240,13 @@ def test_serve_with_basic_auth_asks_for_the_password_first(serve_http):
 def test_option_is_for_examples_only(workdir, gre_file):
     result = cli("fit", gre_file.name, "--option", "G=5", "--out", "never.nc", cwd=workdir)
     assert result.returncode == 2 and "--option" in result.stderr, result
+
+
+@pytest.mark.parametrize(("flags", "words"), [
+    (["--max-runs", "0"], "'0' must be at least 1"),
+    (["--max-steps", "20000000"], "--max-steps may be at most 10,000,000"),
+    (["--max-simulated", "many"], "'many' is not a whole number"),
+])
+def test_serve_refuses_limits_it_cannot_keep_before_serving(flags, words):
+    done = cli("serve", "--port", "1", *flags)
+    assert done.returncode == 2 and words in done.stderr and "serving" not in done.stdout

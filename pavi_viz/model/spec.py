@@ -317,22 +317,23 @@ class PlateModel(param.Parameterized):
             total += count
         return total
 
-    def simulate(self, seed: int | None = None) -> PlateModel:
+    def simulate(self, seed: int | None = None, max_numbers: int = MAX_SIMULATED_NUMBERS) -> PlateModel:
         """A copy of the model with observed data drawn from the prior.
 
         The latent values that produced the data are kept in ``truth``, so that a fit
         can be compared with them. Covariates keep their attached data.
 
         Raises:
-            ModelError: the draws would hold more than :data:`MAX_SIMULATED_NUMBERS`
-                numbers (naming the largest plate).
+            ModelError: the draws would hold more than ``max_numbers`` numbers (at
+                most :data:`MAX_SIMULATED_NUMBERS`), naming the largest plate.
         """
+        max_numbers = min(max_numbers, MAX_SIMULATED_NUMBERS)
         numbers = self.numbers()
-        if numbers > MAX_SIMULATED_NUMBERS:
+        if numbers > max_numbers:
             largest = max(self.plates, key=lambda p: p.size)
             raise ModelError(
-                f"simulating {self.name!r} would draw {numbers:,} numbers, over the {MAX_SIMULATED_NUMBERS:,} "
-                f"allowed (about {MAX_SIMULATED_NUMBERS * 4 // 2**20:,} MB): make plate {largest.name!r} "
+                f"simulating {self.name!r} would draw {numbers:,} numbers, over the {max_numbers:,} "
+                f"allowed (about {max(1, max_numbers * 4 // 2**20):,} MB): make plate {largest.name!r} "
                 f"(size {largest.size:,}) smaller", largest.name)
         draws = self.sample_prior(seed=seed)
         copy = self.copy()

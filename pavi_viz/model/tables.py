@@ -67,6 +67,11 @@ MAX_DATA_BYTES = 8 * MAX_UPLOAD_BYTES
 #: object for each (40,000 columns took seconds), and a long-format table needs one per
 #: plate id, observed variable, covariate and event coordinate.
 MAX_CSV_COLUMNS = 10_000
+#: A CSV file with more cells (lines times columns) is refused before it is parsed: read
+#: as text, a cell takes about 24 bytes (7.3 million one-digit cells peaked at 177 MB
+#: more), so this bounds one upload's parse to about 500 MB; a 14 MB upload of one-digit
+#: cells holds 7.3 million.
+MAX_CSV_CELLS = 20_000_000
 #: File name endings read as CSV and as NetCDF.
 CSV_SUFFIXES = (".csv",)
 NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
@@ -139,6 +144,11 @@ def _read_csv(content: bytes, filename: str) -> pd.DataFrame:
     if columns > MAX_CSV_COLUMNS:
         raise ModelError(f"{filename} has {columns:,} columns: a data table may have at most {MAX_CSV_COLUMNS:,} "
                          "(one per plate id, observed variable, covariate or event coordinate)", culprit=filename)
+    lines = text.count("\n") + 1  # at least the rows: a quoted cell may hold a line break
+    if lines * columns > MAX_CSV_CELLS:
+        raise ModelError(f"{filename} has about {lines * columns:,} cells ({lines:,} lines of {columns:,} columns): "
+                         f"a file read here may have at most {MAX_CSV_CELLS:,} (about 24 bytes each once read); "
+                         "attach larger data as a DataFrame or a NetCDF file", culprit=filename)
     try:
         # Without a header, so that a row longer than the first line is an error rather than a
         # silent index column; as text, so that ids keep their spelling ("007") and value

@@ -12,7 +12,8 @@ the command line all drive training through it::
 """
 
 from pavi_viz.runner.hub import Info, MetricsHub, Point, Reader, Record, StateChange, Summary, Update
-from pavi_viz.runner.run import ACTIVE, ENDED, Progress, RunConfig, RunState, TrainingRun
+from pavi_viz.runner.run import ACTIVE, ENDED, THREAD_PREFIX, Progress, RunConfig, RunState, TrainingRun
+from pavi_viz.runner.slots import RunSlots
 
 __all__ = [
     "ACTIVE",
@@ -24,9 +25,11 @@ __all__ = [
     "Reader",
     "Record",
     "RunConfig",
+    "RunSlots",
     "RunState",
     "StateChange",
     "Summary",
+    "THREAD_PREFIX",
     "TrainingRun",
     "Update",
 ]

@@ -46,12 +46,14 @@ from pavi_viz.inference.trainer import Trainer
 from pavi_viz.model.compiled import CompiledModel
 from pavi_viz.model.spec import PlateModel
 from pavi_viz.runner.hub import Info, MetricsHub, Point, StateChange, Summary
+from pavi_viz.runner.slots import RunSlots
 
 
 class RunState(str, enum.Enum):
     """Where a run stands."""
 
     IDLE = "idle"
+    QUEUED = "queued"
     RUNNING = "running"
     PAUSED = "paused"
     FINISHED = "finished"
@@ -67,8 +69,10 @@ SUMMARY_SHARE = 0.1
 #: The most numbers (draws times numbers per joint draw) a summary record carries as
 #: draws; larger models publish their summaries only.
 DRAWS_LIMIT = 2_000_000
+#: The name of each run's thread: this, then the run's name.
+THREAD_PREFIX = "pavi_viz training "
 #: States in which the run's thread is alive.
-ACTIVE = frozenset({RunState.RUNNING, RunState.PAUSED})
+ACTIVE = frozenset({RunState.QUEUED, RunState.RUNNING, RunState.PAUSED})
 #: States a run ends in.
 ENDED = frozenset({RunState.FINISHED, RunState.STOPPED, RunState.FAILED})
 
@@ -132,6 +136,9 @@ class TrainingRun:
             (default: a file in the system's temporary folder).
         resume_from: a checkpoint file to continue from (the family is rebuilt from
             it; its steps and ELBO history carry on).
+        slots: turns to train, shared with other runs (:class:`RunSlots`): each time
+            the run's thread starts, it waits for a free slot in state ``queued``, and
+            gives it back when it ends (None: it trains at once).
     """
 
     def __init__(
@@ -143,6 +150,7 @@ class TrainingRun:
         hub: MetricsHub | None = None,
         checkpoint: str | Path | None = None,
         resume_from: str | Path | None = None,
+        slots: RunSlots | None = None,
         **settings: Any,
     ) -> None:
         if isinstance(model, PlateModel):
@@ -163,6 +171,7 @@ class TrainingRun:
         self.checkpoint = Path(checkpoint)
         self._discarded = False
         self._resume_from = resume_from
+        self._slots = slots
         if resume_from is not None:
             self._adopt_family_of(resume_from, chosen=settings.get("family", config.family if config else None))
 
@@ -244,6 +253,8 @@ class TrainingRun:
                 return
             self._stop_requested = True
             self._condition.notify_all()
+        if self._slots is not None:  # outside our lock: the slots' is always taken first
+            self._slots.wake()
         if wait:
             self.wait(timeout)
 
@@ -283,12 +294,42 @@ class TrainingRun:
         self.progress = dataclasses.replace(self.progress, total_steps=self.config.steps)
         self._set_state(RunState.RUNNING)
         # Started before it is published: wait() in another thread may join it at once.
-        thread = threading.Thread(target=self._train, args=(resume,), name=f"pavi_viz {self.name}", daemon=True)
+        thread = threading.Thread(target=self._train, args=(resume,), name=THREAD_PREFIX + self.name, daemon=True)
         thread.start()
         self._thread = thread
 
     def _train(self, resume: str | Path | TrainingState | None) -> None:
-        """The thread's body: set up, step until done or stopped, and end in a state."""
+        """The thread's body: wait for a slot if the run has slots, train, end in a state."""
+        if self._slots is None:
+            self._end(self._train_now(resume))
+        elif not self._slots.take(cancelled=lambda: self._stop_requested, on_wait=self._queued):
+            self._end((RunState.STOPPED, "stopped while waiting for a training slot"))
+        else:
+            with self._condition:
+                if self.state is RunState.QUEUED:
+                    self._set_state(RunState.RUNNING, "a training slot came free")
+            try:
+                ending = self._train_now(resume)
+            finally:
+                self._slots.give_back()
+            self._end(ending)
+
+    def _queued(self, ahead: int) -> None:
+        """Wait in state ``queued`` (called by :meth:`RunSlots.take`)."""
+        with self._condition:
+            self._set_state(RunState.QUEUED, f"waiting for a training slot: {self._slots.size} run(s) train at once "
+                                             f"here, {ahead} more waiting ahead of this one")
+
+    def _end(self, ending: tuple[RunState, str]) -> None:
+        """Enter the state the thread ends in; delete a discarded run's own checkpoint."""
+        with self._condition:
+            self._set_state(*ending)
+            discarded = self._discarded  # read with the state set: discard() sees one or the other
+        if discarded:
+            self._delete_own_checkpoint()
+
+    def _train_now(self, resume: str | Path | TrainingState | None) -> tuple[RunState, str]:
+        """Set up, step until done or stopped; the state to end in, with its message."""
         trainer = None
         try:
             # In-process, go on from the family in memory rather than recompile the model.
@@ -304,11 +345,7 @@ class TrainingRun:
                 self.result = err.result = FitResult.of(trainer.state, trainer.config, "diverged", elapsed)
             self.error, self.traceback = err, traceback.format_exc()
             ending = (RunState.FAILED, f"{type(err).__name__}: {err}")
-        with self._condition:
-            self._set_state(*ending)
-            discarded = self._discarded  # read with the state set: discard() sees one or the other
-        if discarded:
-            self._delete_own_checkpoint()
+        return ending
 
     def _step_until_done(self, trainer: Trainer, trained_before: float) -> tuple[RunState, str]:
         """Step, publishing, until the trainer is done or a stop is asked for; then the

@@ -6,11 +6,16 @@ first: a first visitor sees the default example and can press Start at once) and
 dashboard's model. The builder's Fit button hands a copy of its model to the
 dashboard (which stops the run of the previous model) and opens the *Fit* tab.
 
-Serve it with ``App().template().servable()`` (``apps/dashboard.py``), one App per
-session. Both tabs are in the page from the start (not *dynamic* tabs): a view that
-makes new Panel objects while its tab is hidden (the dashboard's, on a new model or
-a first summary) would make them outside the page's document, where Panel links their
-stylesheets to its CDN, and the app must work offline.
+Serve it with ``App.served().template().servable()`` (``apps/dashboard.py``), one App
+per session, under the limits whoever serves it set (:mod:`pavi_viz.ui.limits`).
+
+The builder is made the first time its tab opens, not with the page: a page is built
+on the server's event loop, which every session shares, and the builder is a third of
+its cost (0.5 of 1.6 s). Both tabs are otherwise in the page from the start (not
+*dynamic* tabs): a view that makes new Panel objects while its tab is hidden (the
+dashboard's, on a new model or a first summary) would make them outside the page's
+document, where Panel links their stylesheets to its CDN, and the app must work
+offline. The builder is made while its tab is shown, inside the document.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from pavi_viz.model.spec import PlateModel
 from pavi_viz.ui.builder import Builder
 from pavi_viz.ui.builder_state import BuilderState
 from pavi_viz.ui.dashboard import TITLE, Dashboard
+from pavi_viz.ui.limits import ServeLimits, shared_slots
+from pavi_viz.ui.state import DashboardState
 from pavi_viz.ui.views.text import markdown
 
 #: The tabs, in order.
@@ -38,16 +45,34 @@ class App(Viewer):
         dashboard: the training dashboard (default: a new one on the default example).
 
     Attributes:
-        dashboard, builder: the two components.
+        dashboard: the training dashboard.
+        builder: the builder (None until the *Build* tab first opens).
         tabs: *Fit* (the dashboard) and *Build* (the builder).
     """
 
     def __init__(self, dashboard: Dashboard | None = None, **params: Any) -> None:
         super().__init__(**params)
         self.dashboard = dashboard if dashboard is not None else Dashboard()
-        self.builder = Builder(BuilderState(self.dashboard.state.model.copy()), on_fit=self.fit)
-        self.tabs = pn.Tabs(("Fit", self.dashboard), ("Build", self.builder),
+        self.builder: Builder | None = None
+        self._build_tab = pn.Column(sizing_mode="stretch_width")
+        self.tabs = pn.Tabs(("Fit", self.dashboard), ("Build", self._build_tab),
                             sizing_mode="stretch_width", css_classes=["pavi-app-tabs"])
+        self.tabs.param.watch(self._tab_opened, "active")
+
+    def _tab_opened(self, event: Any) -> None:
+        """Make the builder, on a copy of the dashboard's model, when its tab first opens."""
+        if event.new == BUILD_TAB and self.builder is None:
+            state = self.dashboard.state
+            self.builder = Builder(BuilderState(state.model.copy(), limits=state.limits), on_fit=self.fit)
+            self._build_tab.objects = [self.builder]
+
+    @classmethod
+    def served(cls) -> App:
+        """One session's app in a server: with the limits that ``pavi-viz serve`` set
+        (:meth:`ServeLimits.from_environment`), its runs taking turns with every other
+        session's in the process's :func:`shared_slots`."""
+        limits = ServeLimits.from_environment()
+        return cls(Dashboard(DashboardState(limits=limits, slots=shared_slots(limits.runs))))
 
     def fit(self, model: PlateModel) -> None:
         """Give ``model`` to the dashboard (its run, if any, stops) and open the *Fit* tab."""

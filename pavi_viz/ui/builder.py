@@ -29,15 +29,15 @@ Browser tests find the widgets by their CSS classes (``pavi-builder-*``).
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import panel as pn
 
 from pavi_viz import examples
 from pavi_viz.model.spec import PlateModel
-from pavi_viz.model.tables import CSV_SUFFIXES, NETCDF_SUFFIXES
-from pavi_viz.ui.builder_state import BuilderState
+from pavi_viz.model.tables import CSV_SUFFIXES, NETCDF_SUFFIXES, Attached, Table, attach_table, read_table
+from pavi_viz.ui.builder_state import BuilderState, read_model_file
 from pavi_viz.ui.dashboard import EXAMPLE_OPTIONS
 from pavi_viz.ui.state import DEFAULT_EXAMPLE, DEFAULT_OPTIONS
 from pavi_viz.ui.views.diagram import PlateDiagram
@@ -52,6 +52,14 @@ from pavi_viz.ui.views.text import alert, markdown
 
 #: Width of the left and right columns (pixels); the diagram takes the rest.
 LEFT_WIDTH, RIGHT_WIDTH = 300, 480
+
+
+def _read_data(model: PlateModel, content: bytes, filename: str,
+               ragged: Mapping[str, str] | None) -> tuple[Table, Attached]:
+    """An uploaded file's table, and ``model`` with it attached (see
+    :func:`~pavi_viz.model.tables.attach_table`): pure, for a worker thread."""
+    table = read_table(content, filename)
+    return table, attach_table(model, table, ragged=ragged)
 
 
 def _button(label: str, css: str, **options: Any) -> pn.widgets.Button:
@@ -170,18 +178,39 @@ class Builder(StateView):
     def _model_file(self) -> io.StringIO:
         return io.StringIO(self.state.to_json())
 
-    def _json_uploaded(self, event: Any) -> None:
-        if event.new is not None:
-            self.edit(self.state.load_json, event.new)
-            self._clear(self.json_upload)
+    async def _json_uploaded(self, event: Any) -> None:
+        if event.new is None:
+            return
+        self._reading(self.json_upload)
+        await self.edit_after_reading(read_model_file, event.new, then=self.state.load_model)
 
-    def _data_uploaded(self, event: Any) -> None:
+    async def _data_uploaded(self, event: Any) -> None:
         if event.new is None:
             return
         nesting = {p.name: p.nested_in for p in self.state.model.plates}
         ragged = {p: nesting[p] for p in self.ragged.value if nesting.get(p)}
-        self.edit(self.state.attach_file, event.new, self.data_upload.filename or "", ragged=ragged or None)
-        self._clear(self.data_upload)
+        filename = self._reading(self.data_upload)
+        # Attached to a copy on the worker thread too (seconds for a large file), while the
+        # session may go on editing the model: see _attach_read.
+        await self.edit_after_reading(_read_data, self.state.model.copy(), event.new, filename, ragged or None,
+                                      then=self._attach_read, revision=self.state.revision, ragged=ragged or None)
+
+    def _attach_read(self, read: tuple[Table, Attached], revision: int, ragged: Mapping[str, str] | None) -> None:
+        """Take the model that a file was attached to on a worker thread, unless the
+        model changed meanwhile (``revision``): then attach the table to it as it is now."""
+        table, attached = read
+        if self.state.revision == revision:
+            self.state.load_model(attached.model)
+        else:
+            self.state.attach(table, ragged=ragged)
+
+    def _reading(self, upload: pn.widgets.FileInput) -> str:
+        """Say that ``upload``'s file is being read (the state's next revision says what
+        came of it), and forget it (see :meth:`_clear`); returns its name."""
+        filename = upload.filename or ""
+        self.status.object = f"Reading {filename}…"
+        self._clear(upload)
+        return filename
 
     def _refused(self, filename: str, size: int) -> None:
         """A file the browser kept: too large to send (the model stays as it is)."""

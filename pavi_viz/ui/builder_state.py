@@ -47,7 +47,8 @@ from pavi_viz.model.distributions import DISTRIBUTIONS, DistributionInfo, ParamI
 from pavi_viz.model.errors import ModelError
 from pavi_viz.model.expressions import parse, rename
 from pavi_viz.model.spec import Covariate, ParamValue, Plate, PlateModel, Variable
-from pavi_viz.model.tables import Attached, Table, attach_table, read_table
+from pavi_viz.model.tables import Attached, Table, attach_table
+from pavi_viz.ui.limits import ServeLimits
 from pavi_viz.model.validation import name_problem
 
 if TYPE_CHECKING:
@@ -110,6 +111,21 @@ def param_value(value: ParamValue | None) -> ParamValue | None:
     if not _finite_numbers(value):
         raise ModelError(f"a parameter is a finite number, a list of numbers or an expression, not {value!r:.60}")
     return value
+
+
+def read_model_file(text: str | bytes) -> PlateModel:
+    """The model in a model file's content (text, or the bytes of an upload). Only text
+    is read, never a path on the server; pure, so a server may read a large upload on a
+    worker thread.
+
+    Raises:
+        ModelError: the content is not a model file, or its model does not hold.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    if not text.lstrip().startswith("{"):
+        raise ModelError("this is not a model file: a model file is JSON text starting with '{'")
+    return PlateModel.from_json(text)
 
 
 def _finite_numbers(value: Any) -> bool:
@@ -183,6 +199,8 @@ class BuilderState(param.Parameterized):
     can_undo = param.Boolean(default=False, doc="Whether there is an action to undo.")
     can_redo = param.Boolean(default=False, doc="Whether there is an undone action to redo.")
     variable = param.String(default="", doc="The selected variable ('' when the model has none).")
+    limits = param.ClassSelector(class_=ServeLimits, default=ServeLimits(), constant=True,
+                                 doc="What Simulate may draw (set by whoever serves the app).")
 
     def __init__(self, model: PlateModel | None = None, **params: Any) -> None:
         super().__init__(model=model if model is not None else PlateModel(), **params)
@@ -261,14 +279,21 @@ class BuilderState(param.Parameterized):
                 raise ModelError(str(err.args[0]), culprit=name) from None
 
     def load_json(self, text: str | bytes) -> None:
-        """Load a model file's content (text or the bytes of an upload). Only text is
-        read, never a path on the server."""
+        """Load a model file's content (text or the bytes of an upload, see :func:`read_model_file`)."""
         with self._action():
-            if isinstance(text, bytes):
-                text = text.decode("utf-8", errors="replace")
-            if not text.lstrip().startswith("{"):
-                raise ModelError("this is not a model file: a model file is JSON text starting with '{'")
-            self.model = PlateModel.from_json(text)
+            self.model = read_model_file(text)
+
+    def load_model(self, model: PlateModel) -> None:
+        """Replace the model by ``model`` (one undoable step), e.g. a file read elsewhere."""
+        with self._action():
+            self.model = model
+
+    def refuse(self, error: ModelError) -> None:
+        """Record ``error`` as a refused action (a file that could not be read elsewhere):
+        the model stays as it is and ``message`` says why. Raises it again, as every
+        refused action does."""
+        with self._action():
+            raise error
 
     def to_json(self, include_data: bool = True) -> str:
         """The model as JSON text, for a download (with its data unless told otherwise)."""
@@ -466,7 +491,7 @@ class BuilderState(param.Parameterized):
             covariates = {c.name for c in self.model.covariates}
             # Observed data of the old sizes would fail the check before sampling.
             self.model.with_data({k: v for k, v in self.model.data.items() if k in covariates})
-            self.model = self.model.simulate(seed)
+            self.model = self.model.simulate(seed, max_numbers=self.limits.simulated)
 
     def attach(self, table: Table, ragged: Mapping[str, str] | None = None) -> Attached:
         """Attach a table's data (see :func:`pavi_viz.model.tables.attach_table`): plates are
@@ -477,12 +502,6 @@ class BuilderState(param.Parameterized):
             self.model = attached.model
         return attached
 
-    def attach_file(self, content: bytes, filename: str, ragged: Mapping[str, str] | None = None) -> Attached:
-        """Attach an uploaded CSV or NetCDF file (see :func:`pavi_viz.model.tables.read_table`)."""
-        with self._action():
-            attached = attach_table(self.model, read_table(content, filename), ragged=ragged)
-            self.model = attached.model
-        return attached
 
     # -- what the editors show ------------------------------------------------------------------
     def problems_for(self, culprit: str | None) -> list[str]:

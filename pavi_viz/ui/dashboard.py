@@ -38,7 +38,7 @@ import panel as pn
 from panel.viewable import Viewer
 
 from pavi_viz import __version__, examples
-from pavi_viz.runner import TrainingRun
+from pavi_viz.runner import THREAD_PREFIX, TrainingRun
 from pavi_viz.ui.state import DEFAULT_EXAMPLE, DEFAULT_OPTIONS, DashboardState, Polled
 from pavi_viz.ui.views import (
     DetailView,
@@ -245,6 +245,9 @@ def _loop_running() -> bool:
 
 
 def _log_when_ended(session_id: str, run: TrainingRun) -> None:
-    """Wait for a closed session's run to end, then say so in the server's log."""
+    """Wait for a closed session's run to end, then say so in the server's log, with
+    the run threads this process still has (every session's)."""
     run.wait()
-    LOG.info("session %s closed: %s is %s", session_id, run.name, run.state)
+    left = sum(thread.name.startswith(THREAD_PREFIX) for thread in threading.enumerate())
+    LOG.info("session %s closed: %s is %s (%d run threads left in this server)", session_id, run.name, run.state,
+             left)

@@ -33,11 +33,13 @@ import xarray as xr
 
 from pavi_viz.inference.posterior import Posterior
 from pavi_viz.model.spec import PlateModel
+from pavi_viz.ui.limits import ServeLimits
 from pavi_viz.runner import (
     ENDED,
     Info,
     Point,
     RunConfig,
+    RunSlots,
     RunState,
     StateChange,
     Summary,
@@ -102,6 +104,11 @@ class DashboardState(param.Parameterized):
             "the first of a run and the last of a run that stopped going are applied at once).",
     )
 
+    limits = param.ClassSelector(class_=ServeLimits, default=ServeLimits(), constant=True,
+                                 doc="What a run may ask for (set by whoever serves the app).")
+    slots = param.ClassSelector(class_=RunSlots, default=None, allow_None=True, constant=True,
+                                doc="Turns to train, shared by the server's sessions (None: runs train at once).")
+
     # Selections, linked across views.
     variable = param.String(default="", doc="The selected variable (model diagram, marginals).")
     selection = param.Dict(default={}, doc="The selected element of each plate, {plate: index}.")
@@ -142,9 +149,14 @@ class DashboardState(param.Parameterized):
     # -- control -----------------------------------------------------------------------
     def start(self) -> TrainingRun:
         """Start a new run of the current model with the current settings (the previous
-        run, if still going, is stopped, and its checkpoint deleted)."""
+        run, if still going, is stopped, and its checkpoint deleted).
+
+        Raises:
+            ValueError: a setting beyond the server's limits (the previous run goes on).
+        """
+        self.limits.check_run(self.config)
         self._discard_run()
-        run = TrainingRun(self.model, self.config)
+        run = TrainingRun(self.model, self.config, slots=self.slots)
         self._follow(run)
         return run.start()
 
@@ -159,6 +171,8 @@ class DashboardState(param.Parameterized):
         ``running`` at once (a second click finds the run going, not stopped).
         """
         if self.run is not None:
+            if steps is not None:
+                self.limits.check_run(self.config, steps)
             self.run.resume(steps)
             self.run_state = self.run.state.value
 

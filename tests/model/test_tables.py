@@ -292,6 +292,11 @@ def test_wide_files_are_refused_before_parsing_and_repeated_names_found() -> Non
     repeated = (",".join(names) + "\n" + ",".join(["1"] * len(names)) + "\n").encode()
     err = error(read_table, repeated, "r.csv")
     assert err.culprit == "c5" and "appears twice" in err.message
+    # Many small cells: counted before pandas makes a text object of each.
+    many = b"a,b,c,d\n" + b"1,2,3,4\n" * (tables.MAX_CSV_CELLS // 4)
+    err = error(read_table, many, "long.csv")
+    assert f"at most {tables.MAX_CSV_CELLS:,}" in err.message and err.culprit == "long.csv"
+    assert read_table(b"a,b,c,d\n" + b"1,2,3,4\n" * 1000, "short.csv").shape == (1000, 4)
 
 
 def test_read_table_types() -> None:

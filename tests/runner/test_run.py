@@ -11,7 +11,7 @@ import torch
 import pavi_viz
 from pavi_viz.inference import fit
 from pavi_viz.model import ModelError
-from pavi_viz.runner import Info, Point, RunConfig, RunState, StateChange, Summary, TrainingRun
+from pavi_viz.runner import THREAD_PREFIX, Info, Point, RunConfig, RunState, StateChange, Summary, TrainingRun
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def wait_for(condition, timeout: float = 60.0, every: float = 0.005) -> None:
 
 
 def run_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("pavi_viz ")]
+    return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
 
 
 def points(run: TrainingRun) -> list[Point]:

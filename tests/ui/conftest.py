@@ -7,6 +7,9 @@ Playwright; nothing is downloaded. Screenshots go to ``tests/artifacts/ui/``.
 from __future__ import annotations
 
 import sys
+import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,6 +177,57 @@ class Page:
         except PlaywrightTimeout:
             raise AssertionError(f"{name}.{column}: the page shows {self.shown_column(name, column)}, "
                                  f"not {expected}") from None
+
+
+class Poller:
+    """``GET url`` over and over on a thread, recording how long each answer took: how
+    long the server keeps another client waiting (a blocked event loop answers no one).
+
+    Use as a context manager; ``seconds`` holds each request's time, ``failures`` what
+    went wrong (a status other than 200, no answer within ``timeout``).
+    """
+
+    def __init__(self, url: str, every: float = 0.05, timeout: float = 30) -> None:
+        self.url, self.every, self.timeout = url, every, timeout
+        self.seconds: list[float] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="poller", daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            start = time.monotonic()
+            try:
+                with urllib.request.urlopen(self.url, timeout=self.timeout) as response:
+                    response.read()
+            except OSError as err:  # an HTTPError too
+                self.failures.append(f"GET {self.url}: {err}")
+            self.seconds.append(time.monotonic() - start)
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> Poller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def slowest(self) -> float:
+        return max(self.seconds)
+
+    def wait_requests(self, count: int, timeout: float = 60) -> None:
+        """Wait until at least ``count`` requests have been answered (or have failed)."""
+        end = time.monotonic() + timeout
+        while len(self.seconds) < count:
+            assert time.monotonic() < end, f"{len(self.seconds)} requests in {timeout} s: {self.failures}"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def poll_server() -> type[Poller]:
+    """``with poll_server(url) as poller:``, a :class:`Poller` of ``url``."""
+    return Poller
 
 
 @pytest.fixture

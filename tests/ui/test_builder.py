@@ -4,7 +4,9 @@ back in the widgets, Fit following validity, the model handed to the dashboard, 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 
 import panel as pn
 import pytest
@@ -14,8 +16,8 @@ from pavi_viz import examples
 from pavi_viz.model import PlateModel
 from pavi_viz.model.tables import MAX_UPLOAD_BYTES, model_to_table, write_table
 from pavi_viz.ui.app import BUILD_TAB, FIT_TAB, App
-from pavi_viz.ui.builder import Builder
-from pavi_viz.ui.builder_state import BuilderState
+from pavi_viz.ui.builder import Builder, _read_data
+from pavi_viz.ui.builder_state import BuilderState, read_model_file
 from pavi_viz.ui.dashboard import OWN_MODEL, Dashboard
 from pavi_viz.ui.state import DashboardState
 from pavi_viz.ui.views.diagram import NODES_NAME
@@ -301,6 +303,44 @@ def test_uploading_a_model_file_and_a_data_file(builder) -> None:
     assert "x (9 × 3 × 2)" in builder.data_info.object
 
 
+def test_a_file_is_read_on_a_worker_thread_and_applied_on_the_callers(builder) -> None:
+    """What keeps a large upload from holding up the server's event loop (every other
+    session's): the reading runs on another thread, the edit on the loop's own."""
+    threads: dict[str, threading.Thread] = {}
+
+    def read(text: str) -> PlateModel:
+        threads["read"] = threading.current_thread()
+        return read_model_file(text)
+
+    def apply(model: PlateModel) -> None:
+        threads["apply"] = threading.current_thread()
+        builder.state.load_model(model)
+
+    asyncio.run(builder.edit_after_reading(read, examples.load("eight_schools").to_json(), then=apply))
+    assert threads["read"] is not threading.current_thread() and threads["apply"] is threading.current_thread()
+    assert builder.state.model.name == "eight_schools"
+    asyncio.run(builder.edit_after_reading(read_model_file, b"not a model", then=apply))
+    assert builder.state.model.name == "eight_schools" and "not a model file" in builder.message.object
+
+
+def test_a_data_file_read_while_the_model_changed_is_attached_to_the_changed_model(builder) -> None:
+    """Uploads are read and attached on a worker thread while the session may go on
+    editing: an edit made meanwhile is kept, not overwritten by the model the file was
+    attached to."""
+    builder.json_upload.param.update(value=small_gre().to_json().encode(), filename="gre.json")
+    revision = builder.state.revision
+    read = _read_data(builder.state.model.copy(), write_table(model_to_table(examples.load("gre", G=9, N=3, D=2))),
+                      "gre.csv", None)
+    builder.state.rename_variable("mu", "population_mean")  # an edit while the file was being read
+    builder._attach_read(read, revision, ragged=None)
+    model = builder.state.model
+    assert "population_mean" in [v.name for v in model.variables] and model.plate("group").size == 9
+    assert builder.state.valid
+    builder.state.undo()  # one step each: the attachment, then the rename
+    assert "population_mean" in [v.name for v in builder.state.model.variables]
+    assert builder.state.model.plate("group").size != 9
+
+
 def test_a_ragged_nesting_from_the_data_file(builder) -> None:
     table = model_to_table(examples.load("gre", G=4, N=3, D=2)).iloc[:-2]  # the last group holds 1 point
     table["obs"] = range(len(table))  # ids of the points, global
@@ -368,9 +408,11 @@ def app():
 
 def test_fit_hands_a_copy_of_the_model_to_the_dashboard_which_trains_it(app) -> None:
     render(app)
-    builder, dashboard = app.builder, app.dashboard
-    assert app.tabs.active == FIT_TAB and dashboard.model_select.value == "gre"
-    app.tabs.active = BUILD_TAB
+    dashboard = app.dashboard
+    assert app.tabs.active == FIT_TAB and dashboard.model_select.value == "gre" and app.builder is None
+    app.tabs.active = BUILD_TAB  # the builder is made as its tab first opens
+    builder = app.builder
+    assert builder is not None and len(app.tabs[BUILD_TAB].objects) == 1
     builder.variable_editor.param_inputs["scale"].value = "2.0"  # mu's prior scale
     builder.plates_editor.rows[0]["size"].value = 5
     press(builder.simulate)
@@ -389,6 +431,7 @@ def test_fit_hands_a_copy_of_the_model_to_the_dashboard_which_trains_it(app) -> 
 
 
 def test_fit_does_nothing_while_the_model_is_invalid(app) -> None:
+    app.tabs.active = BUILD_TAB
     builder, before = app.builder, app.dashboard.state.model
     builder.variable_editor.param_inputs["scale"].value = "-1"
     assert builder.fit.disabled

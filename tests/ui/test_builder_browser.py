@@ -179,7 +179,8 @@ def test_problems_show_next_to_the_variable_at_fault_and_fit_waits(dashboard_ser
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
-    """Files to upload: a model (radon), data for GRE, malformed ones and one too large to send."""
+    """Files to upload: a model (radon), data for GRE (small and large), malformed ones, one
+    with 40,000 columns and one too large to send."""
     folder = tmp_path_factory.mktemp("uploads")
     files = {
         "radon.json": examples.load("radon").to_json().encode(),
@@ -187,6 +188,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "broken.json": b'{"plates": [{"name": "group", "size": 3}',
         "broken.csv": b"county,house,log_radon\n0,0,1.5\n1,1,2.0,9,9\n",  # a row longer than the header
         "huge.csv": b"county,house,log_radon\n" + b"0,0,1.5\n" * (15 * 2**20 // 8 - 3),
+        "wide.csv": (",".join(f"c{i}" for i in range(40_000)) + "\n" + ",".join(["1"] * 40_000) + "\n").encode(),
+        # About 9 MB: GRE's data at G = 20,000 (a second to read and attach on this machine).
+        "large.csv": write_table(model_to_table(examples.load("gre", G=20_000, N=10, D=2))),
     }
     for name, content in files.items():
         (folder / name).write_bytes(content)
@@ -221,6 +225,30 @@ def test_uploads_change_the_model_and_malformed_files_change_nothing(dashboard_s
     expect(build.find("pavi-plate-name", "input", nth=1)).to_have_value("house")
     expect(build.fit_button()).to_be_enabled()
     assert page.errors == [], "\n".join(page.errors)
+
+
+def test_an_upload_never_holds_up_another_session(dashboard_server, open_page, poll_server, files):
+    """Uploads are parsed on a worker thread (a 40,000-column file took 30 s on the
+    event loop before the column cap): while one session uploads it, the server keeps
+    answering everyone else, and the uploader hears why it was refused."""
+    other = open_page(dashboard_server.url, "other")  # a second session, polling its run's hub
+    page = open_page(dashboard_server.url)
+    build = Builder(page).open()
+    message = build.find("pavi-builder-message")
+    static = f"http://localhost:{dashboard_server.port}/static/js/bokeh.min.js"
+    with poll_server(static) as poller:
+        start = time.monotonic()
+        build.upload("pavi-builder-data-upload", files["wide.csv"])
+        expect(message).to_contain_text("wide.csv has 40,000 columns", timeout=ANSWER_MS)
+        refused_after = time.monotonic() - start
+        poller.wait_requests(10)
+    assert poller.failures == [], poller.failures
+    assert poller.slowest() < 1.0 and refused_after < 2.0, (sorted(poller.seconds)[-3:], refused_after)
+    build.upload("pavi-builder-data-upload", files["large.csv"])  # read on the worker thread too
+    expect(build.find("pavi-builder-data-info")).to_contain_text("x (20000 × 10 × 2)", timeout=ANSWER_MS)
+    expect(build.fit_button()).to_be_enabled()
+    page.shot("large")
+    assert other.rows(ELBO) == 0 and other.errors == [] and page.errors == [], other.errors + page.errors
 
 
 #: A script that would run if a user string became markup.

@@ -15,7 +15,8 @@ import torch
 from pavi_viz import examples
 from pavi_viz.model import DISTRIBUTIONS, ModelError, PlateModel
 from pavi_viz.model.expressions import rename
-from pavi_viz.ui.builder_state import DEFAULT_PARAMS, BuilderState, param_value
+from pavi_viz.model.tables import read_table
+from pavi_viz.ui.builder_state import DEFAULT_PARAMS, BuilderState, param_value, read_model_file
 
 #: Options that keep the slower examples small.
 SMALL: dict[str, dict[str, Any]] = {"gre": {"G": 4, "N": 3}, "spikes": {"A": 2, "T": 4}, "mixture": {"G": 3, "N": 5}}
@@ -490,11 +491,27 @@ def test_a_table_that_does_not_fit_is_reported_and_changes_nothing() -> None:
 def test_attaching_an_uploaded_csv_file() -> None:
     state = state_of("gre")
     content = gre_table(3, 2).to_csv(index=False).encode()
-    state.attach_file(content, "points.csv")
+    state.attach(read_table(content, "points.csv"))
     assert state.model.data["x"].shape == (3, 2, 2) and state.valid
     with pytest.raises(ModelError, match="upload a .csv"):
-        state.attach_file(content, "points.xlsx")
+        read_table(content, "points.xlsx")
     assert state.model.data["x"].dtype == torch.get_default_dtype()
+
+
+def test_a_file_read_elsewhere_is_loaded_as_one_step_or_refused_with_its_reason() -> None:
+    """The builder reads uploads on a worker thread, then hands the state the model
+    read, or the reason it could not be read."""
+    state = state_of("gre")
+    before = spec(state)
+    with pytest.raises(ModelError) as unreadable:
+        read_model_file(b"name,plates\n")
+    with pytest.raises(ModelError):
+        state.refuse(unreadable.value)
+    assert "not a model file" in state.message and spec(state) == before and not state.can_undo
+    state.load_model(read_model_file(examples.load("eight_schools").to_json()))
+    assert state.model.name == "eight_schools" and state.message == "" and state.can_undo
+    state.undo()
+    assert spec(state) == before
 
 
 def test_the_selected_variable_follows_the_model() -> None:

@@ -16,6 +16,7 @@ from bokeh.document.events import ColumnsStreamedEvent
 
 import pavi_viz
 from pavi_viz.inference import load_netcdf
+from pavi_viz.runner import THREAD_PREFIX
 from pavi_viz.ui.dashboard import TITLE, Dashboard
 from pavi_viz.ui.state import DashboardState, Polled
 from pavi_viz.ui.views import ElboView, Exports, TrainingControls
@@ -51,7 +52,7 @@ def poll_until(dashboard: Dashboard, condition: Callable[[], bool], timeout: flo
 
 
 def run_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("pavi_viz ")]
+    return [t.name for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
 
 
 @pytest.fixture
@@ -154,6 +155,7 @@ def test_buttons_follow_the_run_state(dashboard):
 
 def test_enabled_buttons_table():
     assert enabled_buttons("idle") == {"start"}
+    assert enabled_buttons("queued") == {"stop"}  # waiting for a training slot
     assert enabled_buttons("failed") == {"start"}
     assert enabled_buttons("finished", step=200, steps=200) == {"start"}
     assert enabled_buttons("finished", step=200, steps=300) == {"start", "resume"}
@@ -236,7 +238,7 @@ def test_close_leaves_no_run_thread_and_no_checkpoint():
     poll_until(dash, lambda: dash.state.step > 0)
     assert run_threads()
     dash.close()
-    assert not any(name == f"pavi_viz {dash.state.run.name}" for name in run_threads())
+    assert not any(name == THREAD_PREFIX + dash.state.run.name for name in run_threads())
     assert dash.state.run.state == "stopped"
     assert first.wait(60) == "stopped" and not first.checkpoint.exists() and not second.checkpoint.exists()
 

@@ -11,6 +11,7 @@ Each button is enabled only where its action applies (:func:`enabled_buttons`):
 run state     Start  Pause  Resume  Stop
 ============  =====  =====  ======  ====
 idle          yes
+queued (a)                          yes
 running                yes          yes
 paused                      yes     yes
 stopped       yes           yes*
@@ -19,7 +20,8 @@ failed        yes
 ============  =====  =====  ======  ====
 
 \\* a stopped or finished run resumes up to the *steps* setting, when that is more
-steps than it has done.
+steps than it has done. (a) waiting for one of a server's training slots
+(``pavi-viz serve --max-runs``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ def enabled_buttons(run_state: str, step: int = 0, steps: int = 0) -> set[str]:
         step: the steps the run has done. steps: the *steps* setting (a stopped or
             finished run resumes only towards more steps than it has done).
     """
+    if run_state == "queued":  # waiting for a training slot of the server's
+        return {"stop"}
     if run_state == "running":
         return {"pause", "stop"}
     if run_state == "paused":
@@ -84,19 +88,20 @@ def setting_widget(config: FitConfig, name: str) -> pn.widgets.Widget:
     """A widget linked both ways to ``config``'s setting ``name``, made from the
     setting's declaration: its label, bounds, and help text as the tooltip; arrows
     that step by a tenth of the default's order of magnitude (100 for 2000 steps,
-    0.001 for a rate of 0.01)."""
+    0.001 for a rate of 0.01); CSS class ``pavi-setting-<name>``."""
     parameter = config.param[name]
+    css = {"css_classes": [f"pavi-setting-{name}"]}
     if name == "device":
-        return pn.widgets.Select.from_param(parameter, options=device_options())
+        return pn.widgets.Select.from_param(parameter, options=device_options(), **css)
     if isinstance(parameter, param.Selector):
         objects = list(parameter.objects)
         options = {("none" if o is None else str(o)): o for o in objects} if None in objects else objects
-        return pn.widgets.Select.from_param(parameter, options=options)
+        return pn.widgets.Select.from_param(parameter, options=options, **css)
     default = parameter.default
     step = 10 ** (math.floor(math.log10(abs(default))) - 1) if default else 1
     if isinstance(parameter, param.Integer):
-        return pn.widgets.IntInput.from_param(parameter, step=max(1, int(step)))
-    return pn.widgets.FloatInput.from_param(parameter, step=step)
+        return pn.widgets.IntInput.from_param(parameter, step=max(1, int(step)), **css)
+    return pn.widgets.FloatInput.from_param(parameter, step=step, **css)
 
 
 class TrainingControls(Viewer):

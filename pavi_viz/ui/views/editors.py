@@ -21,6 +21,7 @@ show in a red alert under its editor or row. Every key widget carries a CSS clas
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -64,6 +65,19 @@ class StateView(Viewer):
             action(*args, **kwargs)
         except ModelError:
             pass  # recorded in state.message, which the builder shows
+
+    async def edit_after_reading(self, read: Callable[..., Any], *args: Any, then: Callable[..., Any],
+                                 **kwargs: Any) -> None:
+        """Run ``read(*args)`` on a worker thread, then ``then(result, **kwargs)`` as an
+        edit. Reading a large upload (seconds of parsing) thus never holds up the server's
+        event loop, which every other session shares; a file ``read`` refuses is recorded
+        as a refused edit (``state.refuse``)."""
+        try:
+            result = await asyncio.to_thread(read, *args)
+        except ModelError as err:
+            self.edit(self.state.refuse, err)
+            return
+        self.edit(then, result, **kwargs)
 
     @contextmanager
     def quietly(self) -> Iterator[None]:

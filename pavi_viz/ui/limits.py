@@ -1,0 +1,106 @@
+"""Limits that whoever serves the app sets for every session: :class:`ServeLimits`.
+
+A workshop server is shared: one student's run of 10^6 steps with 1,000 particles, or a
+simulation of 10^8 numbers, would slow everyone else. ``pavi-viz serve --max-steps
+20000 --max-particles 16 --max-simulated 1000000 --max-runs 4`` sets them; the served
+app reads them back from the environment (:meth:`ServeLimits.from_environment`) and
+gives them to each session's dashboard and builder, which refuse, with a message that
+names the limit, a Start or a Simulate beyond them.
+
+The library's own bounds (:data:`~pavi_viz.inference.config.MAX_STEPS`,
+:data:`~pavi_viz.inference.config.MAX_STEP_NUMBERS`,
+:data:`~pavi_viz.model.spec.MAX_SIMULATED_NUMBERS`) hold everywhere; these can only be
+tighter. This module never imports Panel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from collections.abc import Mapping
+
+from pavi_viz.inference.config import MAX_STEPS, FitConfig
+from pavi_viz.model.spec import MAX_SIMULATED_NUMBERS
+from pavi_viz.runner import RunSlots
+
+#: The environment variable that carries the limits from ``pavi-viz serve`` to the app.
+ENVIRONMENT_VARIABLE = "PAVI_VIZ_SERVE_LIMITS"
+#: Each limit's command-line flag, for the messages that name it.
+FLAGS = {"steps": "--max-steps", "particles": "--max-particles", "simulated": "--max-simulated",
+         "runs": "--max-runs"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeLimits:
+    """What one session of a served app may ask for.
+
+    Attributes:
+        steps: the most steps a run may train (its Steps setting).
+        particles: the most Monte Carlo draws a step may take (its Particles setting;
+            None: the library's own bound on a step's numbers only).
+        simulated: the most numbers a simulation may draw (the builder's Simulate).
+        runs: the most runs that train at once in the server, all sessions together
+            (the others wait their turn, see :class:`pavi_viz.runner.RunSlots`; None:
+            no limit).
+    """
+
+    steps: int = MAX_STEPS
+    particles: int | None = None
+    simulated: int = MAX_SIMULATED_NUMBERS
+    runs: int | None = None
+
+    def __post_init__(self) -> None:
+        bounds = {"steps": MAX_STEPS, "simulated": MAX_SIMULATED_NUMBERS}
+        for name, value in dataclasses.asdict(self).items():
+            if value is None and name in ("particles", "runs"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{FLAGS[name]} must be a whole number of at least 1, not {value!r}")
+            if name in bounds and value > bounds[name]:
+                raise ValueError(f"{FLAGS[name]} may be at most {bounds[name]:,} (pavi_viz's own bound), "
+                                 f"not {value:,}")
+
+    def check_run(self, config: FitConfig, steps: int | None = None) -> None:
+        """Refuse a run (or a resume to ``steps`` in all) beyond the limits.
+
+        Raises:
+            ValueError: naming the setting, its value and the limit.
+        """
+        steps = config.steps if steps is None else steps
+        if steps > self.steps:
+            raise ValueError(f"Steps: {steps:,} is over this server's limit of {self.steps:,} a run "
+                             f"(set by whoever serves it: {FLAGS['steps']})")
+        if self.particles is not None and config.particles is not None and config.particles > self.particles:
+            raise ValueError(f"Particles: {config.particles:,} is over this server's limit of {self.particles:,} "
+                             f"(set by whoever serves it: {FLAGS['particles']})")
+
+    def to_environment(self) -> dict[str, str]:
+        """The environment entry that :meth:`from_environment` reads back."""
+        return {ENVIRONMENT_VARIABLE: json.dumps(dataclasses.asdict(self))}
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> ServeLimits:
+        """The limits ``pavi-viz serve`` set (the library's own bounds when none).
+
+        Raises:
+            ValueError: the variable holds something else than limits.
+        """
+        text = environ.get(ENVIRONMENT_VARIABLE)
+        if not text:
+            return cls()
+        try:
+            values = json.loads(text)
+            return cls(**values)
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ValueError(f"{ENVIRONMENT_VARIABLE} must hold the JSON of ServeLimits' fields, not {text!r}: "
+                             f"{err}") from None
+
+
+@functools.cache
+def shared_slots(runs: int | None) -> RunSlots | None:
+    """The process's one :class:`RunSlots` of ``runs`` slots, shared by every session of a
+    served app (``panel serve`` runs the app's script once per session, but imports this
+    module once); None when ``runs`` is None."""
+    return None if runs is None else RunSlots(runs)

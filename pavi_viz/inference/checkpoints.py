@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from pavi_viz.inference.control_variates import USES
 from pavi_viz.inference.families import VariationalFamily, check_options, make_family
 from pavi_viz.inference.resolve import resolve_device
 from pavi_viz.inference.state import History, TrainingState, derived_seed
@@ -163,6 +164,8 @@ def checkpoint_dict(state: TrainingState) -> dict[str, Any]:
         "step": int(state.step),
         "total_steps": int(state.total_steps),
         "history": state.history.to_dict(),
+        "gradient_tables": [{"variable": name, "use": use, "table": table}
+                            for (name, use), table in state.gradient_tables.items()],
         "rng": {
             "generator": state.generator.get_state() if state.generator is not None else None,
             "noise_generator": state.noise_generator.get_state() if state.noise_generator is not None else None,
@@ -305,6 +308,11 @@ def _check_entries(raw: dict[str, Any], path: str) -> None:
         raise damaged("its history's columns are missing, not lists, or of unequal lengths")
     if not 0 <= raw["step"] <= raw["total_steps"] or len(history["step"]) > raw["step"]:
         raise damaged(f"step {raw['step']} of {raw['total_steps']} with {len(history['step'])} history records")
+    tables = raw.get("gradient_tables", [])
+    if not isinstance(tables, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("variable"), str) and t.get("use") in USES
+            and isinstance(t.get("table"), torch.Tensor) for t in tables):
+        raise damaged("its gradient tables are not a list of variable, use and table")
 
 
 def load_checkpoint(
@@ -362,6 +370,7 @@ def load_checkpoint(
     except (ValueError, KeyError) as err:
         raise CheckpointError(f"the checkpoint's optimizer state does not fit the family: {err}") from err
 
+    gradient_tables = _gradient_tables(raw.get("gradient_tables", []), compiled, family)
     training = raw.get("training") or {}
     settings = dict(training.get("settings") or {})
     rng = raw.get("rng") or {}
@@ -405,7 +414,25 @@ def load_checkpoint(
         best_smoothed_elbo=float(training.get("best_smoothed_elbo", float("-inf"))),
         steps_since_best=int(training.get("steps_since_best", 0)),
         elapsed=float(training.get("elapsed", 0.0)),
+        gradient_tables=gradient_tables,
     )
+
+
+def _gradient_tables(entries: list[dict[str, Any]], model: CompiledModel,
+                     family: VariationalFamily) -> dict[tuple[str, str], torch.Tensor]:
+    """The saved SAGA tables, each checked against the global latent it is of (a table
+    of another shape would add a wrong gradient to every step)."""
+    tables = {}
+    for entry in entries:
+        name, use, table = entry["variable"], entry["use"], entry["table"]
+        if name not in model.latent_names or model.plates_of(name):
+            raise CheckpointError(f"the checkpoint's gradient table of {name!r} is of no global latent of the model")
+        shape = tuple(model.variables[name].event_shape) if use == "model" else (family.unconstrained_size(name),)
+        if table.dim() != 1 + len(shape) or tuple(table.shape[1:]) != shape:
+            raise CheckpointError(f"the checkpoint's {use} gradient table of {name!r} has shape "
+                                  f"{tuple(table.shape)}, not (elements, {', '.join(map(str, shape))})")
+        tables[name, use] = table.to(device=model.device, dtype=torch.float64)
+    return tables
 
 
 __all__ = [

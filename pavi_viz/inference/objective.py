@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pavi_viz.inference.families.base import VariationalFamily
+from pavi_viz.inference.families.base import Draw, VariationalFamily
 from pavi_viz.model.compiled import CompiledModel
 from pavi_viz.model.plates import Frame
 
@@ -20,10 +20,12 @@ class ElboEstimate:
         value: the estimate, averaged over particles (a scalar tensor with gradients).
         terms: each variable's share, averaged over particles: log p minus log q for a
             latent, log p for an observed variable (detached, for diagnostics).
+        draw: the family's draws it was computed from (with their gradients).
     """
 
     value: Tensor
     terms: dict[str, Tensor]
+    draw: Draw
 
 
 def elbo(
@@ -44,4 +46,4 @@ def elbo(
     log_p = model.log_joint_terms(draw.values, frame=frame)
     terms = {name: log_p[name] - draw.log_q.get(name, 0.0) for name in log_p}
     value = sum(terms.values()).mean()
-    return ElboEstimate(value, {name: t.detach().mean() for name, t in terms.items()})
+    return ElboEstimate(value, {name: t.detach().mean() for name, t in terms.items()}, draw)

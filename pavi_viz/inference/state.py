@@ -120,6 +120,9 @@ class TrainingState:
         best_smoothed_elbo, steps_since_best: the early-stopping bookkeeping.
         elapsed: seconds of training so far, resumed runs included.
         finished: ``True`` once the run has ended (in the last callback call too).
+        gradient_tables: SAGA's tables of each batched element's latest gradient with
+            respect to each global latent's uses, ``{(name, use): (G, *shape)}``
+            (:mod:`pavi_viz.inference.control_variates`; empty where it does not apply).
     """
 
     model: CompiledModel
@@ -139,6 +142,7 @@ class TrainingState:
     steps_since_best: int = 0
     elapsed: float = 0.0
     finished: bool = False
+    gradient_tables: dict[tuple[str, str], Tensor] = field(default_factory=dict)
 
     @property
     def steps_per_second(self) -> float:

@@ -63,6 +63,7 @@ from pavi_viz.inference.resolve import (
     resolve_refresh_every,
     resolve_threads,
 )
+from pavi_viz.inference.control_variates import GlobalGradientTables
 from pavi_viz.inference.objective import elbo
 from pavi_viz.inference.schedule import Plateau, lr_factor
 from pavi_viz.inference.families import NonFiniteDraw, VariationalFamily, make_family
@@ -113,6 +114,9 @@ class Trainer:
         self.particles = resolve_particles(config.particles, step_numbers)
         self.threads = resolve_threads(config.threads, step_numbers * self.particles)
         self.refresh_every = resolve_refresh_every(config.refresh_every, data_numbers(model), step_numbers)
+        self.gradient_tables = GlobalGradientTables.for_run(
+            model, self.batch_sizes, state.family.unconstrained_shapes, state.gradient_tables)
+        state.gradient_tables = self.gradient_tables.tables if self.gradient_tables is not None else {}
         self._params = [p for group in state.optimizer.param_groups for p in group["params"]]
         self._last_good = _LastGood(state.family, state.optimizer)
         self._plateau: Plateau | None = None
@@ -304,6 +308,9 @@ class Trainer:
         the gradient's norm, both finite (else a :class:`DivergenceError`)."""
         state, model, family = self.state, self.state.model, self.state.family
         frame = model.frame(model.sample_batch(self.batch_sizes, state.generator))
+        tables = self.gradient_tables
+        if tables is not None:
+            tables.attach(frame, self.particles)
         state.optimizer.zero_grad(set_to_none=True)
         try:
             estimate = elbo(model, family, frame, self.particles, state.noise_generator)
@@ -315,10 +322,15 @@ class Trainer:
             variable = next((name for name, t in terms.items() if not bool(torch.isfinite(t))), None)
             term = None if variable is None else float(terms[variable])
             raise self._divergence(number, "elbo", variable=variable, term=term, value=value)
-        (-estimate.value).backward()
+        objective = estimate.value
+        if tables is not None:  # the global latents' gradient becomes SAGA's; the value stays
+            objective = objective + tables.surrogate(frame, estimate.draw.values, estimate.draw.unconstrained)
+        (-objective).backward()
         norm = _gradient_norm([p.grad for p in self._params if p.grad is not None])
         if not bool(torch.isfinite(norm)):
             raise self._divergence(number, "gradient", value=float(norm))
+        if tables is not None:
+            tables.update(frame)
         return value, norm
 
     def restore_last_good(self) -> int:

@@ -165,7 +165,7 @@ class CompiledModel:
             if parent not in values:  # a covariate whose data is not attached (yet)
                 raise ModelError(f"no data for covariate {parent!r}, which {var.name!r} needs", parent)
             rank = self._event_ranks[parent]
-            aligned = frame.align(values[parent], self._plates_of[parent], var.plates, rank)
+            aligned = frame.align(values[parent], self._plates_of[parent], var.plates, rank, key=(parent, "model"))
             return Value(aligned, rank)
 
         params = {}

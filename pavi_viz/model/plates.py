@@ -18,7 +18,7 @@ elements.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -224,6 +224,11 @@ class Frame:
         self.weights: dict[str, float] = {}
         self._sorted: dict[str, tuple[Tensor, Tensor]] = {}
         self._local: dict[tuple[str, str], Tensor] = {}
+        #: Per-element offsets added where a value in no plate enters a plate's terms, by
+        #: the key its callers give :meth:`align`: ``{key: (plate, offset)}``, the offset
+        #: shaped ``(*sample, sizes[plate], *event)`` (see
+        #: :mod:`pavi_viz.inference.control_variates`, whose gradients they carry).
+        self.offsets: dict[Hashable, tuple[str, Tensor]] = {}
         for plate in structure:
             self._add(plate)
 
@@ -333,6 +338,7 @@ class Frame:
         source: Sequence[str],
         target: Sequence[str],
         event_rank: int,
+        key: Hashable | None = None,
     ) -> Tensor:
         """Lay a parent's tensor out along a child's plates.
 
@@ -343,11 +349,19 @@ class Frame:
             target: the child's plates; each source plate must be among them or be a
                 ragged ancestor of one of them.
             event_rank: the number of event dims.
+            key: what the tensor is (a parent in no plate): where :attr:`offsets`
+                holds an offset for it on a plate the child sits in, the offset is
+                added, laid out along the child's plates too.
 
         Returns:
             shape ``(*sample, *b, *event)`` where ``b`` broadcasts to
             ``batch_shape(target)`` (1 on the child plates the parent is not in).
         """
+        if key in self.offsets and not source:
+            plate, offset = self.offsets[key]
+            if plate in target or any(plate in self.structure.ragged_ancestors(p) for p in target):
+                laid = self.align(tensor, source, target, event_rank)
+                return laid + self.align(offset, (plate,), target, event_rank)
         n_sample = tensor.dim() - len(source) - event_rank
         dims: list[int] = []
         for i, plate in enumerate(source):

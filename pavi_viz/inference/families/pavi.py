@@ -165,7 +165,7 @@ class PlateAmortizedFamily(VariationalFamily):
             for name in block
         ]
         for name in self.given[block]:
-            aligned = frame.align(drawn[name], self.model.plates_of(name), plates, event_rank=1)
+            aligned = frame.align(drawn[name], self.model.plates_of(name), plates, event_rank=1, key=(name, "context"))
             pieces.append(aligned.expand(particles, *batch_shape, aligned.shape[-1]))
         context = torch.cat(pieces, -1)
         return self.flows[block_key(block)](context.reshape(-1, context.shape[-1])), pieces

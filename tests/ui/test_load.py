@@ -26,12 +26,6 @@ SESSIONS = 4
 STEPS = 40
 
 
-def run_state(page) -> str:
-    """The run's state, from the controls' line "Run: **running** · ..." ('' before it shows)."""
-    text = page.page.get_by_text("Run:").first.inner_text()
-    return text.split("Run:")[1].split("·")[0].strip()
-
-
 def test_sessions_start_runs_in_turn_the_server_answers_everyone_and_every_run_thread_ends(
         launch_server, open_page, poll_server, artifacts_dir):
     served = launch_server(
@@ -58,7 +52,6 @@ def test_sessions_start_runs_in_turn_the_server_answers_everyone_and_every_run_t
                 pages.append(page)
             # Runs take their turns: the first ones finish while later ones wait.
             expect(pages[1].page.get_by_text("Run:").first).to_contain_text("finished", timeout=120_000)
-            assert run_state(pages[-1]) in ("queued", "running", "finished")
             for page in pages:
                 page.close()
             log = wait_for_log(served, SESSIONS)

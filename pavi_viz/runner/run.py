@@ -137,8 +137,9 @@ class TrainingRun:
         resume_from: a checkpoint file to continue from (the family is rebuilt from
             it; its steps and ELBO history carry on).
         slots: turns to train, shared with other runs (:class:`RunSlots`): each time
-            the run's thread starts, it waits for a free slot in state ``queued``, and
-            gives it back when it ends (None: it trains at once).
+            the run's thread starts, or goes on after a pause, it waits for a free slot
+            in state ``queued``; it gives the slot back while paused and when it ends
+            (None: it trains at once).
     """
 
     def __init__(
@@ -172,6 +173,7 @@ class TrainingRun:
         self._discarded = False
         self._resume_from = resume_from
         self._slots = slots
+        self._holds_slot = False  # the training thread's: whether it holds one of the slots
         if resume_from is not None:
             self._adopt_family_of(resume_from, chosen=settings.get("family", config.family if config else None))
 
@@ -305,14 +307,42 @@ class TrainingRun:
         elif not self._slots.take(cancelled=lambda: self._stop_requested, on_wait=self._queued):
             self._end((RunState.STOPPED, "stopped while waiting for a training slot"))
         else:
+            self._holds_slot = True
             with self._condition:
                 if self.state is RunState.QUEUED:
                     self._set_state(RunState.RUNNING, "a training slot came free")
             try:
                 ending = self._train_now(resume)
             finally:
-                self._slots.give_back()
+                self._give_back_slot()  # unless a pause gave it back and a stop came before the next
             self._end(ending)
+
+    def _wait_while_paused(self, step: int) -> bool:
+        """Between two steps: wait while a pause is asked for, the training slot (if
+        any) given back meanwhile, so that a paused run holds up no one; on resume, wait
+        for a slot again. Whether a stop was asked for."""
+        with self._condition:
+            if not self._pause_requested or self._stop_requested:
+                return self._stop_requested
+            self._set_state(RunState.PAUSED, f"paused after step {step}")
+        self._give_back_slot()
+        with self._condition:
+            while self._pause_requested and not self._stop_requested:
+                self._condition.wait()
+            if self._stop_requested:
+                return True
+        if self._slots is not None:
+            if not self._slots.take(cancelled=lambda: self._stop_requested, on_wait=self._queued):
+                return True
+            self._holds_slot = True
+        with self._condition:
+            self._set_state(RunState.RUNNING, f"resumed at step {step}")
+        return False
+
+    def _give_back_slot(self) -> None:
+        if self._holds_slot:
+            self._holds_slot = False
+            self._slots.give_back()
 
     def _queued(self, ahead: int) -> None:
         """Wait in state ``queued`` (called by :meth:`RunSlots.take`)."""
@@ -356,14 +386,7 @@ class TrainingRun:
         self.progress = Progress.of(state)
         stopped = False
         while not trainer.done:
-            with self._condition:
-                if self._pause_requested and not self._stop_requested:
-                    self._set_state(RunState.PAUSED, f"paused after step {state.step}")
-                    while self._pause_requested and not self._stop_requested:
-                        self._condition.wait()
-                    if not self._stop_requested:
-                        self._set_state(RunState.RUNNING, f"resumed at step {state.step}")
-                stopped = self._stop_requested
+            stopped = self._wait_while_paused(state.step)
             if stopped:
                 break
             trainer.step()

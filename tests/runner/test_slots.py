@@ -86,3 +86,26 @@ def test_a_run_waits_queued_for_a_slot_and_trains_once_one_is_free(gre) -> None:
     assert slots.held == 0 and slots.waiting == 0
     for run in (first, second, third):
         run.discard()
+
+
+def test_a_paused_run_gives_its_slot_to_the_next_and_queues_again_on_resume(gre) -> None:
+    slots = RunSlots(1)
+    settings = {"family": "mean-field", "steps": 1_000_000, "threads": 1, "summary_every": 10_000, "slots": slots}
+    first = TrainingRun(gre, **settings).start()
+    wait_for(lambda: first.progress.step > 0)
+    second = TrainingRun(gre, **settings).start()
+    wait_for(lambda: second.state is RunState.QUEUED)
+    first.pause()  # a paused run holds up no one
+    wait_for(lambda: first.state is RunState.PAUSED and second.state is RunState.RUNNING)
+    wait_for(lambda: second.progress.step > 0)
+    first.resume()  # and waits its turn again
+    wait_for(lambda: first.state is RunState.QUEUED)
+    paused_at = first.progress.step
+    second.stop(wait=True, timeout=30)
+    wait_for(lambda: first.state is RunState.RUNNING and first.progress.step > paused_at)
+    first.pause()
+    wait_for(lambda: first.state is RunState.PAUSED)
+    first.stop(wait=True, timeout=30)  # stopped while paused: no slot to give back twice
+    assert first.state is RunState.STOPPED and slots.held == 0 and slots.waiting == 0
+    for run in (first, second):
+        run.discard()

@@ -205,10 +205,12 @@ class Builder(StateView):
             self.state.attach(table, ragged=ragged)
 
     def _reading(self, upload: pn.widgets.FileInput) -> str:
-        """Say that ``upload``'s file is being read (the state's next revision says what
-        came of it), and forget it (see :meth:`_clear`); returns its name."""
+        """Say that ``upload``'s file is being read, with Fit disabled meanwhile (the
+        state's next revision says what came of it, and enables it again where it
+        applies), and forget the file (see :meth:`_clear`); returns its name."""
         filename = upload.filename or ""
         self.status.object = f"Reading {filename}…"
+        self.fit.disabled = True
         self._clear(upload)
         return filename
 

@@ -268,6 +268,8 @@ def test_script_in_a_models_strings_shows_as_text_and_never_runs(dashboard_serve
     named = tmp_path / "named.json"
     named.write_text(model.to_json())
     build.upload("pavi-builder-json-upload", named)
+    # Read on a worker thread: the model is there once its plate sizes show.
+    expect(build.find("pavi-plate-size", "input", nth=0)).to_have_value("4", timeout=ANSWER_MS)
     build.wait_nodes([v.name for v in model.variables])
     build.fit_button().click()
     expect(body).to_contain_text(f"gre{PAYLOAD}", timeout=ANSWER_MS)  # the Fit tab's model line

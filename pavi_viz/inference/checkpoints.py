@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from pavi_viz.inference.control_variates import USES
+from pavi_viz.inference.control_variates import USES, entry_shape
 from pavi_viz.inference.families import VariationalFamily, check_options, make_family
 from pavi_viz.inference.resolve import resolve_device
 from pavi_viz.inference.state import History, TrainingState, derived_seed
@@ -427,7 +427,7 @@ def _gradient_tables(entries: list[dict[str, Any]], model: CompiledModel,
         name, use, table = entry["variable"], entry["use"], entry["table"]
         if name not in model.latent_names or model.plates_of(name):
             raise CheckpointError(f"the checkpoint's gradient table of {name!r} is of no global latent of the model")
-        shape = tuple(model.variables[name].event_shape) if use == "model" else (family.unconstrained_size(name),)
+        shape = entry_shape(family, name, use)
         if table.dim() != 1 + len(shape) or tuple(table.shape[1:]) != shape:
             raise CheckpointError(f"the checkpoint's {use} gradient table of {name!r} has shape "
                                   f"{tuple(table.shape)}, not (elements, {', '.join(map(str, shape))})")

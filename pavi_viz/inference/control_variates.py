@@ -35,12 +35,12 @@ unbiased estimate).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
+from pavi_viz.inference.families.base import VariationalFamily
 from pavi_viz.model.compiled import CompiledModel
 from pavi_viz.model.plates import Frame
 
@@ -49,6 +49,14 @@ from pavi_viz.model.plates import Frame
 USES = ("model", "context")
 #: A table's key: the global latent and the use.
 Key = tuple[str, str]
+
+
+def entry_shape(family: VariationalFamily, name: str, use: str) -> tuple[int, ...]:
+    """The shape of one element's entry in the table of global latent ``name``'s ``use``:
+    its event shape in the model's densities, its unconstrained size in the contexts."""
+    if use == "model":
+        return tuple(family.model.variables[name].event_shape)
+    return (family.unconstrained_size(name),)
 
 
 class GlobalGradientTables:
@@ -74,8 +82,7 @@ class GlobalGradientTables:
         self._offsets: dict[Key, Tensor] = {}
 
     @classmethod
-    def for_run(cls, model: CompiledModel, batch_sizes: Mapping[str, int | None],
-                unconstrained_shapes: Mapping[str, tuple[int, ...]],
+    def for_run(cls, model: CompiledModel, batch_sizes: Mapping[str, int | None], family: VariationalFamily,
                 tables: Mapping[Key, Tensor] | None = None) -> GlobalGradientTables | None:
         """Tables for a run that batches ``batch_sizes``; None where SAGA does not apply
         (no global latent, or not exactly one batched top-level plate)."""
@@ -83,10 +90,7 @@ class GlobalGradientTables:
         globals_ = [name for name in model.latent_names if not model.plates_of(name)]
         if len(roots) != 1 or not globals_:
             return None
-        shapes: dict[Key, tuple[int, ...]] = {}
-        for name in globals_:
-            shapes[name, "model"] = tuple(model.variables[name].event_shape)
-            shapes[name, "context"] = (math.prod(unconstrained_shapes[name]),)
+        shapes = {(name, use): entry_shape(family, name, use) for name in globals_ for use in USES}
         return cls(model, roots[0], shapes, tables)
 
     def attach(self, frame: Frame, particles: int) -> None:

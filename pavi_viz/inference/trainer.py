@@ -114,8 +114,7 @@ class Trainer:
         self.particles = resolve_particles(config.particles, step_numbers)
         self.threads = resolve_threads(config.threads, step_numbers * self.particles)
         self.refresh_every = resolve_refresh_every(config.refresh_every, data_numbers(model), step_numbers)
-        self.gradient_tables = GlobalGradientTables.for_run(
-            model, self.batch_sizes, state.family.unconstrained_shapes, state.gradient_tables)
+        self.gradient_tables = GlobalGradientTables.for_run(model, self.batch_sizes, state.family, state.gradient_tables)
         state.gradient_tables = self.gradient_tables.tables if self.gradient_tables is not None else {}
         self._params = [p for group in state.optimizer.param_groups for p in group["params"]]
         self._last_good = _LastGood(state.family, state.optimizer)

@@ -52,11 +52,14 @@ from pavi_viz.model.compiled import CompiledModel, seeded
 if TYPE_CHECKING:
     from pavi_viz.model.spec import PlateModel
 
-#: The ``format`` entry of every checkpoint, and its version. Version 2: the sampling
-#: noise comes from a generator of the run's own (``rng.noise_generator``), no longer
-#: from torch's global random state (version 1's ``rng.torch``).
+#: The ``format`` entry of every checkpoint, and its version.
 CHECKPOINT_FORMAT = "pavi_viz.checkpoint"
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 3
+#: What each version changed, for the message that refuses an older checkpoint.
+VERSION_CHANGES = {
+    2: "its runs drew their noise from torch's global random state, not from a generator of the run's own",
+    3: "its pavi-e families embedded each datum, not the moments of a group's data",
+}
 
 
 class CheckpointError(ValueError):
@@ -263,11 +266,13 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device | None = 
         raise CheckpointError(f"{str(path)!r} is not a pavi_viz training checkpoint")
     version = raw.get("version")
     if version != CHECKPOINT_VERSION:
-        older = isinstance(version, int) and version < CHECKPOINT_VERSION
+        changes = [
+            VERSION_CHANGES[v] for v in sorted(VERSION_CHANGES) if isinstance(version, int) and version < v
+        ]
         hint = (
-            " (written by an older pavi_viz, whose runs drew their noise from torch's global random state: "
-            "it cannot be resumed exactly; train anew, or resume it with the pavi_viz that wrote it)"
-            if older
+            f" (written by an older pavi_viz: {'; '.join(changes)}; it cannot be resumed; train anew, "
+            "or resume it with the pavi_viz that wrote it)"
+            if changes
             else ""
         )
         raise CheckpointError(

@@ -71,8 +71,10 @@ MIN_REFRESH_EVERY = 10
 #: ... and no more often than keeps their cost under this share of training...
 REFRESH_SHARE = 0.1
 #: ... with a refresh costing this many steps per step's worth of data in the whole
-#: data (an encoder pass without gradients over each datum, against a step's forward
-#: and backward passes; measured 0.02 on radon, 0.05 on GRE at G = 10^4, 0.11 at 10^5).
+#: data (an encoder pass without gradients over the whole data, against a step's
+#: forward and backward passes; measured 0.02 on radon, 0.05 on GRE at G = 10^4, 0.11
+#: at 10^5 when the encoder embedded each datum; 0.04 at 10^5 on the moments of each
+#: group's data, as Normal and count data are encoded now, so a bound for both).
 REFRESH_COST = 0.1
 
 

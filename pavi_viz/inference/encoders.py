@@ -1,12 +1,24 @@
 """PAVI-E's data encoder: permutation-invariant summaries of the data below each ground variable.
 
 For every observed variable ``o``, each ground datum becomes a feature vector (its
-value with the covariates it sees), embedded by a small network, then pooled plate by
-plate towards the root, DeepSets style: at each step a network is applied to every
+value with the covariates it sees), and its plates are pooled towards the root,
+DeepSets style (Zaheer et al., 2017): at each step a network is applied to every
 element, then the elements of the innermost plate are averaged (a regular plate's
 dim, or the members of each outer element of a ragged plate). A latent variable
 living in plates ``P`` reads the pooled summaries at level ``P`` of every observed
 variable below it, and a linear read-out turns them into its encodings.
+
+Where ``o``'s distribution sees its values through their low moments
+(:attr:`~pavi_viz.model.distributions.DistributionInfo.summarised_by_moments`:
+Normal, Poisson, Bernoulli...), the first plate is pooled before any network, with
+fixed statistics: the means over its elements of the standardised features and of
+their pairwise products (in a linear model, or a GLM with its canonical link, the
+sufficient statistics of the data given the location), with the log of their number
+(a ragged plate's groups differ in size, and a posterior's spread with them). The
+data do not change, so these are computed once, for the whole data, when the encoder
+is built, and an embedding network reads them: a step's cost no longer grows with
+the number of data per group. Elsewhere (a mixture's values) the embedding network
+reads each datum, and the first plate is pooled like the others.
 
 Every network acts on one element at a time, so the parameter count does not grow
 with the plates. The encoder sees the data of the batch: a batched ground variable is
@@ -16,13 +28,13 @@ and the variables above the batch (the global ones) from the batch's summaries.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from pavi_viz.model.compiled import CompiledModel
-from pavi_viz.model.plates import Frame, PlateInfo
+from pavi_viz.model.plates import Frame, PlateInfo, PlateStructure
 
 #: A pooled summary's key: the observed variable it summarises and the plates it is laid out on.
 Level = tuple[str, tuple[str, ...]]
@@ -41,6 +53,55 @@ def _segment_mean(values: Tensor, dim: int, index: Tensor, size: int) -> Tensor:
     view = [1] * values.dim()
     view[dim] = size
     return total / counts.view(view)
+
+
+def moments(features: Tensor) -> Tensor:
+    """Each row's features followed by their pairwise products ``f_i f_j`` (``i <= j``).
+
+    Args:
+        features: shape ``(..., d)``.
+
+    Returns:
+        shape ``(..., d + d (d + 1) / 2)``.
+    """
+    i, j = torch.triu_indices(features.shape[-1], features.shape[-1], device=features.device)
+    return torch.cat([features, features[..., i] * features[..., j]], -1)
+
+
+def _statistics_size(features: int) -> int:
+    """The length of a group's statistics: the moments of ``features`` features, and the log count."""
+    return features + features * (features + 1) // 2 + 1
+
+
+def _standardised(statistics: Tensor) -> Tensor:
+    """Each column of ``statistics`` (shape ``(..., k)``) centred and scaled over all its
+    entries; a constant column becomes zeros."""
+    rows = statistics.reshape(-1, statistics.shape[-1])
+    sd = rows.std(0, correction=0)
+    scale = torch.where(sd > 1e-5 * (1 + rows.mean(0).abs()), sd, torch.inf)
+    return (statistics - rows.mean(0)) / scale
+
+
+def _statistics_buffer(observed: str, plate: str) -> str:
+    """The name of the buffer of ``observed``'s statistics pooled over ``plate``."""
+    return f"statistics:{observed}:{plate}"  # no variable or plate name holds a colon
+
+
+def pooling_order(plates: PlateStructure, level: tuple[str, ...], target: tuple[str, ...]) -> list[str]:
+    """The plates averaged, in order, to go from ``level`` to the plates of ``target``:
+    each time the innermost plate that ``target`` is not in."""
+    order = []
+    while set(level) != set(target):
+        i = max(j for j, p in enumerate(level) if p not in target)
+        order.append(level[i])
+        level = _pooled(plates, level, i)
+    return order
+
+
+def _pooled(plates: PlateStructure, level: tuple[str, ...], i: int) -> tuple[str, ...]:
+    """``level`` once its ``i``-th plate is averaged: a ragged plate leaves its parent in its place."""
+    plate = plates[level[i]]
+    return level[:i] + ((plate.parent,) if plate.ragged else ()) + level[i + 1 :]
 
 
 class DataEncoder(nn.Module):
@@ -66,6 +127,18 @@ class DataEncoder(nn.Module):
         self.sources = {
             v: [o for o in model.observed_names if closure[v] <= closure[o]] for v in model.latent_names
         }
+        #: The plates averaged, in order, from each observed variable's level to each
+        #: level that a latent reads it at.
+        self.orders = {
+            o: {
+                model.plates_of(v): pooling_order(model.plates, model.plates_of(o), model.plates_of(v))
+                for v, sources in self.sources.items()
+                if o in sources
+            }
+            for o in model.observed_names
+        }
+        #: The observed variables whose first plate is pooled with fixed statistics.
+        self.summarised = {o for o in model.observed_names if model.variables[o].info.summarised_by_moments}
         full = model.frame()
         self.embed = nn.ModuleDict()
         self.steps = nn.ModuleDict()
@@ -73,10 +146,18 @@ class DataEncoder(nn.Module):
             raw = self._raw_features(o, full)
             self.register_buffer(f"mean_{o}", raw.reshape(-1, raw.shape[-1]).mean(0))
             self.register_buffer(f"scale_{o}", raw.reshape(-1, raw.shape[-1]).std(0, correction=0).clamp(min=1e-6))
-            self.embed[o] = _mlp(raw.shape[-1], hidden)
-            self.steps[o] = nn.ModuleDict(
-                {plate: _mlp(hidden, hidden) for plate in model.plates.closure(model.plates_of(o))}
-            )
+            orders = self.orders[o].values()
+            if o in self.summarised:
+                self.embed[o] = _mlp(_statistics_size(raw.shape[-1]), hidden)
+                for plate in sorted({order[0] for order in orders if order}):
+                    # Computed again from the data (not saved): the data are the model's.
+                    statistics = _standardised(self._whole_data_statistics(o, plate))
+                    self.register_buffer(_statistics_buffer(o, plate), statistics, persistent=False)
+                stepped = {p for order in orders for p in order[1:]}
+            else:
+                self.embed[o] = _mlp(raw.shape[-1], hidden)
+                stepped = {p for order in orders for p in order}
+            self.steps[o] = nn.ModuleDict({plate: _mlp(hidden, hidden) for plate in sorted(stepped)})
         self.readout = nn.ModuleDict(
             {v: nn.Linear(hidden * len(sources), encoding_size) for v, sources in self.sources.items() if sources}
         )
@@ -98,6 +179,60 @@ class DataEncoder(nn.Module):
             columns.append(aligned.expand(*batch_shape, aligned.shape[-1]))
         return torch.cat(columns, -1)
 
+    def _datum_inputs(self, observed: str, frame: Frame) -> Tensor:
+        """What ``observed``'s embedding network reads of each of its batched data alone,
+        shape ``(*batch_shape, k)``: its standardised features, or for a summarised
+        variable their moments and a log count of 0 (one datum)."""
+        raw = self._raw_features(observed, frame)
+        features = (raw - getattr(self, f"mean_{observed}")) / getattr(self, f"scale_{observed}")
+        if observed not in self.summarised:
+            return features
+        stats = moments(features)
+        return torch.cat([stats, stats.new_zeros(*stats.shape[:-1], 1)], -1)
+
+    def _pooled_statistics(self, observed: str, plate: str, frame: Frame) -> Tensor:
+        """The means over ``plate``'s elements in ``frame`` of the moments of ``observed``'s
+        standardised features, and the log of their number, laid out along the pooled
+        level, shape ``(*batch_shape(level), k)``."""
+        i = self.model.plates_of(observed).index(plate)
+        stats = self._datum_inputs(observed, frame)[..., :-1]
+        info = self.model.plates[plate]
+        if info.ragged:
+            index = frame.local_index(plate, info.parent)
+            size = frame.sizes[info.parent]
+            stats = _segment_mean(stats, i, index, size)
+            view = [1] * stats.dim()
+            view[i] = size
+            counts = torch.bincount(index, minlength=size).clamp(min=1).to(stats.dtype).view(view)
+        else:
+            stats = stats.mean(i)
+            counts = stats.new_full((1,) * stats.dim(), float(frame.sizes[plate]))
+        return torch.cat([stats, counts.log().expand(*stats.shape[:-1], 1)], -1)
+
+    def _whole_data_statistics(self, observed: str, plate: str, chunk_elements: int = 2**18) -> Tensor:
+        """:meth:`_pooled_statistics` of the whole data, computed chunk by chunk (:meth:`_chunks`)."""
+        level = self.model.plates_of(observed)
+        key = (observed, _pooled(self.model.plates, level, level.index(plate)))
+        out: dict[Level, Tensor] = {}
+        for frame, share in self._chunks(observed, chunk_elements):
+            self._gather(out, key, self._pooled_statistics(observed, plate, frame), frame, share)
+        return out[key]
+
+    def _chunks(self, observed: str, chunk_elements: int) -> Iterator[tuple[Frame, float]]:
+        """Frames over consecutive chunks of ``observed``'s outermost plate, each holding
+        about ``chunk_elements`` of its data, with each chunk's share of that plate; one
+        frame of the whole data where its plates cross (no single plate to chunk over)."""
+        roots = {self.model.plates.root(p) for p in self.model.plates_of(observed)}
+        if len(roots) != 1:
+            yield self.model.frame(), 1.0
+            return
+        root = self.model.plates[roots.pop()]
+        per_element = max(1, self.model.data[observed].numel() // root.size)
+        step = max(1, chunk_elements // per_element)
+        for start in range(0, root.size, step):
+            chunk = torch.arange(start, min(root.size, start + step), device=self.model.device)
+            yield self.model.frame({root.name: chunk}), len(chunk) / root.size
+
     def forward(self, frame: Frame, full: Mapping[Level, Tensor] | None = None) -> dict[str, Tensor]:
         """Each latent variable's encodings in the batch, shape ``(*batch_shape, encoding_size)``.
 
@@ -106,7 +241,7 @@ class DataEncoder(nn.Module):
             full: summaries of the whole data (:meth:`full_summaries`), used where the
                 batch holds only part of the elements a summary averages over.
         """
-        pooled = self._embedded(frame)
+        pooled: dict[Level, Tensor] = {}
         out = {}
         for v, sources in self.sources.items():
             plates = self.model.plates_of(v)
@@ -121,37 +256,22 @@ class DataEncoder(nn.Module):
     def full_summaries(self, chunk_elements: int = 2**18) -> dict[Level, Tensor]:
         """Every pooled summary of the whole data, for batches that see only part of it.
 
-        The data is embedded chunk by chunk over the outermost plate of each observed
-        variable, so that at most about ``chunk_elements`` data elements (times
-        ``hidden``) are embedded at once. A summary that still lies along that plate is
-        written back at the chunk's positions; the one that averages over it is the
-        chunks' average weighted by their numbers of elements.
+        Computed chunk by chunk over the outermost plate of each observed variable
+        (:meth:`_chunks`). A summary that still lies along that plate is written back at
+        the chunk's positions; the one that averages over it is the chunks' average
+        weighted by their numbers of elements.
         """
         out: dict[Level, Tensor] = {}
         for o in self.model.observed_names:
-            targets = {self.model.plates_of(v) for v, sources in self.sources.items() if o in sources}
-            roots = {self.model.plates.root(p) for p in self.model.plates_of(o)}
-            if len(roots) != 1:  # crossing top-level plates: no single plate to chunk over
-                out.update(self._summaries_of(o, targets, self.model.frame()))
-                continue
-            root = self.model.plates[roots.pop()]
-            per_element = max(1, self.model.data[o].numel() // root.size)
-            step = max(1, chunk_elements // per_element)
-            for start in range(0, root.size, step):
-                chunk = torch.arange(start, min(root.size, start + step), device=self.model.device)
-                frame = self.model.frame({root.name: chunk})
-                for key, value in self._summaries_of(o, targets, frame).items():
-                    self._gather(out, key, value, frame, len(chunk) / root.size)
+            own = (o, self.model.plates_of(o))
+            for frame, share in self._chunks(o, chunk_elements):
+                pooled: dict[Level, Tensor] = {}
+                for target in self.orders[o]:
+                    self._pool(o, target, frame, pooled, None)
+                pooled.pop(own, None)  # a summary of each datum: never averaged over
+                for key, value in pooled.items():
+                    self._gather(out, key, value, frame, share)
         return out
-
-    def _summaries_of(self, observed: str, targets: set[tuple[str, ...]], frame: Frame) -> dict[Level, Tensor]:
-        """``observed``'s pooled summaries at every level leading to ``targets`` (not its own level)."""
-        own = (observed, self.model.plates_of(observed))
-        pooled = {own: self._embed(observed, frame)}
-        for target in targets:
-            self._pool(observed, target, frame, pooled, None)
-        del pooled[own]
-        return pooled
 
     def _gather(self, out: dict[Level, Tensor], key: Level, value: Tensor, frame: Frame, share: float) -> None:
         """Add one chunk's summary at ``key`` to the whole data's."""
@@ -171,15 +291,6 @@ class DataEncoder(nn.Module):
         """Whether some summary averages over plate elements that ``frame`` leaves out."""
         return any(not _complete(self.model.plates[p], frame) for p in frame.batch)
 
-    def _embedded(self, frame: Frame) -> dict[Level, Tensor]:
-        return {(o, self.model.plates_of(o)): self._embed(o, frame) for o in self.model.observed_names}
-
-    def _embed(self, observed: str, frame: Frame) -> Tensor:
-        """The embedding of each of ``observed``'s batched data, shape ``(*batch_shape, hidden)``."""
-        raw = self._raw_features(observed, frame)
-        features = (raw - getattr(self, f"mean_{observed}")) / getattr(self, f"scale_{observed}")
-        return self.embed[observed](features)
-
     def _pool(
         self,
         observed: str,
@@ -190,20 +301,28 @@ class DataEncoder(nn.Module):
     ) -> Tensor:
         """``observed``'s summaries laid out along the plates ``target``, memoised in ``pooled``."""
         level = self.model.plates_of(observed)
-        values = pooled[observed, level]
-        while set(level) != set(target):
-            # Pool the innermost plate that the target is not in.
-            i = max(j for j, p in enumerate(level) if p not in target)
-            plate = self.model.plates[level[i]]
-            if plate.ragged:
-                new_level = level[:i] + (plate.parent,) + level[i + 1 :]
-            else:
-                new_level = level[:i] + level[i + 1 :]
+        order = self.orders[observed][target]
+        if observed in self.summarised and order:  # the first plate: the whole data's statistics
+            level = _pooled(self.model.plates, level, level.index(order[0]))
+            key = (observed, level)
+            if key not in pooled:
+                statistics = frame.select(getattr(self, _statistics_buffer(observed, order[0])), level)
+                pooled[key] = self.embed[observed](statistics)
+            order = order[1:]
+        else:
+            key = (observed, level)
+            if key not in pooled:
+                pooled[key] = self.embed[observed](self._datum_inputs(observed, frame))
+        values = pooled[key]
+        for name in order:
+            i = level.index(name)
+            plate = self.model.plates[name]
+            new_level = _pooled(self.model.plates, level, i)
             key = (observed, new_level)
             if key not in pooled:
-                stepped = self.steps[observed][plate.name](values)
+                stepped = self.steps[observed][name](values)
                 if plate.ragged:
-                    index = frame.local_index(plate.name, plate.parent)
+                    index = frame.local_index(name, plate.parent)
                     pooled[key] = _segment_mean(stepped, i, index, frame.sizes[plate.parent])
                 else:
                     pooled[key] = stepped.mean(i)

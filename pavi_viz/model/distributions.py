@@ -51,6 +51,12 @@ class DistributionInfo:
         discrete: whether its values are discrete (such a variable can only be
             observed: reparameterized VI needs continuous latents).
         doc: a one-line description for menus and help texts.
+        summarised_by_moments: whether, as a likelihood, it sees a group's values
+            through the means of the values, of the covariates and of their pairwise
+            products: its sufficient statistics in a linear model (Normal) or a GLM
+            with its canonical link (Bernoulli, Binomial, Poisson); PAVI-E's encoder
+            then pools a group's data with these fixed statistics rather than a network
+            (:mod:`pavi_viz.inference.encoders`).
     """
 
     name: str
@@ -59,6 +65,7 @@ class DistributionInfo:
     one_of: tuple[tuple[str, ...], ...] = ()
     discrete: bool = False
     doc: str = ""
+    summarised_by_moments: bool = False
     by_name: dict[str, ParamInfo] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -112,9 +119,9 @@ DISTRIBUTIONS: dict[str, DistributionInfo] = {
     d.name: d
     for d in [
         _info("Normal", D.Normal, ParamInfo("loc"), ParamInfo("scale", constraint=_POS),
-              doc="Gaussian with mean loc and standard deviation scale"),
+              summarised_by_moments=True, doc="Gaussian with mean loc and standard deviation scale"),
         _info("HalfNormal", D.HalfNormal, ParamInfo("scale", constraint=_POS),
-              doc="|x| of a centred Gaussian: a positive scale prior"),
+              summarised_by_moments=True, doc="|x| of a centred Gaussian: a positive scale prior"),
         _info("LogNormal", D.LogNormal, ParamInfo("loc"), ParamInfo("scale", constraint=_POS),
               doc="exp of a Gaussian with mean loc and sd scale"),
         _info("HalfCauchy", D.HalfCauchy, ParamInfo("scale", constraint=_POS),
@@ -128,7 +135,7 @@ DISTRIBUTIONS: dict[str, DistributionInfo] = {
               doc="double exponential with location loc and scale"),
         _info("Gamma", D.Gamma, ParamInfo("concentration", constraint=_POS),
               ParamInfo("rate", constraint=_POS), doc="Gamma with shape concentration and rate"),
-        _info("Exponential", D.Exponential, ParamInfo("rate", constraint=_POS),
+        _info("Exponential", D.Exponential, ParamInfo("rate", constraint=_POS), summarised_by_moments=True,
               doc="exponential with the given rate"),
         _info("Beta", D.Beta, ParamInfo("concentration1", constraint=_POS),
               ParamInfo("concentration0", constraint=_POS),
@@ -136,20 +143,21 @@ DISTRIBUTIONS: dict[str, DistributionInfo] = {
         _info("Uniform", D.Uniform, ParamInfo("low"), ParamInfo("high"),
               doc="uniform on (low, high)"),
         _info("Bernoulli", D.Bernoulli, ParamInfo("probs", constraint=_PROB), ParamInfo("logits"),
-              one_of=(("probs", "logits"),), discrete=True, doc="0 or 1, with probability probs"),
+              one_of=(("probs", "logits"),), discrete=True, summarised_by_moments=True,
+              doc="0 or 1, with probability probs"),
         _info("Binomial", D.Binomial, ParamInfo("total_count", default=1.0, constraint=_NONNEG_INT),
               ParamInfo("probs", constraint=_PROB), ParamInfo("logits"),
-              one_of=(("probs", "logits"),), discrete=True,
+              one_of=(("probs", "logits"),), discrete=True, summarised_by_moments=True,
               doc="successes among total_count trials"),
         _info("Poisson", D.Poisson, ParamInfo("rate", constraint=constraints.nonnegative),
-              discrete=True, doc="counts with mean rate"),
+              discrete=True, summarised_by_moments=True, doc="counts with mean rate"),
         _info("Categorical", D.Categorical, ParamInfo("probs", 1, constraint=constraints.simplex),
               ParamInfo("logits", 1), one_of=(("probs", "logits"),), discrete=True,
               doc="one of K categories, with probabilities probs"),
         _info("Dirichlet", D.Dirichlet, ParamInfo("concentration", 1, constraint=_POS),
               doc="probability vectors (weights summing to one)"),
         _info("DiagNormal", _diag_normal, ParamInfo("loc", 1), ParamInfo("scale", 1, constraint=_POS),
-              doc="multivariate Gaussian with a diagonal covariance"),
+              summarised_by_moments=True, doc="multivariate Gaussian with a diagonal covariance"),
         _info("GaussianMixture", _gaussian_mixture, ParamInfo("weights", 1, constraint=constraints.simplex),
               ParamInfo("locs", 2), ParamInfo("scale", constraint=_POS),
               doc="mixture of L diagonal Gaussians: weights (L), locs (L, D)"),

@@ -318,7 +318,7 @@ def test_checkpoint_loads_with_weights_only(gre, tmp_path):
     assert raw["family"]["name"] == "pavi-f" and raw["family"]["options"]["encoding_size"] == 8
     assert raw["model"]["name"] == "gre" and raw["model"]["fingerprint"] == model_fingerprint(gre)
     assert raw["history"]["elbo"] == result.history.elbo
-    assert raw["version"] == CHECKPOINT_VERSION == 2
+    assert raw["version"] == CHECKPOINT_VERSION == 3
     assert set(raw["rng"]) == {"generator", "noise_generator", "generator_device"}
     assert isinstance(raw["rng"]["generator"], torch.Tensor) and isinstance(raw["rng"]["noise_generator"], torch.Tensor)
     assert set(raw["optimizer"]["state"]) == {"state", "param_groups"}
@@ -404,13 +404,17 @@ def test_resume_refuses_another_family(gre, tmp_path):
     assert fit(gre, steps=5, resume=path, progress=False).family.name == "mean-field"
 
 
-def test_a_checkpoint_of_an_older_format_is_refused(gre, tmp_path):
+@pytest.mark.parametrize(("version", "changes"), [
+    (1, r"older pavi_viz: its runs drew their noise from torch.s global random state.*; its pavi-e families embedded each datum"),
+    (2, r"older pavi_viz: its pavi-e families embedded each datum, not the moments"),
+])
+def test_a_checkpoint_of_an_older_format_is_refused_with_what_changed(gre, tmp_path, version, changes):
     path = tmp_path / "run.pt"
     fit(gre, "mean-field", steps=2, checkpoint=path, progress=False)
     raw = torch.load(path, weights_only=True)
-    raw["version"] = 1
+    raw["version"] = version
     torch.save(raw, path)
-    with pytest.raises(CheckpointError, match=r"format version 1; this pavi_viz reads version 2 \(written by an older"):
+    with pytest.raises(CheckpointError, match=rf"format version {version}; this pavi_viz reads version 3 \(written by an {changes}"):
         fit(gre, "mean-field", steps=4, resume=path, progress=False)
 
 

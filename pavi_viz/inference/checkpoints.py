@@ -46,7 +46,7 @@ from torch import Tensor
 from pavi_viz.inference.control_variates import USES, entry_shape
 from pavi_viz.inference.families import VariationalFamily, check_options, make_family
 from pavi_viz.inference.resolve import resolve_device
-from pavi_viz.inference.state import History, TrainingState, derived_seed
+from pavi_viz.inference.state import History, TrainingState, derived_seed, make_optimizer
 from pavi_viz.model.compiled import CompiledModel, seeded
 
 if TYPE_CHECKING:
@@ -369,7 +369,7 @@ def load_checkpoint(
         ) from err
 
     schedule = raw.get("schedule") or {}
-    optimizer = torch.optim.Adam(family.parameters(), lr=float(schedule.get("lr", 1e-2)))
+    optimizer = make_optimizer(family, float(schedule.get("lr", 1e-2)))
     try:
         optimizer.load_state_dict(raw["optimizer"]["state"])
     except (ValueError, KeyError) as err:

@@ -217,6 +217,13 @@ class FitResult:
         )
 
 
+def make_optimizer(family: VariationalFamily, lr: float) -> torch.optim.Adam:
+    """A run's optimizer: Adam over the family's parameters, its update fused into one
+    kernel (``fused=True``). Adam's default on the CPU loops over the parameter tensors
+    in Python: 2 of the 10 ms of a step of GRE at G = 1,000; fused, 0.3."""
+    return torch.optim.Adam(family.parameters(), lr=lr, fused=True)
+
+
 def derived_seed(seed: int, stream: str) -> int:
     """A seed for one of a run's generators (``stream``: ``"batches"`` or ``"noise"``),
     unrelated to (but fixed by) ``seed`` and to the other streams' seeds."""
@@ -293,4 +300,4 @@ class DivergenceError(RuntimeError):
         return f"{self.reason} The family is restored to {restored} (the last good one): see error.result."
 
 
-__all__ = ["COLUMNS", "DivergenceError", "FitResult", "History", "StepRecord", "TrainingState", "derived_seed"]
+__all__ = ["COLUMNS", "DivergenceError", "FitResult", "History", "StepRecord", "TrainingState", "derived_seed", "make_optimizer"]

@@ -67,7 +67,7 @@ from pavi_viz.inference.control_variates import GlobalGradientTables
 from pavi_viz.inference.objective import elbo
 from pavi_viz.inference.schedule import Plateau, lr_factor
 from pavi_viz.inference.families import NonFiniteDraw, VariationalFamily, make_family
-from pavi_viz.inference.state import DivergenceError, StepRecord, TrainingState, derived_seed
+from pavi_viz.inference.state import DivergenceError, StepRecord, TrainingState, derived_seed, make_optimizer
 from pavi_viz.model.compiled import CompiledModel, seeded
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ class Trainer:
                 family=family,
                 family_name=family.name,
                 family_options=dict(config.family_options),
-                optimizer=torch.optim.Adam(family.parameters(), lr=config.lr),
+                optimizer=make_optimizer(family, config.lr),
                 generator=torch.Generator(compiled.device).manual_seed(derived_seed(seed, "batches")),
                 noise_generator=torch.Generator(compiled.device).manual_seed(derived_seed(seed, "noise")),
             )

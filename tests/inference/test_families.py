@@ -10,6 +10,7 @@ from torch.distributions import Normal
 
 import pavi_viz
 from pavi_viz.inference import FAMILIES, elbo, make_family
+from pavi_viz.inference.families import base as family_base
 from pavi_viz.inference.families import MeanField, PaviF
 
 EXAMPLES = {
@@ -247,3 +248,17 @@ def test_whole_data_summaries_are_the_same_chunked(example, options) -> None:
     assert whole.keys() == chunked.keys()
     for key in whole:
         torch.testing.assert_close(chunked[key], whole[key], rtol=1e-5, atol=1e-6)
+
+
+def test_a_family_that_grows_with_the_plates_is_refused_before_it_is_allocated(monkeypatch) -> None:
+    # GRE at G = 100 (D = 2): pavi-f holds 16 * 101 free encodings, mean-field 2 * 2 * 101
+    # numbers; pavi-e's size does not depend on G.
+    model = pavi_viz.examples.load("gre", G=100, N=3, D=2).compile()
+    monkeypatch.setattr(family_base, "MAX_PLATE_NUMBERS", 1_000)
+    with pytest.raises(ValueError, match=r"the pavi-f family of model 'gre' would hold 1,616 numbers of free "
+                                         r"encodings .* over the 1,000 a family may hold; pavi-e"):
+        make_family("pavi-f", model)
+    monkeypatch.setattr(family_base, "MAX_PLATE_NUMBERS", 400)
+    with pytest.raises(ValueError, match=r"the mean-field family of model 'gre' would hold 404 means and scales"):
+        make_family("mean-field", model)
+    assert make_family("pavi-e", model).parameter_count() > 400

@@ -7,6 +7,7 @@ panes), never from the server's Python objects. Screenshots of each step go to
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 
@@ -18,6 +19,7 @@ ELBO = "pavi-elbo-source"
 FOREST = "pavi-forest-means"
 DENSITY = "pavi-density"
 NODES = "pavi-diagram-nodes"
+SELECTED = "pavi-diagram-selected"
 
 
 def run_status(page) -> list[str]:
@@ -92,6 +94,31 @@ def test_clicking_a_plate_element_updates_the_detail_plot(dashboard_server, open
     page.press("Stop")
     wait_state(page, "stopped")
     assert page.errors == []
+
+
+def test_clicking_a_variable_in_the_diagram_selects_it_and_moves_the_ring(dashboard_server, open_page):
+    page = open_page(dashboard_server.url)
+    page.wait_shown_column(NODES, "name", ["mu", "mu_g", "x"])
+    page.press("Start")
+    page.wait_rows(FOREST, 10)  # a posterior summary arrived: the detail view has densities to draw
+    page.press("Pause")
+    wait_state(page, "paused")
+    title = page.page.locator(".pavi-detail-title h3").first
+    logged = len(dashboard_server.log())
+    for i, name in [(0, "mu"), (2, "x"), (1, "mu_g"), (0, "mu")]:
+        x, y = page.point_at(NODES, i)
+        page.page.mouse.click(x, y)
+        page.wait_shown_column(SELECTED, "x", page.shown_column(NODES, "x")[i : i + 1], timeout=10)
+        end = time.monotonic() + 10
+        while not re.match(rf"{name}\b", title.inner_text()):  # "mu", "x: select a group, obs element"
+            assert time.monotonic() < end, f"the detail title shows {title.inner_text()!r} after a click on {name}"
+            time.sleep(0.05)
+    page.wait_rows(DENSITY, 1, timeout=10)  # mu's density
+    page.shot("diagram-selected")
+    page.press("Stop")
+    wait_state(page, "stopped")
+    assert page.errors == []
+    assert "Traceback" not in dashboard_server.log()[logged:]  # no error on the server either
 
 
 def test_two_sessions_train_their_own_runs(dashboard_server, open_page):

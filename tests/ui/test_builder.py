@@ -11,6 +11,7 @@ import threading
 import panel as pn
 import pytest
 from bokeh.document import Document
+from bokeh.events import Tap
 
 from pavi_viz import examples
 from pavi_viz.model import PlateModel
@@ -386,8 +387,8 @@ def test_a_file_too_large_to_send_is_refused_by_the_browser(builder) -> None:
 
 def test_a_click_on_the_diagram_opens_the_variable(builder) -> None:
     render(builder)
-    names = builder.diagram._variables
-    builder.diagram.selection.event(index=[names.index("x")])
+    node = builder.diagram.layout.node("x")
+    builder.diagram.figure._trigger_event(Tap(builder.diagram.figure, x=node.x, y=node.y))
     assert builder.variable_editor.name_input.value == "x" and builder.variable_editor.kind.value == "observed"
 
 

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from bokeh.document import Document
+from bokeh.events import Tap
+from bokeh.models import Arrow
 
 from pavi_viz import examples
 from pavi_viz.model import Variable
+from pavi_viz.ui.layout import NODE_RADIUS
 from pavi_viz.ui.state import DashboardState
 from pavi_viz.ui.views.diagram import FIGURE_NAME, NODES_NAME, SELECTED_NAME, PlateDiagram
+
+
+def click(diagram: PlateDiagram, x: float, y: float) -> None:
+    """A click on the diagram at ``(x, y)`` (data coordinates), as Bokeh's server delivers it."""
+    diagram.figure._trigger_event(Tap(diagram.figure, x=x, y=y))
+
+
+def click_node(diagram: PlateDiagram, name: str, offset: float = 0.0) -> None:
+    node = diagram.layout.node(name)
+    click(diagram, node.x + offset, node.y - offset)
 
 
 @pytest.fixture
@@ -42,12 +57,11 @@ def test_one_row_per_variable_filled_when_observed(rendered) -> None:
 
 def test_a_click_selects_and_the_ring_follows(rendered) -> None:
     state, diagram, _, source = rendered
-    names = list(source(NODES_NAME)["name"])
-    diagram.selection.event(index=[names.index("beta")])  # what a tap sends
+    click_node(diagram, "beta", offset=0.15)  # within the node's rim, off its centre
     assert state.variable == "beta"
     beta = diagram.layout.node("beta")
     assert source(SELECTED_NAME) == {"x": pytest.approx([beta.x]), "y": pytest.approx([beta.y])}
-    diagram.selection.event(index=[])  # a click on empty space keeps the selection
+    click_node(diagram, "beta", offset=0.3)  # a click beside a node keeps the selection
     assert state.variable == "beta"
     state.variable = "sigma_y"  # another view selects
     assert list(source(SELECTED_NAME)["x"]) == pytest.approx([diagram.layout.node("sigma_y").x])
@@ -59,7 +73,7 @@ def test_a_new_model_redraws(rendered) -> None:
     nodes = dict(root.select_one({"name": NODES_NAME}).data_source.data)
     assert list(nodes["name"]) == ["mu", "mu_g", "x"]
     assert list(nodes["observed"]) == [False, False, True]
-    diagram.selection.event(index=[1])  # the new figure's stream
+    click_node(diagram, "mu_g")  # the new figure's clicks
     assert state.variable == "mu_g"
 
 
@@ -71,3 +85,19 @@ def test_an_edit_redraws(rendered) -> None:
     assert names[-1] == "extra"
     model.variables[-1].observed = True  # an edit of a variable already in the model
     assert list(root.select_one({"name": NODES_NAME}).data_source.data["observed"])[-1]
+
+
+def test_arrowheads_sit_on_the_childs_rim(rendered) -> None:
+    # Bokeh draws an Arrow's head at its end: the end must be the child's, on its rim.
+    _, diagram, root, _ = rendered
+    (arrow,) = root.select({"type": Arrow})
+    edges = dict(arrow.source.data)
+    assert arrow.end is not None and arrow.start is None
+    layout = diagram.layout
+    assert len(edges["x1"]) == len(layout.edges) > 0
+    for edge, x0, y0, x1, y1 in zip(layout.edges, edges["x0"], edges["y0"], edges["x1"], edges["y1"], strict=True):
+        parent, child = layout.node(edge.parent), layout.node(edge.child)
+        assert math.hypot(x1 - child.x, y1 - child.y) < math.hypot(x0 - child.x, y0 - child.y)
+        if child.kind != "covariate":
+            assert math.hypot(x1 - child.x, y1 - child.y) == pytest.approx(NODE_RADIUS, abs=0.02)
+        assert math.hypot(x0 - parent.x, y0 - parent.y) < math.hypot(x0 - child.x, y0 - child.y)

@@ -36,6 +36,11 @@ from pavi_viz.model.plates import Frame
 #: with one pool of draws, and met it at 0.5 once the pool grows with its effective
 #: sample size (``posterior.IMPORTANCE_ESS_PER_DRAW``).
 FUNNEL_PRIOR_SHARE = 0.5
+#: The most parameters a family may hold whose number grows with the plates (a free
+#: encoding or a Gaussian per ground variable), refused before they are allocated:
+#: with their gradients, Adam's two moments and the last good copy, 7 numbers of 4
+#: bytes each, 1.4 GB.
+MAX_PLATE_NUMBERS = 50_000_000
 
 
 class NonFiniteDraw(ArithmeticError):
@@ -104,6 +109,24 @@ class VariationalFamily(nn.Module):
     def unconstrained_size(self, name: str) -> int:
         """The number of free coordinates of one ground variable of ``name``."""
         return math.prod(self.unconstrained_shapes[name])
+
+    def ground_count(self, name: str) -> int:
+        """The number of ground variables of latent ``name``: the product of its plates' sizes."""
+        return math.prod(self.model.plates[p].size for p in self.model.variables[name].plates)
+
+    def _check_plate_numbers(self, numbers: int, what: str) -> None:
+        """Refuse, before they are allocated, ``numbers`` parameters that grow with the plates.
+
+        Raises:
+            ValueError: above :data:`MAX_PLATE_NUMBERS`, naming the family, the model and what
+                the numbers are.
+        """
+        if numbers > MAX_PLATE_NUMBERS:
+            raise ValueError(
+                f"the {self.name} family of model {self.model.name!r} would hold {numbers:,} {what} (about "
+                f"{numbers * 28 / 1e9:.1f} GB with their gradients and the optimizer's state), over the "
+                f"{MAX_PLATE_NUMBERS:,} a family may hold; pavi-e's size does not grow with the plates"
+            )
 
     def parameter_count(self) -> int:
         """The number of learnable numbers in the family."""

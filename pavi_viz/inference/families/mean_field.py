@@ -30,6 +30,8 @@ class MeanField(VariationalFamily):
 
     def __init__(self, model: CompiledModel, init_scale: float = 0.1) -> None:
         super().__init__(model)
+        numbers = sum(self.ground_count(name) * self.unconstrained_size(name) for name in model.latent_names)
+        self._check_plate_numbers(2 * numbers, "means and scales")
         self.loc = nn.ParameterDict()
         self.log_scale = nn.ParameterDict()
         for name in model.latent_names:

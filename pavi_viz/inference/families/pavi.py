@@ -258,6 +258,8 @@ class PaviF(PlateAmortizedFamily):
 
     def __init__(self, model: CompiledModel, encoding_size: int = 16, **options) -> None:
         super().__init__(model, encoding_size=encoding_size, **options)
+        numbers = encoding_size * sum(self.ground_count(name) for name in model.latent_names)
+        self._check_plate_numbers(numbers, "numbers of free encodings")
         self.free_encodings = nn.ParameterDict(
             {
                 name: nn.Parameter(

@@ -19,6 +19,7 @@ import pandas as pd
 from bokeh.document import Document
 from bokeh.models import ColumnDataSource
 from bokeh.plotting import figure
+from panel.io import unlocked
 
 #: The toolbar of every plot (the wheel zooms only once activated: a page must scroll).
 TOOLS = "pan,wheel_zoom,box_zoom,reset,save"
@@ -46,7 +47,11 @@ def replace_data(source: ColumnDataSource, data: pd.DataFrame | Mapping[str, Any
     columns = {c: data[c] for c in data} or {c: [] for c in source.data}
     if not row_count(columns) and not row_count(source.data):
         return
-    source.data = {c: v if isinstance(v, list) else np.asarray(v) for c, v in columns.items()}
+    # A Panel widget's callback runs without the document's lock, where a plain Bokeh
+    # change raises "_pending_writes should be non-None"; Panel's unlocked() sends it
+    # the way Panel sends its own (and does nothing more under the lock, or unserved).
+    with unlocked():
+        source.data = {c: v if isinstance(v, list) else np.asarray(v) for c, v in columns.items()}
 
 
 def row_count(columns: Mapping[str, Any]) -> int:

@@ -179,12 +179,17 @@ class DataEncoder(nn.Module):
             columns.append(aligned.expand(*batch_shape, aligned.shape[-1]))
         return torch.cat(columns, -1)
 
+    def _features(self, observed: str, frame: Frame) -> Tensor:
+        """The features of ``observed``'s batched data, standardised by the whole data's
+        mean and sd, shape ``(*batch_shape, features)``."""
+        raw = self._raw_features(observed, frame)
+        return (raw - getattr(self, f"mean_{observed}")) / getattr(self, f"scale_{observed}")
+
     def _datum_inputs(self, observed: str, frame: Frame) -> Tensor:
         """What ``observed``'s embedding network reads of each of its batched data alone,
         shape ``(*batch_shape, k)``: its standardised features, or for a summarised
         variable their moments and a log count of 0 (one datum)."""
-        raw = self._raw_features(observed, frame)
-        features = (raw - getattr(self, f"mean_{observed}")) / getattr(self, f"scale_{observed}")
+        features = self._features(observed, frame)
         if observed not in self.summarised:
             return features
         stats = moments(features)
@@ -195,7 +200,7 @@ class DataEncoder(nn.Module):
         standardised features, and the log of their number, laid out along the pooled
         level, shape ``(*batch_shape(level), k)``."""
         i = self.model.plates_of(observed).index(plate)
-        stats = self._datum_inputs(observed, frame)[..., :-1]
+        stats = moments(self._features(observed, frame))
         info = self.model.plates[plate]
         if info.ragged:
             index = frame.local_index(plate, info.parent)

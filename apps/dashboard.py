@@ -28,6 +28,6 @@ if __name__.startswith("bokeh"):  # run by `panel serve`
     # each: frozen, it walks it once (0.15 of the 0.75 s a page takes to build, on the
     # server's one event loop).
     with pn.state.curdoc.models.freeze():
-        App.served().template().servable()
+        App.page_for(pn.state.curdoc.session_context.request.headers.get("Host")).servable()
 elif __name__ == "__main__":  # `python apps/dashboard.py`
     pn.serve({"dashboard": lambda: App.served().template()}, port=5006, show=False)

@@ -675,6 +675,11 @@ def _run_serve(args: argparse.Namespace) -> int:
         command += ["--basic-auth", args.basic_auth,
                     "--cookie-secret", os.environ.get("BOKEH_COOKIE_SECRET") or secrets.token_urlsafe(32)]
     env.update(_serve_limits(args).to_environment())
+    # Pages are built for the hosts whose websockets are let in (Bokeh's default one alone
+    # where none was named).
+    from pavi_viz.ui.limits import HOSTS_VARIABLE
+
+    env[HOSTS_VARIABLE] = json.dumps(origins or [f"localhost:{port}"])
     host = f"[{address}]" if ":" in address else address
     print(f"serving the pavi_viz dashboard at http://{host}:{port}/dashboard (Ctrl-C to stop)", flush=True)
     if not local:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 import time
 from pathlib import Path
 
@@ -220,6 +221,13 @@ def test_serve_answers_and_stops_with_its_server(serve_http):
     # Session ids are signed: a link carrying an id someone chose opens no session.
     status, _ = served.get(query="?bokeh-session-id=chosen-by-someone")
     assert status == 403, served.log()
+    # A page asked for under another host name (a site whose name resolves to this
+    # machine) gets one line of refusal, not the app.
+    request = urllib.request.Request(served.url, headers={"Host": f"rebound.example:{served.port}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        refused = response.read().decode()
+    assert "<title>pavi_viz: not served at this address</title>" in refused, refused[:1000]
+    assert "<title>pavi_viz</title>" in served.get(timeout=30)[1]  # its own host still gets the app
     served.stop()
     # SIGTERM reached panel serve too: nothing listens on the port any more.
     with pytest.raises(OSError):

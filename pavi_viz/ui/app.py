@@ -6,8 +6,8 @@ first: a first visitor sees the default example and can press Start at once) and
 dashboard's model. The builder's Fit button hands a copy of its model to the
 dashboard (which stops the run of the previous model) and opens the *Fit* tab.
 
-Serve it with ``App.served().template().servable()`` (``apps/dashboard.py``), one App
-per session, under the limits whoever serves it set (:mod:`pavi_viz.ui.limits`).
+Serve it with ``App.page_for(host).servable()`` (``apps/dashboard.py``), one App per
+session, under the limits whoever serves it set (:mod:`pavi_viz.ui.limits`).
 
 The builder is made the first time its tab opens, not with the page: a page is built
 on the server's event loop, which every session shares, and the builder is a third of
@@ -30,10 +30,12 @@ from pavi_viz.model.spec import PlateModel
 from pavi_viz.ui.builder import Builder
 from pavi_viz.ui.builder_state import BuilderState
 from pavi_viz.ui.dashboard import TITLE, Dashboard
-from pavi_viz.ui.limits import ServeLimits, shared_slots
+from pavi_viz.ui.limits import ServeLimits, allowed_host, shared_slots
 from pavi_viz.ui.state import DashboardState
 from pavi_viz.ui.views.text import markdown
 
+#: The title of the page that :meth:`App.page_for` gives a request for another host.
+REFUSED_TITLE = "pavi_viz: not served at this address"
 #: The tabs, in order.
 FIT_TAB, BUILD_TAB = 0, 1
 
@@ -81,6 +83,17 @@ class App(Viewer):
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self.tabs
+
+    @classmethod
+    def page_for(cls, host: str | None) -> pn.viewable.Viewable:
+        """One served session's page: the app's :meth:`template`, or, when the request
+        named a host that the server does not answer to (:func:`allowed_host`), one line
+        that says so, with no app built."""
+        if not allowed_host(host):
+            return pn.template.BootstrapTemplate(title=REFUSED_TITLE, main=[markdown(
+                f"This dashboard is not served at {host}: open it at the address that `pavi-viz serve` printed."
+            )])
+        return cls.served().template()
 
     def template(self) -> pn.template.BootstrapTemplate:
         """A page for serving (a new template per call: one per session), Bootstrap like

@@ -5,7 +5,8 @@ simulation of 10^8 numbers, would slow everyone else. ``pavi-viz serve --max-ste
 20000 --max-particles 16 --max-simulated 1000000 --max-runs 4`` sets them; the served
 app reads them back from the environment (:meth:`ServeLimits.from_environment`) and
 gives them to each session's dashboard and builder, which refuse, with a message that
-names the limit, a Start or a Simulate beyond them.
+names the limit, a Start or a Simulate beyond them. It also passes the hosts the server
+answers to (:func:`allowed_host`): a page is built for those alone.
 
 The library's own bounds (:data:`~pavi_viz.inference.config.MAX_STEPS`,
 :data:`~pavi_viz.inference.config.MAX_STEP_NUMBERS`,
@@ -27,6 +28,10 @@ from pavi_viz.runner import RunSlots
 
 #: The environment variable that carries the limits from ``pavi-viz serve`` to the app.
 ENVIRONMENT_VARIABLE = "PAVI_VIZ_SERVE_LIMITS"
+#: The environment variable that carries, from ``pavi-viz serve`` to the app, the hosts
+#: (``name:port``, a JSON list) that the server answers to: the origins its websocket
+#: accepts.
+HOSTS_VARIABLE = "PAVI_VIZ_SERVE_HOSTS"
 #: Each limit's command-line flag, for the messages that name it.
 FLAGS = {"steps": "--max-steps", "particles": "--max-particles", "simulated": "--max-simulated",
          "runs": "--max-runs"}
@@ -96,6 +101,21 @@ class ServeLimits:
         except (json.JSONDecodeError, TypeError) as err:
             raise ValueError(f"{ENVIRONMENT_VARIABLE} must hold the JSON of ServeLimits' fields, not {text!r}: "
                              f"{err}") from None
+
+
+def allowed_host(host: str | None, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether a page may be built for a request whose ``Host`` header is ``host``.
+
+    A page asked for under another name than the server's (a site whose name was made
+    to resolve to this machine: DNS rebinding) is refused before any app is built: its
+    websocket would be refused anyway, since its origin is not the server's, but the
+    page would cost the server's event loop a page build. Anything goes where no list
+    was set (``panel serve`` run directly, a notebook).
+    """
+    text = environ.get(HOSTS_VARIABLE)
+    if text is None:
+        return True
+    return (host or "").lower() in {h.lower() for h in json.loads(text)}
 
 
 @functools.cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import pavi_viz
@@ -10,7 +12,7 @@ from pavi_viz.model import ModelError
 from pavi_viz.runner import RunState
 from pavi_viz.ui.app import App
 from pavi_viz.ui.builder_state import BuilderState
-from pavi_viz.ui.limits import ENVIRONMENT_VARIABLE, ServeLimits, shared_slots
+from pavi_viz.ui.limits import ENVIRONMENT_VARIABLE, HOSTS_VARIABLE, ServeLimits, allowed_host, shared_slots
 from pavi_viz.ui.state import DashboardState
 
 
@@ -65,3 +67,11 @@ def test_served_sessions_take_the_environments_limits_and_share_one_set_of_slots
     assert first.builder.state.limits.steps == 300
     for app in (first, second):
         app.dashboard.close()
+
+
+def test_pages_are_built_for_the_hosts_the_server_answers_to() -> None:
+    served = {HOSTS_VARIABLE: json.dumps(["localhost:5006", "127.0.0.1:5006"])}
+    assert allowed_host("localhost:5006", served) and allowed_host("LocalHost:5006", served)
+    assert not allowed_host("rebound.example:5006", served)
+    assert not allowed_host("localhost:5007", served) and not allowed_host(None, served)
+    assert allowed_host("anything:1", {})  # panel serve run directly, or a notebook: no list

@@ -207,7 +207,7 @@ class Posterior:
 
     def _shape_of(self, name: str) -> tuple[int, ...]:
         """The full-size shape of a variable's or covariate's value, without the sample dim."""
-        batch = tuple(self.model.plates[p].size for p in self.model.plates_of(name))
+        batch = self.model.plate_shape(name)
         if name in self.model.variables:
             return batch + tuple(self.model.variables[name].event_shape)
         return tuple(self.model.data[name].shape) if name in self.model.data else batch

@@ -121,6 +121,10 @@ class CompiledModel:
         """The plates of a variable or covariate."""
         return self._plates_of[name]
 
+    def plate_shape(self, name: str) -> tuple[int, ...]:
+        """The sizes of a variable's or covariate's plates: the leading dims of its whole value."""
+        return tuple(self.plates[p].size for p in self._plates_of[name])
+
     def frame(self, batch: PlateBatch | None = None) -> Frame:
         """The view of the model through a batch of plate elements."""
         return self.plates.frame(batch)

@@ -479,6 +479,6 @@ def _numbers_per_draw(model: CompiledModel) -> int:
     """The numbers in one joint draw of the latents and the observed variables."""
     total = 0
     for name in (*model.latent_names, *model.observed_names):
-        elements = math.prod(model.plates[p].size for p in model.plates_of(name))
+        elements = math.prod(model.plate_shape(name))
         total += elements * math.prod(model.variables[name].event_shape)
     return total

@@ -110,10 +110,6 @@ class VariationalFamily(nn.Module):
         """The number of free coordinates of one ground variable of ``name``."""
         return math.prod(self.unconstrained_shapes[name])
 
-    def ground_count(self, name: str) -> int:
-        """The number of ground variables of latent ``name``: the product of its plates' sizes."""
-        return math.prod(self.model.plates[p].size for p in self.model.variables[name].plates)
-
     def _check_plate_numbers(self, numbers: int, what: str) -> None:
         """Refuse, before they are allocated, ``numbers`` parameters that grow with the plates.
 

@@ -30,13 +30,12 @@ class MeanField(VariationalFamily):
 
     def __init__(self, model: CompiledModel, init_scale: float = 0.1) -> None:
         super().__init__(model)
-        numbers = sum(self.ground_count(name) * self.unconstrained_size(name) for name in model.latent_names)
+        numbers = sum(math.prod(model.plate_shape(name)) * self.unconstrained_size(name) for name in model.latent_names)
         self._check_plate_numbers(2 * numbers, "means and scales")
         self.loc = nn.ParameterDict()
         self.log_scale = nn.ParameterDict()
         for name in model.latent_names:
-            var = model.variables[name]
-            shape = tuple(model.plates[p].size for p in var.plates) + (self.unconstrained_size(name),)
+            shape = (*model.plate_shape(name), self.unconstrained_size(name))
             self.loc[name] = nn.Parameter(torch.zeros(shape, device=model.device))
             self.log_scale[name] = nn.Parameter(torch.full(shape, math.log(init_scale), device=model.device))
 

@@ -16,6 +16,7 @@ The two families differ in where encodings come from:
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping
 
@@ -258,13 +259,13 @@ class PaviF(PlateAmortizedFamily):
 
     def __init__(self, model: CompiledModel, encoding_size: int = 16, **options) -> None:
         super().__init__(model, encoding_size=encoding_size, **options)
-        numbers = encoding_size * sum(self.ground_count(name) for name in model.latent_names)
+        numbers = encoding_size * sum(math.prod(model.plate_shape(name)) for name in model.latent_names)
         self._check_plate_numbers(numbers, "numbers of free encodings")
         self.free_encodings = nn.ParameterDict(
             {
                 name: nn.Parameter(
                     0.1 * torch.randn(
-                        *(model.plates[p].size for p in model.variables[name].plates),
+                        *model.plate_shape(name),
                         encoding_size,
                         device=model.device,
                     )

@@ -9,11 +9,12 @@ steps fails to beat the best window so far by more than its noise (the rule of
 a fixed threshold, since single-draw ELBO estimates are noisy). Once the rate is
 below :data:`FINAL_LR_FACTOR` of ``lr`` and a window still does not improve, the fit
 has converged: the optimiser's steps are too small to move the ELBO by more than its
-Monte Carlo error. With ``stages=2`` that ends the first stage only: the trainer then
-has the family draw its global latents in units of their posterior, and a second
-stage runs by the same rule from :data:`SECOND_STAGE_LR_FACTOR` of ``lr``. The
-decisions read the ELBO history alone, so a resumed run (whose history is in its
-checkpoint) replays them exactly.
+Monte Carlo error. With ``stages=3`` (the PAVI families' default) a short first
+stage of :data:`FIRST_STAGE_STEPS` steps comes before that, and a third stage after:
+at the start of each later stage the trainer has the family draw its global latents
+in units of their q, and the stage runs by the rule above from its own fraction of
+``lr`` (:data:`STAGE_LR_FACTORS`). The decisions read the ELBO history alone, so a
+resumed run (whose history is in its checkpoint) replays them exactly.
 """
 
 from __future__ import annotations
@@ -38,11 +39,25 @@ PLATEAU_WINDOW = 200
 PLATEAU_SIGNIFICANCE = 1.0
 #: ... and after a window that does not, the learning rate is multiplied by this.
 PLATEAU_DECAY = 0.3
-#: The learning rate of a second stage (after the first converges), as a fraction of
-#: ``lr``: the global latents are then drawn in units of their own posterior sd, where a
-#: step of ``lr`` moves them by ``lr`` sds (at 0.01, q of GRE's population mean
-#: collapsed at G = 10^5).
-SECOND_STAGE_LR_FACTOR = 0.1
+#: With several stages, the first is this many steps: its warm-up and one window, long enough
+#: for q to find the global latents' scale within a factor of 2 to 4 (GRE at 10^3
+#: groups: q's sd of the population mean 0.6 to 1.7 of the exact one at step 250).
+#: Until their draws are in those units, Adam moves the global latents by about
+#: ``lr`` a step in the prior's units, many of their posterior sds where the data pin
+#: them down: GRE's population mean (posterior sd 0.03 at 10^3 groups) wandered by 1
+#: to 2 sds for the 1,000 to 3,000 steps a first stage took when it ran until it
+#: converged.
+FIRST_STAGE_STEPS = WARMUP_STEPS + PLATEAU_WINDOW
+#: The learning rate each stage starts from, as a fraction of ``lr``; a later stage
+#: draws the global latents in units of their q's sd, where a step of ``lr`` moves
+#: them by about ``lr`` of it. The second starts from a third of ``lr``: it moved GRE's
+#: population mean from 1.7 sds off to 0.1 within 70 steps of the switch, and left the
+#: group means 0.09 to 0.12 sd off (0.10 to 0.17 from the whole ``lr``). The third
+#: takes the units again from q once the second has converged: with two stages only,
+#: radon's sigma_beta (a funnel's scale, whose q at step 250 is still far off) missed
+#: the bar at seeds 0 and 1 by 0.11 and 0.15 sd, and its fits ended after 2,700 to
+#: 3,100 steps.
+STAGE_LR_FACTORS = (1.0, 0.3, 0.1)
 
 
 def warmup_factor(step: int, length: int = WARMUP_STEPS) -> float:
@@ -100,11 +115,12 @@ class Plateau:
     :meth:`factor`, and :attr:`converged`.
 
     Attributes:
-        stages: the number of stages (1, or 2 when the family can be standardised
-            between them: see :meth:`Trainer.step`).
-        stage: the current stage, from 0. A stage ends as a one-stage schedule
-            converges; the next starts with a warm-up at
-            :data:`SECOND_STAGE_LR_FACTOR` of ``lr`` and its own best window.
+        stages: the number of stages: 1, or up to ``len(STAGE_LR_FACTORS)`` when
+            the family can be standardised between them (see :meth:`Trainer.step`).
+        stage: the current stage, from 0. With several, the first ends after
+            :data:`FIRST_STAGE_STEPS` steps, a later one as a one-stage schedule
+            converges; each starts with a warm-up up to its own fraction of ``lr``
+            (:data:`STAGE_LR_FACTORS`) and its own best window.
         decay: the current decay of the learning rate (1, then ``PLATEAU_DECAY`` to
             the power of the plateaus met so far).
         converged: whether the last stage's window failed to improve with the rate
@@ -137,7 +153,13 @@ class Plateau:
     def update(self, elbo: float) -> None:
         """Take one step's ELBO estimate; the warm-up's estimates are not compared."""
         self.steps += 1
-        if self.steps - self._stage_start <= WARMUP_STEPS or self.converged:
+        if self.converged:
+            return
+        if self.stage == 0 and self.stages > 1:
+            if self.steps >= FIRST_STAGE_STEPS:
+                self._next_stage()
+            return
+        if self.steps - self._stage_start <= WARMUP_STEPS:
             return
         self._window.add(elbo)
         if self._window.count < PLATEAU_WINDOW:
@@ -152,10 +174,7 @@ class Plateau:
             self._best = window
         elif self.decay < FINAL_LR_FACTOR * self._stage_rate:
             if self.stage + 1 < self.stages:
-                # The next stage starts afresh: its own best window, a rate of its own.
-                self.stage += 1
-                self.decay = self._stage_rate = SECOND_STAGE_LR_FACTOR
-                self._best, self._stage_start = None, self.steps
+                self._next_stage()
             else:
                 self.converged = True
         else:
@@ -164,5 +183,11 @@ class Plateau:
             # of the estimates' mean, not necessarily the mean itself.
             self._best = window
 
+    def _next_stage(self) -> None:
+        """Start the next stage afresh: its own rate (after a warm-up), its own best window."""
+        self.stage += 1
+        self.decay = self._stage_rate = STAGE_LR_FACTORS[self.stage]
+        self._best, self._window, self._stage_start = None, _Window(), self.steps
 
-__all__ = ["FINAL_LR_FACTOR", "PLATEAU_DECAY", "PLATEAU_WINDOW", "SECOND_STAGE_LR_FACTOR", "Plateau", "lr_factor", "warmup_factor"]
+
+__all__ = ["FINAL_LR_FACTOR", "FIRST_STAGE_STEPS", "PLATEAU_DECAY", "PLATEAU_WINDOW", "STAGE_LR_FACTORS", "Plateau", "lr_factor", "warmup_factor"]

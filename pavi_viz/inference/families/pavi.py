@@ -217,7 +217,7 @@ class PlateAmortizedFamily(VariationalFamily):
         shapes. Where the data pin a global latent down (GRE's population mean: posterior
         sd 0.01 at 10^4 groups, 0.003 at 10^5), steps of that size keep its mean several
         posterior sds off to the end of a fit, through every pathway at once: the flow's
-        layers, the encodings it reads. So once a first stage has brought q close, the
+        layers, the encodings it reads. So once a first stage has found their scale, the
         global block's draws become ``centre + scale * u``, with ``centre`` and ``scale``
         the mean and sd of ``draws`` draws of q (unconstrained), and ``u`` a fresh flow
         (its weights drawn again from torch's global generator: the caller seeds it)

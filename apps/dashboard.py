@@ -2,7 +2,10 @@
 
 Serve it with ``make app`` or ``pavi-viz serve``, or directly::
 
-    panel serve apps/dashboard.py --port 5006    # http://localhost:5006/dashboard
+    panel serve apps/dashboard.py --port 5006 --setup apps/warm_up.py    # http://localhost:5006/dashboard
+
+(``--setup apps/warm_up.py`` builds one page before the server listens, so that the
+first visitor's does not wait for the imports.)
 
 Every browser session gets its own app (``panel serve`` runs this script per
 session): its own dashboard, builder and run, the run stopped when the session ends.

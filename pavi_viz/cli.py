@@ -658,7 +658,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("panel") is None:
         raise CliError("the dashboard needs Panel: pip install -e '.[app]'", EXIT_FAILURE)
     address, port = args.address, args.port
-    command = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(port), "--address", address]
+    command = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(port), "--address", address,
+               "--setup", str(app.with_name("warm_up.py"))]  # the first visitor does not pay the imports
     if args.show:
         command.append("--show")
     local = address in LOCAL_ADDRESSES

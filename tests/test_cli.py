@@ -215,6 +215,10 @@ def test_serve_answers_and_stops_with_its_server(serve_http):
                         log_name="pavi-viz-serve.log")
     assert served.status == 200, served.log()
     assert "<title>pavi_viz</title>" in served.html, served.log()
+    # One page was built and dropped before the server listened: the first visitor's
+    # page does not pay for the imports.
+    log = served.log()
+    assert log.index("warmed up: built and dropped one page") < log.index("Bokeh app running"), log
     # By default it listens on this machine's loopback address alone.
     assert listening_addresses(served.port) == {"127.0.0.1"}, served.log()
     assert f"http://127.0.0.1:{served.port}/dashboard" in served.log()

@@ -9,12 +9,11 @@ steps fails to beat the best window so far by more than its noise (the rule of
 a fixed threshold, since single-draw ELBO estimates are noisy). Once the rate is
 below :data:`FINAL_LR_FACTOR` of ``lr`` and a window still does not improve, the fit
 has converged: the optimiser's steps are too small to move the ELBO by more than its
-Monte Carlo error. With ``stages=3`` (the PAVI families' default) a short first
-stage of :data:`FIRST_STAGE_STEPS` steps comes before that, and a third stage after:
-at the start of each later stage the trainer has the family draw its global latents
-in units of their q, and the stage runs by the rule above from its own fraction of
-``lr`` (:data:`STAGE_LR_FACTORS`). The decisions read the ELBO history alone, so a
-resumed run (whose history is in its checkpoint) replays them exactly.
+Monte Carlo error. The PAVI families run that rule in stages (:class:`Stages`): at
+the start of each later stage the trainer has the family draw its global latents in
+units of their q, and the stage runs by the rule above from its own fraction of
+``lr``. The decisions read the ELBO history alone, so a resumed run (whose history is
+in its checkpoint) replays them exactly.
 """
 
 from __future__ import annotations
@@ -39,25 +38,50 @@ PLATEAU_WINDOW = 200
 PLATEAU_SIGNIFICANCE = 1.0
 #: ... and after a window that does not, the learning rate is multiplied by this.
 PLATEAU_DECAY = 0.3
-#: With several stages, the first is this many steps: its warm-up and one window, long enough
-#: for q to find the global latents' scale within a factor of 2 to 4 (GRE at 10^3
-#: groups: q's sd of the population mean 0.6 to 1.7 of the exact one at step 250).
-#: Until their draws are in those units, Adam moves the global latents by about
-#: ``lr`` a step in the prior's units, many of their posterior sds where the data pin
-#: them down: GRE's population mean (posterior sd 0.03 at 10^3 groups) wandered by 1
-#: to 2 sds for the 1,000 to 3,000 steps a first stage took when it ran until it
-#: converged.
+#: A first stage of this many steps (its warm-up and one window), where a model is
+#: taken whole at every step (:data:`WHOLE_STAGES`): long enough for q to find the
+#: global latents' scale within a factor of 2 to 4 (GRE at 10^3 groups: q's sd of the
+#: population mean 0.6 to 1.7 of the exact one at step 250). Until their draws are in
+#: those units, Adam moves the global latents by about ``lr`` a step in the prior's
+#: units, many of their posterior sds where the data pin them down: GRE's population
+#: mean (posterior sd 0.03 at 10^3 groups) wandered by 1 to 2 sds for the 1,000 to
+#: 3,000 steps a first stage took when it ran until it converged.
 FIRST_STAGE_STEPS = WARMUP_STEPS + PLATEAU_WINDOW
-#: The learning rate each stage starts from, as a fraction of ``lr``; a later stage
-#: draws the global latents in units of their q's sd, where a step of ``lr`` moves
-#: them by about ``lr`` of it. The second starts from a third of ``lr``: it moved GRE's
-#: population mean from 1.7 sds off to 0.1 within 70 steps of the switch, and left the
-#: group means 0.09 to 0.12 sd off (0.10 to 0.17 from the whole ``lr``). The third
-#: takes the units again from q once the second has converged: with two stages only,
-#: radon's sigma_beta (a funnel's scale, whose q at step 250 is still far off) missed
-#: the bar at seeds 0 and 1 by 0.11 and 0.15 sd, and its fits ended after 2,700 to
-#: 3,100 steps.
-STAGE_LR_FACTORS = (1.0, 0.3, 0.1)
+
+
+@dataclass(frozen=True)
+class Stages:
+    """How a ``"plateau"`` schedule is staged.
+
+    Attributes:
+        rates: the fraction of ``lr`` each stage starts from (after a warm-up); one
+            rate: a single stage. Every stage but the first draws the global latents
+            in units of their q (the trainer standardises them as it starts).
+        first_steps: the length of the first stage; ``None``: it ends as the others
+            do, once the rule says converged.
+    """
+
+    rates: tuple[float, ...] = (1.0,)
+    first_steps: int | None = None
+
+
+#: Families without global latents to standardise: one stage.
+ONE_STAGE = Stages()
+#: A model taken whole at every step: a short first stage, then the global latents in
+#: units of their q from a third of ``lr`` (which moved GRE's population mean from 1.7
+#: sds off to 0.1 within 70 steps of the switch at 10^3 groups, and left the group
+#: means 0.09 to 0.12 sd off, against 0.10 to 0.17 from the whole ``lr``), then again,
+#: in units of the q that this stage converged to, from a tenth (with the two first
+#: stages only, radon's funnel scale sigma_beta missed the bar at seeds 0 and 1, by 0.11
+#: and 0.15 sd). GRE at 10^3 groups reached 0.1 sd on every latent in 4.0 s, against
+#: 33.9 s when the first stage ran until it converged (``benchmarks/peers.py``).
+WHOLE_STAGES = Stages(rates=(1.0, 0.3, 0.1), first_steps=FIRST_STAGE_STEPS)
+#: A model with batched plates: the first stage runs until it converges. On a batch,
+#: q's global moments carry the batch's noise for longer: at 10^6 groups (2,272 a
+#: step) q's sd of GRE's population mean was 8 times the exact one at step 250, and a
+#: switch there left its mean 0.26 sd off when the fit converged, against 0.06 with
+#: this (at 10^4 and 10^5 groups the early switch was faster: see the README).
+BATCHED_STAGES = Stages(rates=(1.0, 0.1))
 
 
 def warmup_factor(step: int, length: int = WARMUP_STEPS) -> float:
@@ -115,12 +139,10 @@ class Plateau:
     :meth:`factor`, and :attr:`converged`.
 
     Attributes:
-        stages: the number of stages: 1, or up to ``len(STAGE_LR_FACTORS)`` when
-            the family can be standardised between them (see :meth:`Trainer.step`).
-        stage: the current stage, from 0. With several, the first ends after
-            :data:`FIRST_STAGE_STEPS` steps, a later one as a one-stage schedule
-            converges; each starts with a warm-up up to its own fraction of ``lr``
-            (:data:`STAGE_LR_FACTORS`) and its own best window.
+        stages: how the schedule is staged (:data:`ONE_STAGE`, :data:`WHOLE_STAGES`,
+            :data:`BATCHED_STAGES`: see :meth:`Trainer.step`).
+        stage: the current stage, from 0. Each starts with a warm-up up to its own
+            rate and its own best window.
         decay: the current decay of the learning rate (1, then ``PLATEAU_DECAY`` to
             the power of the plateaus met so far).
         converged: whether the last stage's window failed to improve with the rate
@@ -128,7 +150,7 @@ class Plateau:
         steps: the ELBO estimates fed so far.
     """
 
-    stages: int = 1
+    stages: Stages = ONE_STAGE
     stage: int = 0
     decay: float = 1.0
     converged: bool = False
@@ -139,7 +161,7 @@ class Plateau:
     _window: _Window = field(default_factory=_Window)
 
     @classmethod
-    def replay(cls, elbos: Iterable[float], stages: int = 1) -> Plateau:
+    def replay(cls, elbos: Iterable[float], stages: Stages = ONE_STAGE) -> Plateau:
         """The state after the ELBO estimates ``elbos`` (a resumed run's history)."""
         plateau = cls(stages=stages)
         for value in elbos:
@@ -155,8 +177,8 @@ class Plateau:
         self.steps += 1
         if self.converged:
             return
-        if self.stage == 0 and self.stages > 1:
-            if self.steps >= FIRST_STAGE_STEPS:
+        if self.stage == 0 and self.stages.first_steps is not None and len(self.stages.rates) > 1:
+            if self.steps >= self.stages.first_steps:
                 self._next_stage()
             return
         if self.steps - self._stage_start <= WARMUP_STEPS:
@@ -173,7 +195,7 @@ class Plateau:
         if window.mean > best.mean + PLATEAU_SIGNIFICANCE * noise:
             self._best = window
         elif self.decay < FINAL_LR_FACTOR * self._stage_rate:
-            if self.stage + 1 < self.stages:
+            if self.stage + 1 < len(self.stages.rates):
                 self._next_stage()
             else:
                 self.converged = True
@@ -186,8 +208,20 @@ class Plateau:
     def _next_stage(self) -> None:
         """Start the next stage afresh: its own rate (after a warm-up), its own best window."""
         self.stage += 1
-        self.decay = self._stage_rate = STAGE_LR_FACTORS[self.stage]
+        self.decay = self._stage_rate = self.stages.rates[self.stage]
         self._best, self._window, self._stage_start = None, _Window(), self.steps
 
 
-__all__ = ["FINAL_LR_FACTOR", "FIRST_STAGE_STEPS", "PLATEAU_DECAY", "PLATEAU_WINDOW", "STAGE_LR_FACTORS", "Plateau", "lr_factor", "warmup_factor"]
+__all__ = [
+    "BATCHED_STAGES",
+    "FINAL_LR_FACTOR",
+    "FIRST_STAGE_STEPS",
+    "ONE_STAGE",
+    "PLATEAU_DECAY",
+    "PLATEAU_WINDOW",
+    "WHOLE_STAGES",
+    "Plateau",
+    "Stages",
+    "lr_factor",
+    "warmup_factor",
+]

@@ -65,7 +65,7 @@ from pavi_viz.inference.resolve import (
 )
 from pavi_viz.inference.control_variates import GlobalGradientTables
 from pavi_viz.inference.objective import elbo
-from pavi_viz.inference.schedule import STAGE_LR_FACTORS, Plateau, lr_factor
+from pavi_viz.inference.schedule import BATCHED_STAGES, ONE_STAGE, WHOLE_STAGES, Plateau, lr_factor
 from pavi_viz.inference.families import NonFiniteDraw, VariationalFamily, make_family
 from pavi_viz.inference.state import DivergenceError, StepRecord, TrainingState, derived_seed, make_optimizer
 from pavi_viz.model.compiled import CompiledModel, seeded
@@ -184,7 +184,10 @@ class Trainer:
         for group in self.state.optimizer.param_groups:
             group["lr"] = group["initial_lr"] = self.config.lr
         if schedule == "plateau":
-            stages = len(STAGE_LR_FACTORS) if self.state.family.standardisable else 1
+            if not self.state.family.standardisable:
+                stages = ONE_STAGE
+            else:
+                stages = BATCHED_STAGES if self.batch_sizes else WHOLE_STAGES
             self._plateau = plateau = Plateau.replay(self.state.history.elbo, stages)
             factor = plateau.factor
         else:

@@ -20,9 +20,13 @@ offline. The builder is made while its tab is shown, inside the document.
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import panel as pn
+from bokeh.document import Document
+from panel.io.state import set_curdoc
 from panel.viewable import Viewer
 
 from pavi_viz import __version__
@@ -33,6 +37,8 @@ from pavi_viz.ui.dashboard import TITLE, Dashboard
 from pavi_viz.ui.limits import ServeLimits, allowed_host, shared_slots
 from pavi_viz.ui.state import DashboardState
 from pavi_viz.ui.views.text import markdown
+
+log = logging.getLogger(__name__)
 
 #: The title of the page that :meth:`App.page_for` gives a request for another host.
 REFUSED_TITLE = "pavi_viz: not served at this address"
@@ -94,6 +100,24 @@ class App(Viewer):
                 f"This dashboard is not served at {host}: open it at the address that `pavi-viz serve` printed."
             )])
         return cls.served().template()
+
+    @classmethod
+    def warm_up(cls) -> None:
+        """Build one app's models into a document of its own, and drop them.
+
+        ``panel serve`` runs the app's script per session, so the first session of a
+        fresh server paid for every import and first-use cache (torch, HoloViews'
+        plotting, Bokeh's model classes): its page took 2.4 s to build, the event loop
+        held all the while. ``pavi-viz serve`` calls this before it listens
+        (``apps/warm_up.py``, Panel's ``--setup``). No polling starts and no run: the
+        app is never shown.
+        """
+        started = time.perf_counter()
+        document = Document()
+        with set_curdoc(document):
+            cls().tabs.get_root(document)
+        document.clear()
+        log.info("warmed up: built and dropped one page in %.1f s", time.perf_counter() - started)
 
     def template(self) -> pn.template.BootstrapTemplate:
         """A page for serving (a new template per call: one per session), Bootstrap like

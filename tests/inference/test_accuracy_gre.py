@@ -31,8 +31,8 @@ def _exact_summary(model: pavi_viz.PlateModel, like: xr.Dataset) -> xr.Dataset:
 @pytest.mark.parametrize("groups", [1000, 10_000])
 def test_gre_against_the_exact_posterior(groups: int) -> None:
     # At 10,000 groups a step draws 2,272 of them, and mu's posterior sd is 0.010 (0.033
-    # at 1,000; mu_g's 0.30): the second stage of the plateau schedule, which draws the
-    # globals in units of their q, brought its mean from 0.23 sd off to the bar.
+    # at 1,000; mu_g's 0.30): the later stages of the plateau schedule, which draw the
+    # globals in units of their q, bring its mean to the bar (0.23 sd off without them).
     model = pavi_viz.examples.load("gre", G=groups, N=10, D=2)
     result = pavi_viz.fit(model, seed=0, progress=False)
     assert result.stop_reason == "converged"

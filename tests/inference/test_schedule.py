@@ -11,10 +11,10 @@ import pavi_viz
 from pavi_viz.inference import FitConfig, Trainer, fit
 from pavi_viz.inference.schedule import (
     FINAL_LR_FACTOR,
-    FIRST_STAGE_STEPS,
     PLATEAU_DECAY,
     PLATEAU_WINDOW,
-    STAGE_LR_FACTORS,
+    WHOLE_STAGES,
+    BATCHED_STAGES,
     WARMUP_STEPS,
     Plateau,
     warmup_factor,
@@ -68,10 +68,10 @@ def test_default_fit_ends_when_converged_and_says_so() -> None:
     assert again.steps_done == result.steps_done and again.stop_reason == "converged"
 
 
-def test_a_staged_plateau_starts_each_stage_afresh_and_replays() -> None:
+@pytest.mark.parametrize("stages", [WHOLE_STAGES, BATCHED_STAGES], ids=["whole", "batched"])
+def test_a_staged_plateau_starts_each_stage_afresh_and_replays(stages) -> None:
     rng = random.Random(2)
     elbos = _noisy(-50.0, WARMUP_STEPS + 120 * PLATEAU_WINDOW, rng)
-    stages = len(STAGE_LR_FACTORS)
     plateau = Plateau(stages=stages)
     started = [0]  # the step each stage started at
     converged_at = None
@@ -80,25 +80,28 @@ def test_a_staged_plateau_starts_each_stage_afresh_and_replays() -> None:
         if plateau.stage == len(started):
             started.append(step)
             # A warm-up from the switch, up to the stage's own rate.
-            rate = STAGE_LR_FACTORS[plateau.stage]
+            rate = stages.rates[plateau.stage]
             assert plateau.decay == rate and not plateau.converged
             assert plateau.factor(step) == pytest.approx(rate / WARMUP_STEPS)
             assert plateau.factor(step + WARMUP_STEPS) == rate
         if plateau.converged:
             converged_at = step
             break
-    # The first stage is FIRST_STAGE_STEPS long; each later one goes down as a one-stage
-    # plateau does, from its own rate.
-    assert len(started) == stages and started[1] == FIRST_STAGE_STEPS
-    for start, end in zip(started[1:], [*started[2:], converged_at]):
+    # A first stage of a fixed length lasts that long; every other one goes down as a
+    # one-stage plateau does, from its own rate.
+    assert len(started) == len(stages.rates)
+    ruled = list(zip(started, [*started[1:], converged_at]))
+    if stages.first_steps is not None:
+        assert started[1] == stages.first_steps
+        ruled = ruled[1:]
+    for start, end in ruled:
         one_stage = Plateau.replay(elbos[start : end - 1])
         assert not one_stage.converged
         one_stage.update(elbos[end - 1])
         assert one_stage.converged
-    assert plateau.decay == pytest.approx(one_stage.decay * STAGE_LR_FACTORS[-1])
-    assert plateau.decay < FINAL_LR_FACTOR * STAGE_LR_FACTORS[-1]
+    assert plateau.decay == pytest.approx(one_stage.decay * stages.rates[-1])
     replayed = Plateau.replay(elbos[:converged_at], stages=stages)
-    assert (replayed.stage, replayed.decay, replayed.converged) == (stages - 1, plateau.decay, True)
+    assert (replayed.stage, replayed.decay, replayed.converged) == (len(stages.rates) - 1, plateau.decay, True)
 
 
 def test_default_fit_standardises_its_globals_between_stages_and_resumes_across() -> None:
@@ -113,7 +116,7 @@ def test_default_fit_standardises_its_globals_between_stages_and_resumes_across(
             draws = family.sample(frame, 4000, generator=torch.Generator().manual_seed(5)).unconstrained["mu"]
         return draws.mean(0), draws.std(0)
 
-    while trainer.state.step < FIRST_STAGE_STEPS - 1:
+    while trainer.state.step < WHOLE_STAGES.first_steps - 1:
         trainer.step()
     # The switch itself keeps q's mean and sd of the global draws: the fresh global flow
     # starts as the identity.
@@ -126,7 +129,7 @@ def test_default_fit_standardises_its_globals_between_stages_and_resumes_across(
     family.load_state_dict(trained)
     # The trainer switches at the end of the first stage, and only then.
     trainer.step()
-    assert trainer.state.step == FIRST_STAGE_STEPS and not torch.equal(family.global_centre, centre)
+    assert trainer.state.step == WHOLE_STAGES.first_steps and not torch.equal(family.global_centre, centre)
     mean, sd = global_moments()
     assert torch.allclose(mean, family.global_centre, atol=float(0.1 * sd)) and torch.allclose(sd, family.global_scale, rtol=0.1)
     # The switch redrew the global flow and set its centre and scale: the last good
@@ -138,7 +141,7 @@ def test_default_fit_standardises_its_globals_between_stages_and_resumes_across(
         trainer.step()
     assert trainer.stop_reason == "converged" and family.standardisable
     # Each later stage's warm-up starts at its own rate / WARMUP_STEPS of lr.
-    for rate in STAGE_LR_FACTORS[1:]:
+    for rate in WHOLE_STAGES.rates[1:]:
         first = trainer.config.lr * rate / WARMUP_STEPS
         assert any(lr == pytest.approx(first) for lr in trainer.state.history.lr[WARMUP_STEPS:])
     # In those units the second stage brought q to the exact posterior.
@@ -148,3 +151,14 @@ def test_default_fit_standardises_its_globals_between_stages_and_resumes_across(
     # Resumed from a checkpoint taken after the switch, the run replays both stages: nothing to do.
     again = fit(model, resume=trainer.state, progress=False)
     assert again.steps_done == trainer.state.step and again.stop_reason == "converged"
+
+
+def test_a_batched_fit_keeps_its_first_stage_until_it_converges() -> None:
+    # Batched, q's global moments carry the batch's noise for longer: no switch at the
+    # whole model's first_steps (BATCHED_STAGES).
+    model = pavi_viz.examples.load("gre", G=40, N=5, D=1)
+    trainer = Trainer.create(model, FitConfig(seed=0, batch={"group": 8}))
+    for _ in range(WHOLE_STAGES.first_steps + 1):
+        trainer.step()
+    assert float(trainer.state.family.global_scale) == 1.0 and float(trainer.state.family.global_centre) == 0.0
+    assert trainer.state.history.lr[-1] == pytest.approx(trainer.config.lr)  # still at lr: no plateau yet

@@ -74,7 +74,7 @@ ONE_STAGE = Stages()
 #: in units of the q that this stage converged to, from a tenth (with the two first
 #: stages only, radon's funnel scale sigma_beta missed the bar at seeds 0 and 1, by 0.11
 #: and 0.15 sd). GRE at 10^3 groups reached 0.1 sd on every latent in 4.0 s, against
-#: 33.9 s when the first stage ran until it converged (``benchmarks/peers.py``).
+#: 18 s when the first stage ran until it converged (``benchmarks/peers.py``, alone).
 WHOLE_STAGES = Stages(rates=(1.0, 0.3, 0.1), first_steps=FIRST_STAGE_STEPS)
 #: A model with batched plates: the first stage runs until it converges. On a batch,
 #: q's global moments carry the batch's noise for longer: at 10^6 groups (2,272 a

@@ -20,7 +20,7 @@ import logging
 
 import panel as pn
 
-from pavi_viz.ui.app import App
+from pavi_viz.ui.app import App, serve_stylesheets_here
 
 pn.extension(sizing_mode="stretch_width")
 # The server's log says when a closed tab's run was stopped (the server logs at INFO).
@@ -32,5 +32,6 @@ if __name__.startswith("bokeh"):  # run by `panel serve`
     # server's one event loop).
     with pn.state.curdoc.models.freeze():
         App.page_for(pn.state.curdoc.session_context.request.headers.get("Host")).servable()
+    serve_stylesheets_here(pn.state.curdoc)
 elif __name__ == "__main__":  # `python apps/dashboard.py`
     pn.serve({"dashboard": lambda: App.served().template()}, port=5006, show=False)

@@ -22,6 +22,7 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -30,6 +31,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -331,7 +333,12 @@ def _add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
             "  pavi-viz serve\n"
             "  pavi-viz serve --port 8080 --show\n"
             "  pavi-viz serve --max-steps 20000 --max-particles 16 --max-runs 4           # a workshop's limits\n"
-            "  pavi-viz serve --address 0.0.0.0 --allow-websocket-origin myhost:5006   # to a network: see README, Security"
+            "  pavi-viz serve --num-procs 2 --max-runs 6    # two processes, 3 runs at once in each\n"
+            "  pavi-viz serve --address 0.0.0.0 --allow-websocket-origin myhost:5006   # to a network: see README, Security\n\n"
+            "--num-procs N forks N server processes that share the port; each browser session\n"
+            "lives in one of them, and each process trains its share of --max-runs (the\n"
+            "total divided by N, rounded down, at least 1): a session queued in one process\n"
+            "waits for a slot of its own process, even while another has one free."
         ),
     )
     serve.add_argument("--port", type=int, default=5006, help="the port (default: %(default)s)")
@@ -341,6 +348,9 @@ def _add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
     serve.add_argument("--show", action="store_true", help="open the dashboard in a browser")
     serve.add_argument("--allow-websocket-origin", action="append", default=[], metavar="HOST[:PORT]",
                        help="a host allowed to connect (repeatable), needed when served to other machines")
+    serve.add_argument("--num-procs", type=_positive_int, default=1, metavar="N",
+                       help="server processes sharing the port (Bokeh forks them; not on Windows), each with its "
+                            "own share of --max-runs (default: %(default)s)")
     serve.add_argument("--basic-auth", default=None, metavar="PASSWORD_OR_FILE",
                        help="ask every browser for this password (or the users and passwords of this JSON "
                             "file) before the dashboard opens: Panel's basic authentication")
@@ -353,8 +363,9 @@ def _add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
     limits.add_argument("--max-simulated", type=_positive_int, default=None, metavar="N",
                         help="the most numbers the builder's Simulate may draw (default: 50,000,000)")
     limits.add_argument("--max-runs", type=_positive_int, default=None, metavar="N",
-                        help="the most runs that train at once, all sessions together; the others wait their "
-                             "turn (default: the CPUs this process may use but one, at least 1)")
+                        help="the most runs that train at once, all sessions of all --num-procs processes "
+                             "together, each process taking an equal share (rounded down, at least 1); the "
+                             "others wait their turn (default: the CPUs this process may use but one, at least 1)")
     serve.set_defaults(handler=_run_serve)
 
 
@@ -662,6 +673,8 @@ def _run_serve(args: argparse.Namespace) -> int:
                "--setup", str(app.with_name("warm_up.py"))]  # the first visitor does not pay the imports
     if args.show:
         command.append("--show")
+    if args.num_procs > 1:
+        command += ["--num-procs", str(args.num_procs)]
     local = address in LOCAL_ADDRESSES
     # Bokeh lets browsers in from localhost:PORT alone unless told otherwise; on this
     # machine, 127.0.0.1:PORT is the same page.
@@ -691,25 +704,40 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _serve_limits(args: argparse.Namespace) -> Any:
-    """The :class:`~pavi_viz.ui.limits.ServeLimits` of ``serve``'s flags (each one given)."""
+    """The :class:`~pavi_viz.ui.limits.ServeLimits` of ``serve``'s flags (each one given),
+    for each of the ``--num-procs`` processes: every process keeps its own run slots,
+    so each gets an equal share of ``--max-runs`` (rounded down, so that together they
+    stay within it, and at least 1)."""
     from pavi_viz.inference.resolve import usable_cpus
     from pavi_viz.ui.limits import ServeLimits
 
     given = {"steps": args.max_steps, "particles": args.max_particles, "simulated": args.max_simulated}
+    total_runs = args.max_runs or max(1, usable_cpus() - 1)
     try:
         return ServeLimits(**{k: v for k, v in given.items() if v is not None},
-                           runs=args.max_runs or max(1, usable_cpus() - 1))
+                           runs=max(1, total_runs // args.num_procs))
     except ValueError as err:
         raise CliError(str(err)) from None
+
+
+#: The signal that ends a process at once (Windows has no SIGKILL: ``send_signal``
+#: terminates the process for any signal but Ctrl events).
+_KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
+#: Seconds the processes a served child forked have to end after it did, before they
+#: are killed: a server process stops its sessions' runs first.
+_GROUP_GRACE_SECONDS = 15.0
 
 
 def _run_passing_signals(command: list[str], env: dict[str, str] | None = None) -> int:
     """Run ``command``, passing SIGINT, SIGTERM and SIGHUP on to it; its exit status.
 
     On POSIX the child runs in a session of its own, so that a terminal's Ctrl-C
-    reaches it once, through this process, as a ``kill`` of this process does. A
-    signal this process ignores (``nohup``, a background job's SIGINT) stays ignored,
-    by the child too. The same signal twice kills the child.
+    reaches it once, through this process, as a ``kill`` of this process does; the
+    signals go to its whole process group, the server processes that ``panel serve
+    --num-procs`` forks included (signalled alone, its parent dies at once and leaves
+    them serving), and this process returns once all of them have ended. A signal
+    this process ignores (``nohup``, a background job's SIGINT) stays ignored, by the
+    child too. The same signal twice kills them.
     """
     posix = os.name == "posix"
     running: list[subprocess.Popen] = []
@@ -720,14 +748,8 @@ def _run_passing_signals(command: list[str], env: dict[str, str] | None = None) 
         if not running:  # not started yet: passed on once it is
             pending.append(signum)
             return
-        child = running[0]
-        if child.poll() is not None:
-            return
-        if signum in received:
-            child.kill()
-        else:
-            received.add(signum)
-            child.send_signal(signum)
+        _signal_process_group(running[0], _KILL if signum in received else signum)
+        received.add(signum)
 
     names = ("SIGINT", "SIGTERM", "SIGHUP") if posix else ("SIGTERM",)
     previous = {}
@@ -747,12 +769,38 @@ def _run_passing_signals(command: list[str], env: dict[str, str] | None = None) 
             except KeyboardInterrupt:  # not POSIX: the console's Ctrl-C reached the child too
                 continue
     finally:
+        if running and running[0].poll() is None:
+            _signal_process_group(running[0], _KILL)
+            running[0].wait()
+        if running and posix:
+            _wait_process_group(running[0].pid)
         for number, handler in previous.items():
             signal.signal(number, handler)
-        if running and running[0].poll() is None:
-            running[0].kill()
-            running[0].wait()
     return 128 - status if status < 0 else status
+
+
+def _signal_process_group(child: subprocess.Popen, signum: int) -> None:
+    """Send ``signum`` to ``child`` and, on POSIX, to every process of its process group
+    (it leads its own session: see :func:`_run_passing_signals`)."""
+    if os.name != "posix":
+        child.send_signal(signum)  # nothing once it has ended
+        return
+    with contextlib.suppress(ProcessLookupError):  # every one of them has ended
+        os.killpg(child.pid, signum)
+
+
+def _wait_process_group(group: int) -> None:
+    """Wait for the processes left in process group ``group`` to end (forked servers
+    whose parent has ended); kill those still there after :data:`_GROUP_GRACE_SECONDS`."""
+    deadline = time.monotonic() + _GROUP_GRACE_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)  # only asks whether one is left
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, _KILL)
 
 
 if __name__ == "__main__":  # pragma: no cover

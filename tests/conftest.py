@@ -31,6 +31,29 @@ def artifacts_dir() -> Path:
     return path
 
 
+# -- a real browser ---------------------------------------------------------------------
+CHROMIUM = Path("/usr/bin/chromium")
+#: Flags that work in this project's sandboxed machines (no network, no GPU, root).
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless chromium (Debian's: ``make system-deps`` installs it; Playwright
+    downloads nothing) shared by one module's tests. Not the session's: Playwright's
+    synchronous API runs an event loop in the main thread while it is open, which the
+    other modules' dashboards would take for a notebook's."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
 # -- servers in subprocesses -----------------------------------------------------------
 def free_port() -> int:
     """A TCP port nothing listens on now."""

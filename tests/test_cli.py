@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,6 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+# The UI tests' pages and their screenshots' folder, for the served pages here (a
+# fixture imported into a module is that module's fixture).
+from tests.ui.conftest import Page, screenshots  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "pavi-viz"
@@ -59,7 +65,7 @@ def test_help_of_every_command():
     assert "fit" in ok(cli("--help")).stdout
     for command, words in [("fit", ["--family", "--batch", "--resume", "examples:"]),
                            ("examples", ["--out", "examples:"]),
-                           ("serve", ["--port", "--allow-websocket-origin", "examples:"])]:
+                           ("serve", ["--port", "--allow-websocket-origin", "--num-procs", "examples:"])]:
         text = ok(cli(command, "--help")).stdout
         for word in words:
             assert word in text, (command, word)
@@ -247,6 +253,104 @@ def test_serve_with_basic_auth_asks_for_the_password_first(serve_http):
     # The dashboard's address leads to the login form, not to the dashboard.
     assert served.status == 200 and 'type="password"' in served.html, served.log()
     assert "<title>pavi_viz</title>" not in served.html
+
+
+def child_processes(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc), in pid order."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # a process that has just ended
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (command)": state, ppid...
+            if int(fields[1]) == pid:
+                children.append(int(stat.parent.name))
+    return sorted(children)
+
+
+def wait_log(served, text: str, count: int, timeout: float = 120) -> None:
+    """Wait until the server's log holds ``text`` ``count`` times."""
+    end = time.monotonic() + timeout
+    while served.log().count(text) < count:
+        assert time.monotonic() < end and served.process.poll() is None, served.log()
+        time.sleep(0.2)
+
+
+def serve_two_processes(serve_http, log_name: str):
+    """``pavi-viz serve --num-procs 2``, once both processes have built their warm-up page;
+    the server and its two processes' ids."""
+    served = serve_http(lambda port: [sys.executable, "-m", "pavi_viz", "serve", "--port", str(port),
+                                      "--num-procs", "2", "--max-runs", "2"], log_name=log_name)
+    wait_log(served, "warmed up: built and dropped one page", 2)
+    (panel,) = child_processes(served.process.pid)
+    workers = child_processes(panel)
+    assert len(workers) == 2, served.log()
+    return served, workers
+
+
+def load_across_processes(served, workers: list[int], page: Page) -> None:
+    """Load the dashboard in ``page`` as a browser whose websocket reaches another server
+    process than its page: one process builds the page (the other paused), the other
+    takes the websocket (the first paused once the page opens it), and has to make the
+    session again from the id the page carries."""
+    builder, connected = workers
+
+    def switch_processes(websocket) -> None:
+        os.kill(builder, signal.SIGSTOP)
+        os.kill(connected, signal.SIGCONT)
+        websocket.connect_to_server()
+
+    page.page.route_web_socket(re.compile(r"/dashboard/ws$"), switch_processes)
+    os.kill(connected, signal.SIGSTOP)
+    try:
+        page.page.goto(served.url, wait_until="networkidle", timeout=60_000)
+        page.page.wait_for_function("() => window.Bokeh && Bokeh.documents.length > 0", timeout=60_000)
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.ui
+@pytest.mark.timeout(240)
+def test_serve_with_two_processes_streams_a_run_whose_websocket_reached_the_other_offline(
+    serve_http, browser, screenshots  # noqa: F811
+):
+    from pavi_viz.ui.views.diagram import NODES_NAME
+    from pavi_viz.ui.views.elbo import SOURCE_NAME as ELBO_SOURCE
+
+    served, workers = serve_two_processes(serve_http, "pavi-viz-serve-procs.log")
+    page = Page(browser, screenshots, "serve-two-processes")
+    # The process that took the websocket made the session's models again: their
+    # stylesheets come from this server too, never a CDN (a room may have no internet).
+    outside: list[str] = []
+    page.page.on("request", lambda r: outside.append(r.url) if "localhost" not in r.url else None)
+    try:
+        load_across_processes(served, workers, page)
+        page.wait_shown_column(NODES_NAME, "name", ["mu", "mu_g", "x"])  # the default model's diagram
+        page.press("Start")
+        first = page.wait_rows(ELBO_SOURCE, 1, timeout=120)
+        page.shot("streaming")
+        assert page.wait_rows(ELBO_SOURCE, first + 1, timeout=120) > first  # points keep coming
+    finally:
+        page.close()
+    assert outside == [], outside
+    served.stop()
+    # The forked processes ended with their parent: nothing serves the port any more.
+    with pytest.raises(OSError):
+        served.get(timeout=5)
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+@pytest.mark.parametrize(("flags", "runs"), [
+    (["--max-runs", "6"], 6),
+    (["--max-runs", "6", "--num-procs", "2"], 3),
+    (["--max-runs", "5", "--num-procs", "2"], 2),  # rounded down: together within the limit
+    (["--max-runs", "2", "--num-procs", "3"], 1),  # at least one each
+])
+def test_serve_shares_max_runs_between_its_processes(flags, runs):
+    from pavi_viz.cli import _serve_limits, build_parser
+
+    assert _serve_limits(build_parser().parse_args(["serve", *flags])).runs == runs
 
 
 def test_option_is_for_examples_only(workdir, gre_file):

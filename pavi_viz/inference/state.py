@@ -36,12 +36,15 @@ class StepRecord:
     Attributes:
         step: the step's number, counted from 1.
         elbo: the ELBO estimate on the step's batch.
-        smoothed_elbo: its exponential moving average (starting at the first estimate).
+        smoothed_elbo: its bias-corrected moving average, spikes winsorized
+            (:mod:`pavi_viz.inference.smoothing`).
         time: seconds of training since the run began (resumed runs included).
         steps_per_second: the throughput over the last few steps.
         lr: the learning rate used.
         grad_norm: the gradient's norm before clipping.
         redraws: the batches drawn again because the first came out non-finite.
+        spike: whether the estimate lay so far below the smoothed ELBO that it
+            entered the average winsorized (:func:`~pavi_viz.inference.smoothing.spike_bound`).
     """
 
     step: int
@@ -52,6 +55,7 @@ class StepRecord:
     lr: float
     grad_norm: float
     redraws: int
+    spike: bool
 
 
 @dataclass
@@ -66,6 +70,7 @@ class History:
     lr: list[float] = field(default_factory=list)
     grad_norm: list[float] = field(default_factory=list)
     redraws: list[int] = field(default_factory=list)
+    spike: list[bool] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.step)
@@ -86,7 +91,7 @@ class History:
     @classmethod
     def from_dict(cls, columns: Mapping[str, Sequence]) -> History:
         """The history of these columns; one that a checkpoint of an older pavi_viz lacks
-        (``redraws``: runs then never drew again) is zeros."""
+        (``redraws``: runs then never drew again; ``spike``) is zeros."""
         length = len(columns["step"])
         return cls(**{column: list(columns[column]) if column in columns else [0] * length for column in COLUMNS})
 
@@ -293,11 +298,18 @@ class DivergenceError(RuntimeError):
                 f"the gradient's norm is {self.value}")
         return f"{where}: {because}. {self.ADVICE}"
 
+    @property
+    def restored(self) -> str:
+        """Where the family was put back, one sentence (``""`` until restored)."""
+        if self.restored_step is None:
+            return ""
+        restored = "its state before training" if self.restored_step == 0 else f"its state after step {self.restored_step}"
+        return f"The family is restored to {restored} (the last good one)."
+
     def __str__(self) -> str:
         if self.restored_step is None:
             return self.reason
-        restored = "its state before training" if self.restored_step == 0 else f"its state after step {self.restored_step}"
-        return f"{self.reason} The family is restored to {restored} (the last good one): see error.result."
+        return f"{self.reason} {self.restored[:-1]}: see error.result."
 
 
 __all__ = ["COLUMNS", "DivergenceError", "FitResult", "History", "StepRecord", "TrainingState", "derived_seed", "make_optimizer"]

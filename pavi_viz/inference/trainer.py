@@ -65,6 +65,7 @@ from pavi_viz.inference.resolve import (
 )
 from pavi_viz.inference.control_variates import GlobalGradientTables
 from pavi_viz.inference.objective import elbo
+from pavi_viz.inference.smoothing import smoothed_elbo, spike_bound
 from pavi_viz.inference.schedule import BATCHED_STAGES, ONE_STAGE, WHOLE_STAGES, Plateau, lr_factor
 from pavi_viz.inference.families import NonFiniteDraw, VariationalFamily, make_family
 from pavi_viz.inference.state import DivergenceError, StepRecord, TrainingState, derived_seed, make_optimizer
@@ -73,8 +74,6 @@ from pavi_viz.model.compiled import CompiledModel, seeded
 if TYPE_CHECKING:
     from pavi_viz.model.spec import PlateModel
 
-#: Weight of the newest value in the exponential moving average of the ELBO.
-SMOOTHING = 0.02
 #: Early stopping: the smoothed ELBO improves when it beats its best by more than
 #: ``EARLY_STOPPING_RTOL * |best| + EARLY_STOPPING_ATOL``.
 EARLY_STOPPING_RTOL = 1e-4
@@ -265,10 +264,10 @@ class Trainer:
         # caller does between steps, publishing or pausing, is left out).
         duration = time.perf_counter() - started
         self._durations.append(duration)
+        bound = spike_bound(state.history.elbo, state.history.smoothed_elbo)
         state.step = number
         state.elbo = value
-        state.smoothed_elbo = value if not state.history.step else (
-            (1 - SMOOTHING) * state.smoothed_elbo + SMOOTHING * value)
+        state.smoothed_elbo = smoothed_elbo(state.smoothed_elbo, max(value, bound), number)
         state.elapsed += duration
         best = state.best_smoothed_elbo
         tolerance = EARLY_STOPPING_RTOL * abs(best) + EARLY_STOPPING_ATOL if math.isfinite(best) else 0.0
@@ -285,6 +284,7 @@ class Trainer:
             steps_per_second=len(self._durations) / max(sum(self._durations), 1e-12),
             lr=lr,
             grad_norm=norm,
+            spike=value < bound,
         )
         state.history.append(record)
         if switched:
@@ -527,4 +527,4 @@ def _copy_all(targets: list[Tensor], sources: list[Tensor]) -> None:
             torch._foreach_copy_(targets, sources)
 
 
-__all__ = ["SMOOTHING", "Trainer"]
+__all__ = ["Trainer"]

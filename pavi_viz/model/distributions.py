@@ -8,6 +8,8 @@ concentration is a vector per ground variable, a Normal's loc a scalar).
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -76,6 +78,18 @@ class DistributionInfo:
         """The set its values lie in, when it does not depend on the parameters."""
         support = getattr(self.factory, "support", constraints.real)
         return None if constraints.is_dependent(support) else support
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The least and the greatest value of each component of its support: ``-inf``
+        and ``inf`` where unbounded or set by the parameters (``(0, inf)`` for a scale
+        prior, ``(0, 1)`` for Beta). Where density plots stop and reflect."""
+        support = self.support
+        while isinstance(support, constraints.independent):
+            support = support.base_constraint
+        low, high = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
+        return (float(low) if isinstance(low, (int, float)) else -math.inf,
+                float(high) if isinstance(high, (int, float)) else math.inf)
 
     @property
     def required(self) -> tuple[str, ...]:

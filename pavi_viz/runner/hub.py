@@ -36,7 +36,9 @@ class Point:
 
     Attributes:
         step: the step's number (from 1). elbo, smoothed_elbo: its ELBO estimate and
-            the moving average. steps_per_second: the recent throughput.
+            the moving average. spike: whether the estimate was a spike (far below
+            the average, which took it in winsorized). steps_per_second: the recent
+            throughput.
         elapsed: training seconds so far. lr: the learning rate of the step.
         time: when it was published (``time.time()``). seq: its number in the hub.
     """
@@ -44,6 +46,7 @@ class Point:
     step: int
     elbo: float
     smoothed_elbo: float
+    spike: bool
     steps_per_second: float
     elapsed: float
     lr: float

@@ -374,7 +374,9 @@ class TrainingRun:
                 elapsed = trainer.state.elapsed - trained_before
                 self.result = err.result = FitResult.of(trainer.state, trainer.config, "diverged", elapsed)
             self.error, self.traceback = err, traceback.format_exc()
-            ending = (RunState.FAILED, f"{type(err).__name__}: {err}")
+            # A dashboard shows the message: no word on `error.result` (Python's way to the partial fit).
+            told = f"{err.reason} {err.restored}" if isinstance(err, DivergenceError) else str(err)
+            ending = (RunState.FAILED, f"{type(err).__name__}: {told}")
         return ending
 
     def _step_until_done(self, trainer: Trainer, trained_before: float) -> tuple[RunState, str]:
@@ -433,6 +435,7 @@ class TrainingRun:
                 step=steps[i],
                 elbo=history.elbo[i],
                 smoothed_elbo=history.smoothed_elbo[i],
+                spike=bool(history.spike[i]),
                 steps_per_second=history.steps_per_second[i],
                 elapsed=history.time[i],
                 lr=history.lr[i],

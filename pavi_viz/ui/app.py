@@ -26,6 +26,7 @@ from typing import Any
 
 import panel as pn
 from bokeh.document import Document
+from panel.io.resources import LOCAL_DIST, patch_model_css
 from panel.io.state import set_curdoc
 from panel.viewable import Viewer
 
@@ -39,6 +40,19 @@ from pavi_viz.ui.state import DashboardState
 from pavi_viz.ui.views.text import markdown
 
 log = logging.getLogger(__name__)
+
+
+def serve_stylesheets_here(document: Document) -> None:
+    """Point the stylesheets of ``document``'s models at this server, not Panel's CDN.
+
+    Panel does it when it renders a session's HTML page. With ``panel serve
+    --num-procs N``, the websocket of a page rendered by one process may reach another,
+    which builds the session again without rendering a page: its models kept the links
+    to cdn.holoviz.org, which a room without internet cannot load.
+    """
+    document.template_variables["dist_url"] = LOCAL_DIST
+    for root in document.roots:
+        patch_model_css(root, dist_url=LOCAL_DIST)
 
 #: The title of the page that :meth:`App.page_for` gives a request for another host.
 REFUSED_TITLE = "pavi_viz: not served at this address"
@@ -63,7 +77,7 @@ class App(Viewer):
         self.dashboard = dashboard if dashboard is not None else Dashboard()
         self.builder: Builder | None = None
         self._build_tab = pn.Column(sizing_mode="stretch_width")
-        self.tabs = pn.Tabs(("Fit", self.dashboard), ("Build", self._build_tab),
+        self.tabs = pn.Tabs(("Fit", self.dashboard.beside()), ("Build", self._build_tab),
                             sizing_mode="stretch_width", css_classes=["pavi-app-tabs"])
         self.tabs.param.watch(self._tab_opened, "active")
 

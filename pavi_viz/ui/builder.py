@@ -37,7 +37,7 @@ import panel as pn
 from pavi_viz import examples
 from pavi_viz.model.spec import PlateModel
 from pavi_viz.model.tables import CSV_SUFFIXES, NETCDF_SUFFIXES, Attached, Table, attach_table, read_table
-from pavi_viz.ui.builder_state import BuilderState, read_model_file
+from pavi_viz.ui.builder_state import MAX_MODEL_NAME, BuilderState, read_model_file
 from pavi_viz.ui.dashboard import EXAMPLE_OPTIONS
 from pavi_viz.ui.state import DEFAULT_EXAMPLE, DEFAULT_OPTIONS
 from pavi_viz.ui.views.diagram import PlateDiagram
@@ -95,6 +95,8 @@ class Builder(StateView):
                                          css_classes=["pavi-builder-example"])
         self.load_example = _button("Load example", "load-example", align="end")
         self.new = _button("New", "new", color="warning", variant="outline")
+        self.model_name = pn.widgets.TextInput(label="Model name", css_classes=["pavi-builder-model-name"],
+                                               max_length=MAX_MODEL_NAME)
         self.json_upload = pn.widgets.FileInput(accept=".json", css_classes=["pavi-builder-json-upload"])
         self.json_download = pn.widgets.FileDownload(callback=self._model_file, filename="model.json",
                                                      label="Save model (JSON)", color="default",
@@ -127,6 +129,7 @@ class Builder(StateView):
         self.load_example.on_click(
             lambda _: self.edit(state.load_example, self.example.value, **EXAMPLE_OPTIONS.get(self.example.value, {})))
         self.new.on_click(lambda _: self.edit(state.new))
+        self.model_name.param.watch(lambda event: self.edit(state.rename_model, event.new), "value")
         self.undo.on_click(lambda _: state.undo())
         self.redo.on_click(lambda _: state.redo())
         self.add_plate.on_click(lambda _: self.edit(state.add_plate))
@@ -144,7 +147,7 @@ class Builder(StateView):
             self.fit, self.status,
             _heading("Model"),
             pn.Row(self.example, self.load_example, sizing_mode="stretch_width"),
-            self.new,
+            self.new, self.model_name,
             markdown("Open a model file (JSON):", margin=(5, 10, 0, 10)), self.json_guard,
             self.json_download,
             pn.Row(self.undo, self.redo, sizing_mode="stretch_width"),
@@ -242,6 +245,7 @@ class Builder(StateView):
         else:
             self.status.object = "No data yet: upload a file or simulate it."
         self.message.param.update(object=state.message, visible=bool(state.message))
+        self.model_name.value = model.name
         self.json_download.filename = f"{model.name or 'model'}.json"
         nested = [p.name for p in model.plates if p.nested_in]
         self.ragged.param.update(options=nested, value=[p for p in self.ragged.value if p in nested])

@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 
 #: Undo steps kept; older ones are forgotten.
 MAX_UNDO = 200
+#: The longest model name (it titles the dashboard's model menu and the files saved).
+MAX_MODEL_NAME = 60
 
 #: Parameter values of a new variable (or of one whose distribution changes) that make
 #: it valid on its own, with the event shape of :data:`DEFAULT_EVENT_SHAPES`.
@@ -294,6 +296,16 @@ class BuilderState(param.Parameterized):
         refused action does."""
         with self._action():
             raise error
+
+    def rename_model(self, name: str) -> None:
+        """Name the model: the dashboard's model menu, the files saved and the exports
+        show it (a model built from scratch is called ``model``)."""
+        with self._action():
+            name = name.strip()
+            if not name or len(name) > MAX_MODEL_NAME:
+                raise ModelError(f"a model name has 1 to {MAX_MODEL_NAME} characters, not {len(name)}",
+                                 culprit="model name")
+            self.model.name = name
 
     def to_json(self, include_data: bool = True) -> str:
         """The model as JSON text, for a download (with its data unless told otherwise)."""

@@ -4,8 +4,9 @@
 a model selector over the bundled examples, the training controls, the plate diagram,
 the ELBO plot, the downloads, and the posterior views (global marginals, the forest of
 a plated variable, the selected element's density and posterior predictive check). In a
-notebook, display it (``pn.extension()``, then ``Dashboard()`` as a cell's last
-line); to serve it, ``Dashboard().template().servable()`` (``apps/dashboard.py``).
+notebook, display it (``pn.extension(inline=True)``, then ``Dashboard()`` as a cell's
+last line; ``inline`` sends Bokeh's and Panel's JavaScript with the output, so it shows
+offline); to serve it, ``Dashboard().template().servable()`` (``apps/dashboard.py``).
 
 Polling: once the dashboard is shown in a served session or a notebook, an ``async``
 periodic callback (every :data:`POLL_PERIOD_MS` ms, on the session's event loop) calls
@@ -47,6 +48,7 @@ from pavi_viz.ui.views import (
     ForestView,
     GlobalMarginals,
     PlateDiagram,
+    PosteriorStamp,
     PredictiveCheck,
     TrainingControls,
 )
@@ -66,6 +68,17 @@ EXAMPLE_OPTIONS: dict[str, dict[str, Any]] = {DEFAULT_EXAMPLE: DEFAULT_OPTIONS}
 TITLE = "pavi_viz"
 #: The model selector's choice for a model that is no bundled example (from the builder).
 OWN_MODEL = "{name} (your model)"
+#: Pixels across the notebook view's controls: their rows of two settings, each a widget
+#: of Panel's default 300 px plus 10 px margins either side (a notebook's ``pn.extension()``
+#: does not stretch widgets the way the served app's ``sizing_mode`` does).
+NOTEBOOK_CONTROLS_WIDTH = 640
+#: Pixels across the served app's column of controls, beside the views.
+CONTROLS_WIDTH = 360
+#: The served app's column of controls stays in view while the views scroll past it
+#: (Start, Pause and Stop at hand while reading a long forest), and scrolls on its own
+#: when taller than the window (under the page's 56-px header).
+STICKY = {"position": "sticky", "top": "0", "align-self": "flex-start",
+          "max-height": "calc(100vh - 70px)", "overflow-y": "auto"}
 
 
 class Dashboard(Viewer):
@@ -109,6 +122,7 @@ class Dashboard(Viewer):
         self.forest = ForestView(self.state)
         self.detail = DetailView(self.state)
         self.predictive = PredictiveCheck(self.state)
+        self.stamp = PosteriorStamp(self.state)
         self._callback: pn.io.callbacks.PeriodicCallback | None = None
         #: Seconds the last summaries took to apply (a moving average; None before the first).
         self.summary_cost: float | None = None
@@ -124,16 +138,29 @@ class Dashboard(Viewer):
         and the selected element's posterior predictive check."""
         return [
             pn.Row(self.diagram, self.elbo, sizing_mode="stretch_width"),
+            self.stamp,
             pn.Row(self.global_marginals, self.detail, sizing_mode="stretch_width"),
             self.forest,
             self.predictive,
         ]
 
     def __panel__(self) -> pn.viewable.Viewable:
-        """A plain layout, for notebooks (polling starts where it can run)."""
+        """A plain layout for a notebook cell (polling starts where it can run): the
+        controls in a column of :data:`NOTEBOOK_CONTROLS_WIDTH`, the views as wide as the
+        cell below them. A column beside the views would leave them too little of a
+        JupyterLab cell (about 900 px), or squeeze the controls until they overlap them."""
         self.start_polling()
+        return pn.Column(
+            pn.Column(*self.sidebar(), width=NOTEBOOK_CONTROLS_WIDTH),
+            *self.main(),
+            sizing_mode="stretch_width",
+        )
+
+    def beside(self) -> pn.Row:
+        """The served app's layout (its *Fit* tab): the controls in a column of
+        :data:`CONTROLS_WIDTH` beside the views, kept in view (:data:`STICKY`)."""
         return pn.Row(
-            pn.Column(*self.sidebar(), width=360),
+            pn.Column(*self.sidebar(), width=CONTROLS_WIDTH, styles=STICKY),
             pn.Column(*self.main(), sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )

@@ -33,6 +33,7 @@ import xarray as xr
 
 from pavi_viz.inference.posterior import Posterior
 from pavi_viz.model.spec import PlateModel
+from pavi_viz.ui.convergence import Settling, Stamp, settling
 from pavi_viz.ui.limits import ServeLimits
 from pavi_viz.runner import (
     ENDED,
@@ -52,7 +53,7 @@ class Polled:
     """What one :meth:`DashboardState.poll` brought: new ELBO points, as columns.
 
     Attributes:
-        step, elbo, smoothed_elbo: one entry per new point, oldest first.
+        step, elbo, smoothed_elbo, spike: one entry per new point, oldest first.
         new_summary: whether this poll applied a newer posterior summary (one that
             arrived now, or an earlier one held back until its interval passed).
         summary_pending: whether a newer summary is held back (see ``summary_interval``).
@@ -62,6 +63,7 @@ class Polled:
     step: list[int] = field(default_factory=list)
     elbo: list[float] = field(default_factory=list)
     smoothed_elbo: list[float] = field(default_factory=list)
+    spike: list[bool] = field(default_factory=list)
     new_summary: bool = False
     summary_pending: bool = False
     restarted: bool = False
@@ -95,6 +97,9 @@ class DashboardState(param.Parameterized):
     summary = param.ClassSelector(class_=xr.Dataset, allow_None=True, doc="Latest posterior summary (stat dim).")
     draws = param.ClassSelector(class_=xr.Dataset, allow_None=True, doc="Latest joint and predictive draws.")
     summary_step = param.Integer(default=0, doc="The step of the latest summary.")
+    summary_elbo = param.Number(default=math.nan, doc="The smoothed ELBO when the latest summary was taken.")
+    previous = param.ClassSelector(class_=Stamp, allow_None=True,
+                                   doc="The summary shown before the latest one, with its step (None: none yet).")
     truth = param.ClassSelector(class_=xr.Dataset, allow_None=True, doc="Ground truth of simulated data.")
     observed = param.ClassSelector(class_=xr.Dataset, allow_None=True, doc="The observed data.")
 
@@ -123,6 +128,7 @@ class DashboardState(param.Parameterized):
         self._reader = None
         self._restarted = False
         self._pending: dict[str, Any] | None = None  # the newest summary not applied yet
+        self._smoothed_elbo = math.nan  # the newest point's, read by poll
         self._applied_at: float | None = None  # time.monotonic() of the last summary applied (None: none yet)
         self._model_changed()
 
@@ -139,11 +145,11 @@ class DashboardState(param.Parameterized):
         parameter back to where a new run begins, plus ``updates``."""
         self._reader = run.hub.reader() if run is not None else None
         self._restarted = True
-        self._pending, self._applied_at = None, None
+        self._pending, self._applied_at, self._smoothed_elbo = None, None, math.nan
         self.param.update(
             run=run, run_state="running" if run is not None else "idle", message="", traceback="", step=0,
             total_steps=run.config.steps if run is not None else 0, steps_per_second=0.0, parameter_count=None,
-            summary=None, draws=None, summary_step=0, **updates,
+            summary=None, draws=None, summary_step=0, summary_elbo=math.nan, previous=None, **updates,
         )
 
     # -- control -----------------------------------------------------------------------
@@ -201,10 +207,13 @@ class DashboardState(param.Parameterized):
                     polled.step.append(record.step)
                     polled.elbo.append(record.elbo)
                     polled.smoothed_elbo.append(record.smoothed_elbo)
+                    polled.spike.append(record.spike)
+                    self._smoothed_elbo = record.smoothed_elbo
                     updates["step"] = record.step
                     updates["steps_per_second"] = record.steps_per_second
                 case Summary():
-                    self._pending = {"summary": record.summary, "draws": record.draws, "summary_step": record.step}
+                    self._pending = {"summary": record.summary, "draws": record.draws, "summary_step": record.step,
+                                     "summary_elbo": self._smoothed_elbo}
                 case StateChange():
                     updates.update(run_state=record.state, message=record.message)
                     if record.state == RunState.FAILED.value and self.run is not None:
@@ -215,7 +224,7 @@ class DashboardState(param.Parameterized):
                         truth=record.truth, observed=record.observed,
                     )
         if self._pending is not None and self._summary_due(updates.get("run_state", self.run_state)):
-            updates.update(self._pending)
+            updates.update(self._pending, previous=self.stamp)
             self._pending = None
             self._applied_at = time.monotonic()
             polled.new_summary = True
@@ -232,6 +241,19 @@ class DashboardState(param.Parameterized):
         return time.monotonic() - self._applied_at >= self.summary_interval
 
     # -- reading ----------------------------------------------------------------------------
+    @property
+    def stamp(self) -> Stamp | None:
+        """The summary shown and when it was taken (None before the run's first)."""
+        if self.summary is None:
+            return None
+        return Stamp(self.summary_step, self.summary_elbo, self.summary)
+
+    @property
+    def settling(self) -> Settling | None:
+        """What changed since the summary shown before (None before the second)."""
+        now = self.stamp
+        return settling(self.previous, now) if self.previous is not None and now is not None else None
+
     @property
     def fitted(self) -> bool:
         """Whether the current run has ended with a fitted family to export (stopped,

@@ -136,7 +136,7 @@ def test_a_history_without_the_newer_columns_reads_as_zeros():
     older = {"step": [1, 2], "elbo": [-3.0, -2.0], "smoothed_elbo": [-3.0, -2.9], "time": [0.1, 0.2],
              "steps_per_second": [10.0, 10.0], "lr": [0.01, 0.01], "grad_norm": [1.0, 2.0]}
     history = History.from_dict(older)
-    assert history.redraws == [0, 0] and history.to_dict() == {**older, "redraws": [0, 0]}
+    assert history.redraws == [0, 0] and history.to_dict() == {**older, "redraws": [0, 0], "spike": [0, 0]}
 
 
 # -- reproducibility ---------------------------------------------------------------------------

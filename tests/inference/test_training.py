@@ -80,13 +80,6 @@ def test_fit_takes_a_compiled_model_and_a_built_family(gre_compiled):
     assert result.state.family_name == "mean-field"
 
 
-def test_smoothed_elbo_is_a_moving_average(gre):
-    h = fit(gre, "mean-field", steps=30, progress=False).history
-    assert h.smoothed_elbo[0] == h.elbo[0]
-    for i in range(1, 30):
-        assert h.smoothed_elbo[i] == pytest.approx(0.98 * h.smoothed_elbo[i - 1] + 0.02 * h.elbo[i])
-
-
 @pytest.mark.parametrize("schedule", ["cosine", "exponential"])
 def test_schedules_warm_up_then_decay_the_learning_rate(gre, schedule):
     lrs = fit(gre, "mean-field", steps=20, lr=0.1, schedule=schedule, progress=False).history.lr

@@ -11,7 +11,7 @@ from pavi_viz.runner.hub import Info, MetricsHub, Point, StateChange, Summary
 
 
 def point(step: int, elbo: float = 0.0) -> Point:
-    return Point(step=step, elbo=elbo, smoothed_elbo=elbo, steps_per_second=1.0, elapsed=0.1 * step, lr=0.01, time=0.0)
+    return Point(step=step, elbo=elbo, smoothed_elbo=elbo, spike=False, steps_per_second=1.0, elapsed=0.1 * step, lr=0.01, time=0.0)
 
 
 def info(family: str) -> Info:

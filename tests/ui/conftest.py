@@ -1,7 +1,6 @@
-"""Shared set-up of the UI tests: a served dashboard and a real headless browser.
-
-The browser is Debian's chromium (``make system-deps`` installs it), driven by
-Playwright; nothing is downloaded. Screenshots go to ``tests/artifacts/ui/``.
+"""Shared set-up of the UI tests: a served dashboard, pages of a real headless browser
+(``tests/conftest.py``'s ``browser``) and helpers that read them. Screenshots go to
+``tests/artifacts/ui/``.
 """
 
 from __future__ import annotations
@@ -18,18 +17,6 @@ import pytest
 from pavi_viz import examples
 from pavi_viz.runner import RunConfig
 from pavi_viz.ui.state import DashboardState
-
-
-CHROMIUM = Path("/usr/bin/chromium")
-#: Flags that work in this project's sandboxed machines (no network, no GPU, root).
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="session")
@@ -54,21 +41,6 @@ def dashboard_server(request: pytest.FixtureRequest, artifacts_dir: Path, repo_r
     )
     yield served
     served.stop()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """A headless chromium shared by one module's tests. Not the session's: Playwright's
-    synchronous API runs an event loop in the main thread while it is open, which the
-    other modules' dashboards would take for a notebook's."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make system-deps` (installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 #: A JS helper: the Bokeh views shown in the page (in every root, but not in a hidden tab)
@@ -102,12 +74,22 @@ ROWS = "(name) => { const m = Bokeh.documents[0].get_model_by_name(name);" \
        " if (!m) return 0; const d = (m.data_source || m).data; const k = Object.keys(d)[0];" \
        " return k ? d[k].length : 0; }"
 #: The page coordinates of row ``i`` of a renderer's glyph (its data source named ``name``).
+#: Every box that scrolls around it (a tall forest scrolls in its own box, the page's
+#: main column in the window) is first scrolled to bring the point to its middle.
 POINT_AT = "([name, i]) => {" + FIND_VIEWS + """
   const view = findViews(name).find(v => v.model.glyph);
   const data = view.model.data_source.data, glyph = view.model.glyph;
   const sx = view.coordinates.x_scale.compute(data[glyph.x.field][i]);
   const sy = view.coordinates.y_scale.compute(data[glyph.y.field][i]);
-  const box = view.plot_view.canvas_view.el.getBoundingClientRect();
+  const canvas = view.plot_view.canvas_view.el;
+  for (let el = canvas; el; el = el.parentElement || (el.getRootNode() && el.getRootNode().host)) {
+    const style = getComputedStyle(el);
+    if (el.scrollHeight > el.clientHeight && /(auto|scroll)/.test(style.overflowY)) {
+      const box = el.getBoundingClientRect();
+      el.scrollTop += canvas.getBoundingClientRect().top + sy - (box.top + box.height / 2);
+    }
+  }
+  const box = canvas.getBoundingClientRect();
   return [box.left + sx, box.top + sy];
 }"""
 #: A column of the data of the renderer named ``name`` that the page shows (null when none).

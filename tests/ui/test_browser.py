@@ -110,7 +110,7 @@ def test_clicking_a_variable_in_the_diagram_selects_it_and_moves_the_ring(dashbo
         page.page.mouse.click(x, y)
         page.wait_shown_column(SELECTED, "x", page.shown_column(NODES, "x")[i : i + 1], timeout=10)
         end = time.monotonic() + 10
-        while not re.match(rf"{name}\b", title.inner_text()):  # "mu", "x: select a group, obs element"
+        while not re.match(rf"{name}\b", title.inner_text()):  # "mu", "x: select an element of group, obs"
             assert time.monotonic() < end, f"the detail title shows {title.inner_text()!r} after a click on {name}"
             time.sleep(0.05)
     page.wait_rows(DENSITY, 1, timeout=10)  # mu's density

@@ -290,6 +290,23 @@ def test_loading_an_example_and_the_download(builder) -> None:
     assert saved["name"] == "eight_schools" and "data" in saved
 
 
+def test_the_model_is_named_in_the_builder_and_fitted_under_that_name(builder) -> None:
+    assert builder.model_name.value == "gre"
+    builder.model_name.value = "visual cortex study"
+    assert builder.state.model.name == "visual cortex study"
+    assert builder.json_download.filename == "visual cortex study.json"
+    builder.model_name.value = "   "  # refused: the widget shows the name again
+    assert builder.message.visible and "model name" in builder.message.object
+    assert builder.model_name.value == "visual cortex study"
+    press(builder.undo)
+    assert builder.state.model.name == "gre" and builder.model_name.value == "gre"
+    press(builder.redo)
+    app = App(Dashboard(DashboardState(examples.load("gre", G=6, N=4))))
+    app.fit(builder.state.model.copy())
+    assert app.dashboard.model_select.value == OWN_MODEL.format(name="visual cortex study")
+    assert app.dashboard.model_info.object.startswith("**visual cortex study**")
+
+
 def test_uploading_a_model_file_and_a_data_file(builder) -> None:
     radon = examples.load("radon")
     builder.json_upload.param.update(value=radon.to_json().encode(), filename="radon.json")

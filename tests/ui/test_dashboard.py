@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 import panel as pn
 import pytest
@@ -22,7 +23,15 @@ from pavi_viz.ui.state import DashboardState, Polled
 from pavi_viz.ui.views import ElboView, Exports, TrainingControls
 from pavi_viz.ui.views.controls import enabled_buttons, format_seconds
 from pavi_viz.ui.views.diagram import FIGURE_NAME as DIAGRAM_FIGURE_NAME
-from pavi_viz.ui.views.elbo import FIGURE_NAME, SMOOTHED_SOURCE_NAME, SOURCE_NAME
+from pavi_viz.ui.views.elbo import (
+    FAILURE_NAME,
+    FIGURE_NAME,
+    GUIDE_NAME,
+    SMOOTHED_SOURCE_NAME,
+    SOURCE_NAME,
+    SPIKE_SOURCE_NAME,
+    default_range,
+)
 from pavi_viz.ui.views.marginals import FOREST_MEANS_NAME
 
 pytestmark = pytest.mark.timeout(120)
@@ -120,8 +129,9 @@ def test_a_run_streams_elbo_points_to_the_data_source(dashboard):
 
 
 def test_a_new_run_clears_the_plot(dashboard):
-    dashboard.elbo.push(Polled(step=[7, 8], elbo=[-3.0, -2.0], smoothed_elbo=[-3.0, -2.5]))
-    assert dashboard.elbo.data["step"].tolist() == [7, 8]
+    assert dashboard.elbo.empty_hint.visible and "press Start" in dashboard.elbo.empty_hint.text
+    dashboard.elbo.push(Polled(step=[7, 8], elbo=[-3.0, -2.0], smoothed_elbo=[-3.0, -2.5], spike=[False, False]))
+    assert dashboard.elbo.data["step"].tolist() == [7, 8] and not dashboard.elbo.empty_hint.visible
     dashboard.state.start()
     dashboard.poll()
     steps = dashboard.elbo.data["step"].tolist()
@@ -186,6 +196,9 @@ def test_a_failed_run_shows_its_error():
         poll_until(dash, lambda: dash.state.run_state == "failed")
         controls = dash.controls
         assert controls.error.visible and "DivergenceError" in controls.error.object
+        assert "restored to" in controls.error.object and "error.result" not in controls.error.object
+        assert "can still be downloaded" in controls.error.object
+        assert dash.elbo.failure.visible and dash.elbo.failure.location == dash.state.step
         assert controls.traceback_card.visible and controls.traceback_card.collapsed
         assert "Traceback" in controls.traceback.object
         assert {n for n, b in controls.buttons.items() if not b.disabled} == {"start"}
@@ -246,7 +259,8 @@ def test_close_leaves_no_run_thread_and_no_checkpoint():
 def test_log_scale_plots_the_loss_and_says_what_it_hides():
     view = ElboView(tiny_state())
     doc = render(view)
-    view.push(Polled(step=[1, 2, 3], elbo=[-100.0, -10.0, 5.0], smoothed_elbo=[-100.0, -55.0, -35.0]))
+    view.push(Polled(step=[1, 2, 3], elbo=[-100.0, -10.0, 5.0], smoothed_elbo=[-100.0, -55.0, -35.0],
+                     spike=[False, False, False]))
     assert not view._note.visible
     view.scale = "log"
     source = doc.select_one({"name": SOURCE_NAME})
@@ -257,6 +271,59 @@ def test_log_scale_plots_the_loss_and_says_what_it_hides():
     assert not view._note.visible
     view.clear()
     assert view.data.empty
+
+
+def test_spikes_are_marked_off_the_raw_curve_and_said_in_the_note():
+    view = ElboView(tiny_state())
+    doc = render(view)
+    view.push(Polled(step=[1, 2, 3, 4], elbo=[-30.0, -29.0, -2.5e13, -28.0], smoothed_elbo=[-30.0, -29.5, -29.6, -29.0],
+                     spike=[False, False, True, False]))
+    source = doc.select_one({"name": SOURCE_NAME})
+    assert source.data["elbo"][2] == -2.5e13  # kept (hover, exports)...
+    assert np.isnan(source.data["drawn_elbo"]).tolist() == [False, False, True, False]  # ...but not drawn
+    spikes = doc.select_one({"name": SPIKE_SOURCE_NAME})
+    assert list(spikes.data["step"]) == [3] and list(spikes.data["smoothed_elbo"]) == [-29.6]
+    assert view._note.visible and "1 spike(s)" in view._note.object and "-2.5e+13" in view._note.object
+    view.scale = "log"  # a new figure keeps the spikes
+    assert list(doc.select_one({"name": SPIKE_SOURCE_NAME}).data["step"]) == [3]
+    view.clear()
+    assert not len(view.spike_source.data["step"]) and not view._note.visible
+
+
+def test_the_default_range_leaves_out_the_first_climb_and_the_spikes():
+    view = ElboView(tiny_state())
+    doc = render(view)
+    steps = np.arange(1, 1001)
+    elbo = -3000.0 - 2.5e6 * np.exp(-steps / 5.0) + np.random.default_rng(0).normal(0.0, 5.0, size=1000)
+    spike = steps == 900
+    elbo[spike] = -2.5e13
+    smoothed = elbo.copy()  # near enough for the range: the spike's smoothed value stays on the curve
+    smoothed[spike] = -3000.0
+    view.push(Polled(step=steps.tolist(), elbo=elbo.tolist(), smoothed_elbo=smoothed.tolist(), spike=spike.tolist()))
+    guide = doc.select_one({"name": GUIDE_NAME}).data
+    assert list(guide["step"]) == [1, 1000]
+    low, high = guide["y"]
+    assert -3030.0 < low < -3000.0 and -3000.0 < high < -2970.0  # the noise band after the climb
+    assert default_range(steps, elbo, smoothed) == (low, high)
+    view.scale = "log"
+    low, high = doc.select_one({"name": GUIDE_NAME}).data["y"]
+    assert 2970.0 < low < 3000.0 and 3000.0 < high < 3030.0  # the same, as a loss
+    view.clear()
+    assert list(doc.select_one({"name": GUIDE_NAME}).data["step"]) == []
+    assert default_range(np.array([]), np.array([]), np.array([])) is None
+
+
+def test_a_failed_run_is_marked_at_its_last_step():
+    state = tiny_state()
+    view = ElboView(state)
+    doc = render(view)
+    failure = doc.select_one({"name": FAILURE_NAME})
+    assert not failure.visible
+    state.param.update(step=830, run_state="failed")
+    assert failure.visible and failure.location == 830
+    assert view.failure_label.text == "run failed after step 830"
+    view.clear()  # a new run
+    assert not view.failure.visible
 
 
 def test_the_dashboard_paces_summaries_by_their_cost(dashboard):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import xarray as xr
 from bokeh.document import Document
 from bokeh.events import DoubleTap, Tap
 
@@ -12,7 +13,10 @@ from pavi_viz.ui.state import DashboardState
 from pavi_viz.ui.views.marginals import (
     DENSITY_NAME,
     FOREST_MEANS_NAME,
+    FOREST_REFERENCE_ROW_HEIGHT,
+    FOREST_ROW_HEIGHT,
     PAGE_SIZE,
+    SELECTED_MARK,
     DetailView,
     ForestView,
     GlobalMarginals,
@@ -165,12 +169,109 @@ def test_the_forest_follows_new_summaries(gre: DashboardState) -> None:
                                              "mu_g": gre.summary["mu_g"].values - 10})
 
 
+
+def axis_labels(view: ForestView) -> dict[float, str]:
+    """The forest's y-axis labels by row, as the page draws them (one tick per label)."""
+    axis = view.figure.yaxis[0]
+    assert sorted(axis.ticker.ticks) == sorted(axis.major_label_overrides)
+    return dict(axis.major_label_overrides)
+
+
+def test_the_forest_grows_with_its_rows(gre: DashboardState, big: DashboardState, schools: DashboardState) -> None:
+    few = ForestView(gre, variable="mu_g", page_size=4)
+    render(few)
+    assert len(few.rows) == 4 and few.figure.frame_height == 4 * FOREST_ROW_HEIGHT
+    assert (few.figure.y_range.start, few.figure.y_range.end) == (3.5, -0.5)  # row 0 on top, each row one band
+    many = ForestView(big, variable="mu_g")
+    render(many)
+    assert len(many.rows) == PAGE_SIZE and many.figure.frame_height == PAGE_SIZE * FOREST_ROW_HEIGHT
+    with_reference = ForestView(schools, variable="theta")  # a grey reference bar under each row
+    render(with_reference)
+    assert with_reference.figure.frame_height == 8 * FOREST_REFERENCE_ROW_HEIGHT
+
+
+def test_every_row_is_labelled(big: DashboardState) -> None:
+    view = ForestView(big, variable="mu_g")
+    render(view)
+    view.page = 3
+    labels = axis_labels(view)
+    assert list(labels) == list(range(PAGE_SIZE))
+    assert list(labels.values()) == [f"group {i}" for i in range(400, 600)] == list(view.rows["label"])
+
+
+def test_coordinate_labels_name_the_rows(radon: DashboardState) -> None:
+    # The bundled radon data (posteriordb's radon_mn) numbers its counties and names none:
+    # given names, as a Posterior built with coords={"county": ...} gives them, they show.
+    names = [f"COUNTY <b>{i}</b>" for i in range(85)]  # tick labels are plain text: markup stays text
+    numbered = radon.summary
+    radon.summary = numbered.assign_coords(county=names)
+    try:
+        view = ForestView(radon, variable="alpha")
+        render(view)
+        labels = axis_labels(view)
+        assert labels[0.0] == "county 0 (COUNTY <b>0</b>)" and labels[84.0] == "county 84 (COUNTY <b>84</b>)"
+        assert len(labels) == 85
+    finally:
+        radon.summary = numbered
+
+
+def test_the_bundled_radon_data_names_no_county(radon: DashboardState) -> None:
+    # What the forest shows for radon today: positions (see the test above for names).
+    view = ForestView(radon, variable="alpha")
+    render(view)
+    assert list(radon.summary["county"].values) == list(range(85))
+    assert axis_labels(view)[0.0] == "county 0"
+
+
+def test_the_reading_matches_a_hand_count() -> None:
+    state = DashboardState(examples.load("eight_schools"))
+    low = np.array([-1.0, 0, 2, 3, 4, 6, 7, 10])
+    high = low + np.array([2.0, 4, 6, 8, 3, 5, 7, 9])  # widths 2 to 9, median 5.5
+    stats = ["mean", "sd", "5%", "50%", "95%"]
+    theta = np.stack([(low + high) / 2, np.ones(8), low, (low + high) / 2, high])
+    state.summary = xr.Dataset({"theta": (("stat", "school"), theta), "mu": (("stat",), [5.0, 1, 3, 5, 7]),
+                                "tau": (("stat",), [2.0, 1, 1, 2, 3])}, coords={"stat": stats, "school": np.arange(8)})
+    # mu's mean 5 lies in [2, 8], [3, 11] and [4, 7] only; the truth lies inside rows 0, 1, 2 and 7.
+    state.truth = xr.Dataset({"theta": (("school",), [0.0, 3, 5, 20, 20, 20, 20, 15])}, coords={"school": np.arange(8)})
+    view = ForestView(state, variable="theta")
+    render(view)
+    assert view.reading == ("8 school elements · 90% intervals 2 to 9 wide (median 5.5) · "
+                            "5 of 8 exclude mu's posterior mean (5) · 4 of 8 truth values inside their interval")
+    assert view._reading.object == view.reading
+
+
+def test_the_reading_counts_every_page_and_only_the_members(radon: DashboardState, big: DashboardState) -> None:
+    view = ForestView(big, variable="mu_g")
+    render(view)
+    assert view.reading.startswith("5000 group elements")  # every page, not the 200 rows shown
+    houses = ForestView(radon, variable="log_radon")  # observed: predictive intervals, data as markers
+    render(houses)
+    assert houses.reading.startswith("919 house elements") and "exclude" not in houses.reading
+    assert "of 919 observed values inside their interval" in houses.reading
+    radon.selection = {"county": 12}
+    members = int(np.sum(radon.model.plate("house").membership == 12))
+    assert houses.reading.startswith(f"{members} house elements")
+
+
+def test_the_highlight_follows_the_selection(gre: DashboardState) -> None:
+    view = ForestView(gre, variable="mu_g")
+    render(view)
+    assert not any(label.startswith(SELECTED_MARK) for label in axis_labels(view).values())
+    for element in (5, 12):
+        gre.selection = {"group": element}
+        assert list(view.sources["highlight"].data["y0"]) == [element - 0.5]
+        marked = {row: label for row, label in axis_labels(view).items() if label.startswith(SELECTED_MARK)}
+        assert marked == {float(element): f"{SELECTED_MARK}group {element}"}
+    gre.selection = {}
+    assert list(view.sources["highlight"].data["y0"]) == []
+    assert not any(label.startswith(SELECTED_MARK) for label in axis_labels(view).values())
+
 # -- detail ------------------------------------------------------------------------------------------------
 def test_the_detail_follows_the_selection(gre: DashboardState) -> None:
     gre.variable = "mu_g"
     view = DetailView(gre)
     _, root = render(view)
-    assert view.title == "mu_g: select a group element"
+    assert view.title == "mu_g: select an element of group"
     gre.selection = {"group": 3}
     assert view.title == "mu_g · group 3"
     assert "mu_g · group 3" in view._title.object

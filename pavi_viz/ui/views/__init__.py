@@ -9,6 +9,8 @@
   per-plate posterior marginals, linked through the state's selections.
 - :class:`PredictiveCheck` (:mod:`.predictive`): observed data against posterior
   predictive draws for the selected plate element.
+- :class:`PosteriorStamp` (:mod:`.stamp`): the step and run the posterior views show,
+  and whether the fit looks settled.
 """
 
 from pavi_viz.ui.views.controls import TrainingControls
@@ -17,6 +19,7 @@ from pavi_viz.ui.views.elbo import ElboView
 from pavi_viz.ui.views.exports import Exports
 from pavi_viz.ui.views.marginals import DetailView, ForestView, GlobalMarginals
 from pavi_viz.ui.views.predictive import PredictiveCheck
+from pavi_viz.ui.views.stamp import PosteriorStamp
 
 __all__ = [
     "DetailView",
@@ -25,6 +28,7 @@ __all__ = [
     "ForestView",
     "GlobalMarginals",
     "PlateDiagram",
+    "PosteriorStamp",
     "PredictiveCheck",
     "TrainingControls",
 ]

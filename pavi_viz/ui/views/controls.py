@@ -243,6 +243,7 @@ class TrainingControls(Viewer):
             f"  \n{state.message}" if state.message and state.run_state != "failed" else ""
         )
         failed = state.run_state == "failed"
-        self.error.param.update(object=state.message, visible=failed and bool(state.message))
+        export = "  \nIts last good posterior can still be downloaded (Export, below)." if failed and state.fitted else ""
+        self.error.param.update(object=state.message + export, visible=failed and bool(state.message))
         self.traceback.object = f"```text\n{state.traceback}\n```" if state.traceback else ""
         self.traceback_card.visible = failed and bool(state.traceback)

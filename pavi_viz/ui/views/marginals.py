@@ -48,10 +48,11 @@ import panel as pn
 import param
 import xarray as xr
 from bokeh.events import DoubleTap, Tap
-from bokeh.models import DataRange1d, FixedTicker, HoverTool
+from bokeh.models import FixedTicker, HoverTool, LinearAxis, Range1d
 from bokeh.plotting import figure
 from panel.viewable import Viewer
 
+from pavi_viz.model import distributions
 from pavi_viz.model.spec import PlateModel
 from pavi_viz.ui.state import DashboardState
 from pavi_viz.ui.views.figures import (
@@ -186,10 +187,18 @@ def element_labels(dataset: xr.Dataset | None, plates: Sequence[str], index: Seq
     return [", ".join(parts) for parts in zip(*columns, strict=True)]
 
 
-def kde(values: np.ndarray, points: int = GRID_POINTS) -> tuple[np.ndarray, np.ndarray]:
+def kde(
+    values: np.ndarray, points: int = GRID_POINTS, bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> tuple[np.ndarray, np.ndarray]:
     """A Gaussian kernel density estimate of 1-d ``values`` (Silverman's bandwidth),
-    on ``points`` grid points spanning the values and 3 bandwidths either side;
-    beyond :data:`KDE_MAX_DRAWS` values, an evenly thinned subset is used."""
+    on ``points`` grid points spanning the values and 3 bandwidths either side, cut at
+    ``bounds`` (the support's, finite where it has a bound); beyond
+    :data:`KDE_MAX_DRAWS` values, an evenly thinned subset is used.
+
+    At a finite bound the kernels are reflected (Schuster, 1985): the mass a kernel
+    puts beyond the bound is folded back inside. Without it, draws of a scale piled
+    near 0 put several percent of the density below 0 and show half the density at 0.
+    """
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -203,8 +212,10 @@ def kde(values: np.ndarray, points: int = GRID_POINTS) -> tuple[np.ndarray, np.n
     bandwidth = 0.9 * spread * values.size ** -0.2
     if not bandwidth > 0:
         bandwidth = max(abs(float(values.mean())) * 1e-3, 1e-6)
-    x = np.linspace(values.min() - 3 * bandwidth, values.max() + 3 * bandwidth, points)
-    z = (x[:, None] - values[None, :]) / bandwidth
+    low, high = bounds
+    x = np.linspace(max(values.min() - 3 * bandwidth, low), min(values.max() + 3 * bandwidth, high), points)
+    centres = [values, *(2 * bound - values for bound in bounds if math.isfinite(bound))]
+    z = (x[:, None] - np.concatenate(centres)[None, :]) / bandwidth
     y = np.exp(-0.5 * z * z).sum(axis=1) / (values.size * bandwidth * math.sqrt(2 * math.pi))
     return x, y
 
@@ -313,10 +324,11 @@ def element_series(state: DashboardState, name: str, element: int) -> list[Serie
         reference = as_table(state.reference[name], model, name, ["sample"])[:, element, :]
     source = state.observed if model.variable(name).observed else state.truth
     marker = as_table(source[name], model, name)[element] if source is not None and name in source else None
+    bounds = distributions.get(model.variable(name).distribution).bounds
     out = []
     for c, label in enumerate(labels):
-        x, y = kde(draws[:, c]) if draws is not None else normal_curve(stats[0, c], stats[1, c])
-        ref_x, ref_y = kde(reference[:, c]) if reference is not None else (np.array([]), np.array([]))
+        x, y = kde(draws[:, c], bounds=bounds) if draws is not None else normal_curve(stats[0, c], stats[1, c])
+        ref_x, ref_y = kde(reference[:, c], bounds=bounds) if reference is not None else (np.array([]), np.array([]))
         out.append(Series(label, x, y, draws is None, ref_x, ref_y, float(marker[c]) if marker is not None else math.nan))
     return out
 
@@ -464,13 +476,88 @@ class GlobalMarginals(Viewer):
         self._message.object = "" if drawn else "No posterior summary yet: start a fit."
 
 
+# -- the forest's geometry and its one-line reading ------------------------------------------------
+#: Pixels per forest row: a 12 px label and its bar, never squeezed (the plot grows with the rows).
+FOREST_ROW_HEIGHT = 20
+#: Pixels per row with a reference: its grey bar sits 0.3 rows below the posterior's.
+FOREST_REFERENCE_ROW_HEIGHT = 30
+#: The rows a forest's frame is tall enough for at least: a blank forest stays a plot.
+FOREST_MIN_ROWS = 3
+#: Pixels beyond which the forest scrolls in its own box: a page of 200 rows stays usable
+#: and the views below it stay in reach.
+FOREST_MAX_HEIGHT = 720
+#: The row labels' font size (Bokeh's default, 11 px, is small for a room's projector).
+FOREST_LABEL_FONT_SIZE = "12px"
+#: Put before the selected row's label: a tick label has no style of its own to bold.
+SELECTED_MARK = "▶ "
+#: Distributions whose ``loc`` is the centre of the variable itself (a LogNormal's is its
+#: logarithm's): the forest's reading compares the rows with that centre.
+_LOCATION_FAMILIES = frozenset({"Normal", "Cauchy", "StudentT", "Laplace"})
+
+
+def population_centre(state: DashboardState, name: str, component: int) -> tuple[str, float] | None:
+    """The centre the prior of plated variable ``name`` pulls all its elements towards,
+    when that centre is a global latent variable (``alpha ~ Normal(mu_alpha, ...)``):
+    its name and its posterior mean now (its component ``component``, or its only one).
+
+    None when the prior's ``loc`` is a constant, an expression or a plated variable, when
+    the distribution has no such centre, or when the summary has no mean for it yet."""
+    model = state.model
+    variable = model.variable(name)
+    parent = variable.params.get("loc")
+    global_latents = {v.name for v in model.variables if not v.plates and not v.observed}
+    # The type test first: a vector constant as loc is a list, which no set can hold.
+    if (variable.distribution not in _LOCATION_FAMILIES or not isinstance(parent, str)
+            or parent not in global_latents):
+        return None
+    if state.summary is None or parent not in state.summary:
+        return None
+    means = as_table(state.summary[parent].sel(stat="mean"), model, parent)[0]
+    if len(means) == 1:
+        return parent, float(means[0])
+    if len(means) == len(component_labels(model, name)):
+        return parent, float(means[component])
+    return None
+
+
+def forest_reading(found: Marginals, elements: np.ndarray, component: int, noun: str,
+                   centre: tuple[str, float] | None) -> str:
+    """One line a teacher can read out about the forest's rows (``elements``, every
+    page), all from the numbers the rows draw (``found``, component ``component``):
+
+    - how many rows: ``"85 county elements"`` (``noun``: the plates);
+    - how wide their 90% intervals are: the narrowest, the widest and the median;
+    - with a ``centre`` (:func:`population_centre`): how many intervals exclude it;
+    - with markers: how many truths (observed values) lie inside their interval.
+    """
+    parts = [f"{len(elements)} {noun} elements"]
+    if not len(elements):
+        return parts[0]
+    low, high = found.low[elements, component], found.high[elements, component]
+    width = high - low
+    parts.append(f"90% intervals {width.min():.3g} to {width.max():.3g} wide (median {np.median(width):.3g})")
+    if centre is not None:
+        name, value = centre
+        outside = int(np.count_nonzero((low > value) | (high < value)))
+        parts.append(f"{outside} of {len(elements)} exclude {name}'s posterior mean ({value:.3g})")
+    if found.marker is not None:
+        marker = found.marker[elements, component]
+        known = np.isfinite(marker)
+        inside = int(np.count_nonzero(known & (low <= marker) & (marker <= high)))
+        parts.append(f"{inside} of {int(known.sum())} {found.marker_label} values inside their interval")
+    return " · ".join(parts)
+
+
 class ForestView(Viewer):
     """One row per element of a plated variable: the posterior mean and its 90%
     interval, the truth (or, for an observed variable, its data) and the reference.
 
-    Rows come in pages of at most ``page_size``, in element order or sorted by mean.
-    Clicking a row selects its element (``state.selection``); the selected element is
-    highlighted in every forest of its plate. When the variable's plate nests in an
+    Rows come in pages of at most ``page_size``, in element order or sorted by mean,
+    each :data:`FOREST_ROW_HEIGHT` pixels tall and labelled (the plot grows with the
+    rows, and scrolls in its own box beyond :data:`FOREST_MAX_HEIGHT`); ``reading`` says
+    in one line what the rows show (:func:`forest_reading`). Clicking a row selects its
+    element (``state.selection``); the selected element is highlighted (a band and a
+    marked label) in every forest of its plate. When the variable's plate nests in an
     outer plate that has a selected element, only that element's members are shown
     (``restrict``).
 
@@ -487,6 +574,7 @@ class ForestView(Viewer):
     page = param.Integer(default=1, bounds=(1, None), doc="The page shown (1-based).")
     page_size = param.Integer(default=PAGE_SIZE, bounds=(1, None), doc="Rows per page at most.")
     restrict = param.Boolean(default=True, doc="Show only the members of the selected outer element.")
+    reading = param.String(default="", doc="One line on the rows of every page, to read out.")
 
     def __init__(self, state: DashboardState, variable: str | None = None, **params: Any) -> None:
         super().__init__(state=state, **params)
@@ -503,6 +591,7 @@ class ForestView(Viewer):
         self._choices()
         self.variable = variable if variable is not None else self._default_variable()
         self._status = markdown("", margin=(0, 10))
+        self._reading = markdown("", margin=(0, 10), styles={"font-size": "1.1em"})
         self._widgets = {
             "variable": pn.widgets.Select.from_param(self.param.variable, name="variable", width=160),
             "component": pn.widgets.Select.from_param(self.param.component, name="component", width=100),
@@ -513,10 +602,14 @@ class ForestView(Viewer):
         self._widgets["page"].param.watch(lambda event: setattr(self, "page", event.new), "value")
         self.param.watch(lambda event: setattr(self._widgets["page"], "value", event.new), "page")
         self.figure = self._build_figure()
+        # A CSS max-height, not Panel's max_height: that one becomes "min(... px, 100%)",
+        # which bounds nothing inside a page of content height (the box grew to 2000 px).
         self._layout = pn.Column(
             pn.Row(*self._widgets.values(), sizing_mode="stretch_width"),
+            self._reading,
             self._status,
-            pn.pane.Bokeh(self.figure, sizing_mode="stretch_width"),
+            pn.Column(pn.pane.Bokeh(self.figure, sizing_mode="stretch_width"), scroll=True,
+                      styles={"max-height": f"{FOREST_MAX_HEIGHT}px"}, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
         self._holding = False
@@ -616,7 +709,9 @@ class ForestView(Viewer):
             self._elements = self._all = np.array([], dtype=int)
             for source in self.sources.values():
                 replace_data(source, {})
-            self._label_rows(pd.DataFrame({"row": [], "label": []}))
+            self._fit_rows(0, reference=False)
+            self._send_highlight([])
+            self._show_reading("")
             self._status.object = "No posterior summary yet: start a fit." if self.variable else "No plated variable."
             self._widgets["page"].visible = False
             self._widgets["restrict"].visible = False
@@ -626,6 +721,8 @@ class ForestView(Viewer):
         if self.order == "mean":
             members = members[np.argsort(found.mean[members, c], kind="stable")]
         self._all = members
+        self._show_reading(forest_reading(found, members, c, " × ".join(self.plates),
+                                          population_centre(self.state, self.shown, c)))
         pages = max(1, math.ceil(len(members) / self.page_size))
         slider = self._widgets["page"]
         slider.end = max(pages, 2)
@@ -660,7 +757,12 @@ class ForestView(Viewer):
         replace_data(self.sources["rows"], frame)
         replace_data(self.sources["marker"], marker)
         replace_data(self.sources["reference"], ref)
-        self._label_rows(frame)
+        self._fit_rows(len(e), reference=found.ref_mean is not None)
+
+    def _show_reading(self, text: str) -> None:
+        """Show ``text`` as the line above the plot (``reading``)."""
+        self.reading = text
+        self._reading.object = text
 
     def _update_status(self, total: int, start: int) -> None:
         text = f"{self.variable}: rows {start + 1 if total else 0}–{start + len(self._elements)} of {total}"
@@ -708,11 +810,13 @@ class ForestView(Viewer):
         self._send_highlight(rows)
 
     def _send_highlight(self, rows: Sequence[int]) -> None:
-        """Highlight ``rows`` (positions on the page); nothing to redraw when they are
-        the ones highlighted already (a new summary, the selection unchanged)."""
+        """Highlight ``rows`` (positions on the page) with a band and a marked label;
+        nothing to redraw when they are the ones highlighted already (a new summary, the
+        selection unchanged)."""
         y0 = [float(r) - 0.5 for r in rows]
         if list(self.sources["highlight"].data["y0"]) != y0:
             self.sources["highlight"].data = {"y0": y0, "y1": [y + 1.0 for y in y0]}
+        self._label_rows(rows)
 
     def _tapped(self, event: Tap | DoubleTap) -> None:
         """A click on the plot selects the element of the nearest row."""
@@ -740,9 +844,13 @@ class ForestView(Viewer):
     def _build_figure(self) -> figure:
         """Rows top to bottom (row 0 on top): the highlight, the intervals and the means,
         the reference's (grey, a little below) and the markers; a click selects a row."""
-        fig = new_figure(height=560, min_height=560, x_axis_label="value", y_range=DataRange1d(flipped=True))
-        fig.hstrip("y0", "y1", source=self.sources["highlight"], fill_color="#ffd54f", fill_alpha=0.45,
-                               line_alpha=0)
+        # No height: the frame's, set from the rows (_fit_rows), makes it. The plot must not
+        # shrink, or the scroll box around it squeezes it (and its rows) to its own height;
+        # Bokeh's "fixed" height policy would also want a height, whose axes' share is unknown.
+        fig = new_figure(height=None, x_axis_label="value", y_range=Range1d(), styles={"flex-shrink": "0"})
+        fig.add_layout(LinearAxis(), "above")  # values in sight at the top of a long page too
+        fig.hstrip("y0", "y1", source=self.sources["highlight"], fill_color="#ffc107", fill_alpha=0.55,
+                   line_color="#ff8f00", line_width=1.5)
         drawn = [
             fig.segment("low", "row", "high", "row", source=self.sources["rows"], line_color="#1f77b4", line_width=2,
                         line_alpha=0.6),
@@ -753,9 +861,10 @@ class ForestView(Viewer):
                         line_width=2),
         ]
         means = fig.scatter("mean", "row", source=self.sources["rows"], color="#1f77b4", size=6)
-        # The highlight spans every x: it must not stretch the ranges, which follow the rows.
-        fig.x_range.renderers = fig.y_range.renderers = [*drawn, means]
+        # The highlight spans every x: it must not stretch the x range, which follows the rows.
+        fig.x_range.renderers = [*drawn, means]
         fig.yaxis.ticker = FixedTicker(ticks=[])
+        fig.yaxis.major_label_text_font_size = FOREST_LABEL_FONT_SIZE
         fig.add_tools(HoverTool(renderers=[means], tooltips=[("element", "@label"), ("mean", "@mean{0.000}"),
                                                              ("90%", "@low{0.000} to @high{0.000}")]))
         # Two quick clicks are a double tap to Bokeh, not two taps: both select.
@@ -763,13 +872,26 @@ class ForestView(Viewer):
         fig.on_event(DoubleTap, self._tapped)
         return fig
 
-    def _label_rows(self, frame: pd.DataFrame) -> None:
-        """Name the rows on the y axis: at most 25 labels, evenly spaced."""
-        step = max(1, math.ceil(len(frame) / 25))
-        ticks = [float(r) for r in frame["row"][::step]]
-        self.figure.yaxis.ticker.ticks = ticks
-        self.figure.yaxis.major_label_overrides = dict(zip(ticks, (str(label) for label in frame["label"][::step]),
-                                                       strict=True))
+    def _fit_rows(self, rows: int, reference: bool) -> None:
+        """Make the frame as tall as ``rows`` rows (at least :data:`FOREST_MIN_ROWS`) of
+        a fixed height, taller with a ``reference`` bar under each, row 0 on top."""
+        shown = max(rows, FOREST_MIN_ROWS)
+        self.figure.frame_height = shown * (FOREST_REFERENCE_ROW_HEIGHT if reference else FOREST_ROW_HEIGHT)
+        # The larger start, at the bottom, puts row 0 on top; a reset returns to this page,
+        # not to the first one drawn.
+        bottom, top = shown - 0.5, -0.5
+        self.figure.y_range.update(start=bottom, end=top, reset_start=bottom, reset_end=top)
+
+    def _label_rows(self, selected: Sequence[int]) -> None:
+        """Name every row of the page on the y axis with its label, the ``selected`` rows'
+        marked with :data:`SELECTED_MARK`; nothing to send when the labels stay."""
+        marked = {int(r) for r in selected}
+        labels = {float(r): (SELECTED_MARK if r in marked else "") + str(label)
+                  for r, label in enumerate(self.sources["rows"].data["label"])}
+        axis = self.figure.yaxis[0]
+        if labels != axis.major_label_overrides:
+            axis.ticker.ticks = list(labels)
+            axis.major_label_overrides = labels
 
 
 _ROW_COLUMNS = ["mean", "row", "low", "high", "element", "label"]
@@ -820,7 +942,7 @@ class DetailView(Viewer):
         element = self.element()
         if element is None:
             missing = [p for p in plates_of(self.state.model, name) if p not in self.state.selection] if name else []
-            self.title = f"{name}: select a {', '.join(missing)} element" if name else "No variable selected"
+            self.title = f"{name}: select an element of {', '.join(missing)}" if name else "No variable selected"
             series: list[Series] = []
         else:
             plates = plates_of(self.state.model, name)

@@ -11,6 +11,7 @@ and at step 815). The line says what is shown, e.g.::
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import panel as pn
@@ -36,7 +37,7 @@ def stamp_text(state: DashboardState) -> str:
     change = state.settling
     if change is None:
         return text
-    elbo = f", smoothed ELBO {change.elbo_change:+.2%}" if change.elbo_change == change.elbo_change else ""
+    elbo = f", smoothed ELBO {change.elbo_change:+.2%}" if math.isfinite(change.elbo_change) else ""
     verdict = ("**looks settled**" if change.settled
                else f"still moving (settled: under {SETTLED_SHIFT} sd and 0.1% of the ELBO)")
     return (f"{text} · since step {change.since_step:,}: means moved {change.shift:.2f} sd at most "

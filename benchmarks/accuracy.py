@@ -32,9 +32,11 @@ from typing import Any
 
 import numpy as np
 
-try:  # the sibling script: benchmarks/ is on sys.path when this one runs
+try:  # the sibling scripts: benchmarks/ is on sys.path when this one runs
+    from harness import fit_settings
     from references import REFERENCES
 except ImportError:  # imported from the repository root
+    from benchmarks.harness import fit_settings
     from benchmarks.references import REFERENCES
 
 EXAMPLES = ("eight_schools", "radon", "radon_uranium", "spikes")
@@ -128,10 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a fit setting other than its default (repeatable), e.g. steps=4000")
     parser.add_argument("--out", type=Path, default=None, help="a folder for accuracy.json")
     args = parser.parse_args(argv)
-    settings = {}
-    for text in args.setting:
-        name, _, value = text.partition("=")
-        settings[name] = json.loads(value)
+    settings = fit_settings(args.setting)
     names = list(EXAMPLES) if args.examples is None and not args.models else list(args.examples or [])
     names += list(USER_MODELS) if "all" in args.models else args.models
     records = []

@@ -7,7 +7,7 @@ One process, three measurements on the same model and settings:
    window after a warm-up. Headless and watched windows alternate (``--rounds``), and
    the ratio compares their medians.
 2. **Throughput, watched**: the same run started from the served app (the page
-   ``apps/dashboard.py`` serves, on its *Fit* tab; ``pn.serve(..., threaded=True)`` in
+   ``pavi-viz serve`` serves, on its *Fit* tab; ``pn.serve(..., threaded=True)`` in
    this process, as ``panel serve`` would serve it) with one headless chromium tab
    watching; steps per second over the same window, read from the run. The ratio
    watched / headless is the dashboard's cost.
@@ -136,7 +136,7 @@ def watched(
         state.config.steps = 1_000_000
         dashboard = Dashboard(state)
         dashboards.append(dashboard)
-        return App(dashboard).template()  # the page apps/dashboard.py serves
+        return App(dashboard).template()  # the page pavi-viz serve serves
 
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))

@@ -212,6 +212,15 @@ class Tracker:
 
 
 # -- the machine and the subprocesses ----------------------------------------------
+def fit_settings(texts: Sequence[str]) -> dict[str, Any]:
+    """The fit settings of repeated ``--setting NAME=JSON`` options (``steps=4000``)."""
+    settings = {}
+    for text in texts:
+        name, _, value = text.partition("=")
+        settings[name] = json.loads(value)
+    return settings
+
+
 def versions(packages: Sequence[str]) -> dict[str, str | None]:
     """Installed versions of ``packages`` (``None`` where one is missing)."""
     out: dict[str, str | None] = {}

@@ -199,11 +199,13 @@ def _add_fit(commands: Any, common: argparse.ArgumentParser) -> None:
         "fit",
         parents=[common],
         formatter_class=_FORMATTER,
-        help="fit a model with PAVI and write posterior draws to NetCDF",
+        help="fit a model with PAVI and write the posterior to NetCDF (ArviZ groups)",
         description=(
             "Fit MODEL (a model JSON file, or example:NAME for a bundled example) with\n"
-            "pavi_viz.fit, then write posterior draws to a NetCDF file that\n"
-            "xarray.open_dataset (or pavi_viz.inference.load_netcdf) reads back.\n"
+            "pavi_viz.fit, then write the posterior to a NetCDF file of ArviZ groups (posterior,\n"
+            "log_likelihood, sample_stats, posterior_predictive, observed_data, constant_data)\n"
+            "that xarray.open_datatree (or pavi_viz.inference.load_netcdf) reads back and\n"
+            "arviz_stats.loo takes.\n"
             "Ctrl-C stops after the current step and saves the checkpoint when one is asked for."
         ),
         epilog=(
@@ -228,7 +230,7 @@ def _add_fit(commands: Any, common: argparse.ArgumentParser) -> None:
                      help="also save the checkpoint every N steps")
     fit.add_argument("--resume", default=None, metavar="FILE", help="continue the run saved in checkpoint FILE")
     fit.add_argument("--out", default="posterior.nc", metavar="FILE",
-                     help="the NetCDF file of posterior draws (default: %(default)s)")
+                     help="the NetCDF file of the posterior's ArviZ groups (default: %(default)s)")
     fit.add_argument("--draws", type=_positive_int, default=1000,
                      help="posterior draws written (default: %(default)s)")
     fit.add_argument("--summary", action="store_true",
@@ -322,11 +324,11 @@ def _add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
         "serve",
         parents=[common],
         formatter_class=_FORMATTER,
-        help="serve the dashboard (apps/dashboard.py) with panel serve",
+        help="serve the dashboard with panel serve",
         description=(
             "Serve the pavi_viz dashboard with 'panel serve' at http://ADDRESS:PORT/dashboard\n"
-            "until Ctrl-C. Needs the 'app' extra (pip install -e '.[app]') and a source\n"
-            "checkout, where apps/dashboard.py lives."
+            "until Ctrl-C: the app the package ships (pavi_viz/ui/apps/dashboard.py). Needs\n"
+            "the 'app' extra: pip install 'pavi-viz[app]'."
         ),
         epilog=(
             "examples:\n"
@@ -547,7 +549,8 @@ def _run_fit(args: argparse.Namespace) -> int:
         raise CliError(f"cannot write {str(out)!r}: {err.strerror or err}", EXIT_FAILURE) from err
     names = ", ".join(posterior.model.latent_names)
     print(f"wrote {args.draws} posterior draws of {names} to {out}")
-    check = posterior.importance_check(n=args.draws, seed=config.seed)  # the one the draws made
+    # The check the draws made: the same n, seed and correction reuse their pool.
+    check = posterior.importance_check(n=args.draws, seed=config.seed)
     if check is not None:
         print(_describe_check(check))
     if args.summary:
@@ -585,6 +588,9 @@ def _check_fit_arguments(args: argparse.Namespace, out: Path) -> None:
                        f"does not exist")
     if importlib.util.find_spec("h5netcdf") is None and importlib.util.find_spec("netCDF4") is None:
         raise CliError("writing the posterior's NetCDF file needs h5netcdf: pip install 'pavi-viz[export]'",
+                       EXIT_FAILURE)
+    if importlib.util.find_spec("arviz_base") is None:
+        raise CliError("writing the posterior's ArviZ groups needs arviz-base: pip install 'pavi-viz[export]'",
                        EXIT_FAILURE)
 
 
@@ -654,20 +660,26 @@ def _run_examples(args: argparse.Namespace) -> int:
 
 # -- serve ---------------------------------------------------------------------------
 def dashboard_path() -> Path:
-    """``apps/dashboard.py`` of the source checkout the package is installed from."""
-    import pavi_viz
+    """The dashboard's script that ``panel serve`` runs, ``pavi_viz/ui/apps/dashboard.py``
+    of the installed package (a wheel's, an editable or a conda install's alike), with
+    Panel's ``--setup`` script ``warm_up.py`` beside it.
 
-    return Path(pavi_viz.__file__).resolve().parents[1] / "apps" / "dashboard.py"
+    Found from the ``pavi_viz`` package, not by importing :mod:`pavi_viz.ui.apps`:
+    that would import Panel, which ``serve`` looks for itself, to say how to install it.
+    """
+    from importlib.resources import files
+
+    return Path(str(files("pavi_viz").joinpath("ui", "apps", "dashboard.py")))
 
 
 def _run_serve(args: argparse.Namespace) -> int:
     app = dashboard_path()
-    if not app.is_file():
+    if not app.is_file() or not app.with_name("warm_up.py").is_file():
         raise CliError(
-            f"the dashboard app is not at {app}: 'pavi-viz serve' runs from a source checkout of pavi_viz "
-            f"installed with pip install -e '.[app]'", EXIT_FAILURE)
+            f"the dashboard's scripts are not in {app.parent} (dashboard.py and warm_up.py): this install of "
+            f"pavi_viz is incomplete; reinstall it: pip install --force-reinstall 'pavi-viz[app]'", EXIT_FAILURE)
     if importlib.util.find_spec("panel") is None:
-        raise CliError("the dashboard needs Panel: pip install -e '.[app]'", EXIT_FAILURE)
+        raise CliError("the dashboard needs Panel: pip install 'pavi-viz[app]'", EXIT_FAILURE)
     address, port = args.address, args.port
     command = [sys.executable, "-m", "panel", "serve", str(app), "--port", str(port), "--address", address,
                "--setup", str(app.with_name("warm_up.py"))]  # the first visitor does not pay the imports

@@ -137,3 +137,25 @@ def test_accuracy_benchmark_compares_every_latent_with_the_reference(tmp_path):
         assert set(run["latents"]) == set(references[run["example"]].data_vars)
         # Twenty steps of mean-field are far from the posterior: the bar is missed, and said so.
         assert run["passes"] is False and "misses the bar" in proc.stdout
+
+
+PARETO_K_SCRIPT = SCRIPT.parent / "pareto_k.py"
+
+
+@pytest.mark.timeout(120)
+def test_pareto_k_benchmark_checks_an_example_and_the_glmm_before_and_after(tmp_path):
+    cmd = [sys.executable, str(PARETO_K_SCRIPT), "--examples", "eight_schools", "--setting", "steps=20",
+           "--draws", "200", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "pareto_k.json").read_text())
+    assert [(r["example"], r["family_asked"], r["family"]) for r in report["runs"]] == [
+        ("eight_schools", None, "pavi-e"), ("glmm", "mean-field", "mean-field"), ("glmm", None, "pavi-e")]
+    for run in report["runs"]:
+        assert run["steps"] == 20 and run["fit_seconds"] > 0 and run["settings"] == {"steps": 20}
+        # Small models: every one is weighed whole, at least 1,000 draws (the pool's least).
+        assert run["draws"] >= 1000 and 0 < run["ess"] <= run["draws"] and run["pareto_k"] == run["pareto_k"]
+        # Twenty steps leave q far from the posterior: nothing resampled, and said so.
+        assert run["reweighted"] is False and (run["verdict"] == "far") == (run["pareto_k"] > 0.7)
+    assert report["table"].startswith("| example | family | Pareto k | verdict |") and report["table"] in proc.stdout
+    assert report["machine"]["cpu_count"]

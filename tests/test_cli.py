@@ -131,12 +131,19 @@ def test_fit_writes_a_netcdf_posterior_close_to_the_exact_one(workdir, gre_file,
     assert "posterior.nc" in fitted.stdout
     assert "final ELBO" in fitted.stdout
     assert "Pareto k of the importance weights" in fitted.stdout  # how far to trust the draws
-    with xr.open_dataset(workdir / "posterior.nc") as draws:
-        assert draws["mu"].dims == ("sample", "mu_dim_0")
-        assert draws["mu_g"].dims == ("sample", "group", "mu_g_dim_0")
-        assert draws["mu"].shape == (1000, 2)
-        assert draws["mu_g"].shape == (1000, 20, 2)
-        mu = draws["mu"].mean("sample").values
+    with xr.open_datatree(workdir / "posterior.nc") as tree:  # ArviZ groups
+        assert {"posterior", "log_likelihood", "sample_stats", "posterior_predictive", "observed_data"} <= set(
+            tree.children)
+        draws = tree["posterior"]
+        assert draws["mu"].dims == ("chain", "draw", "mu_dim_0")
+        assert draws["mu_g"].dims == ("chain", "draw", "group", "mu_g_dim_0")
+        assert draws["mu"].shape == (1, 1000, 2)
+        assert draws["mu_g"].shape == (1, 1000, 20, 2)
+        assert tree["log_likelihood"]["x"].dims == ("chain", "draw", "group", "obs")
+        # The check printed is the one the draws made.
+        k = float(tree["sample_stats"].attrs["pareto_k"])
+        assert f"Pareto k of the importance weights: {k:.2f}" in fitted.stdout
+        mu = draws["mu"].mean(("chain", "draw")).values
     exact = analytic_posterior(pavi_viz.PlateModel.from_json(gre_file))["mu"]
     error = np.abs(mu - exact.mean.numpy()) / exact.stddev.numpy()
     assert np.all(error < 0.3), (mu, exact.mean, exact.stddev)
@@ -366,3 +373,29 @@ def test_option_is_for_examples_only(workdir, gre_file):
 def test_serve_refuses_limits_it_cannot_keep_before_serving(flags, words):
     done = cli("serve", "--port", "1", *flags)
     assert done.returncode == 2 and words in done.stderr and "serving" not in done.stdout
+
+
+def test_serve_runs_the_scripts_the_package_ships():
+    import pavi_viz
+    from pavi_viz.cli import dashboard_path
+
+    # Inside the package, not a checkout's apps/: a wheel's install serves it too.
+    app = dashboard_path()
+    assert app.parent == Path(pavi_viz.__file__).parent / "ui" / "apps"
+    assert app.is_file() and app.with_name("warm_up.py").is_file()
+    # Imported as modules (pdoc's reference does), the scripts neither warm up nor serve
+    # (a server would keep the process from ending).
+    code = ("import logging; logging.basicConfig(level=logging.INFO)\n"
+            "import pavi_viz.ui.apps.dashboard, pavi_viz.ui.apps.warm_up")
+    imported = ok(subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120,
+                                 check=False))
+    assert "warmed up" not in imported.stderr, imported.stderr
+
+
+def test_serve_without_its_scripts_names_the_folder(monkeypatch, capsys, tmp_path):
+    from pavi_viz import cli as pavi_cli
+
+    monkeypatch.setattr(pavi_cli, "dashboard_path", lambda: tmp_path / "dashboard.py")
+    assert pavi_cli.main(["serve", "--port", "1"]) == pavi_cli.EXIT_FAILURE
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("pavi-viz serve: error:") and str(tmp_path) in error and "reinstall" in error, error

@@ -77,13 +77,27 @@ def test_installed_version_matches_package():
 # --- the set-up files agree ------------------------------------------------------
 
 
-def _constraints() -> dict[str, str]:
+#: The Python of environment.yml: the floor.
+FLOOR = "3.11"
+
+
+def _constraints(python: str) -> dict[str, str]:
+    """The pins of requirements/constraints.txt that apply on ``python`` ("3.11"):
+    some hold only on some versions (``name==version; python_version < "3.12"``)."""
+    from packaging.requirements import Requirement
+
     pins = {}
     for line in (REPO_ROOT / "requirements" / "constraints.txt").read_text().splitlines():
         line = line.split("#")[0].strip()
-        if line:
-            name, version = line.split("==")
-            pins[_normalise(name)] = version.strip()
+        if not line:
+            continue
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate({"python_version": python}):
+            (specifier,) = requirement.specifier
+            assert specifier.operator == "==", f"{line}: constraints pin exact releases"
+            name = _normalise(requirement.name)
+            assert name not in pins, f"{name} is pinned twice for Python {python}"
+            pins[name] = specifier.version
     return pins
 
 
@@ -91,10 +105,26 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def test_environment_yml_matches_constraints():
-    pins = _constraints()
+@pytest.mark.parametrize("python", [FLOOR, "3.12"])
+def test_constraints_pin_one_release_per_python(python):
+    pins = _constraints(python)
     assert pins["torch"] == "2.13.0", "torch must stay pinned (an unpinned torch pulls CUDA)"
-    conda_names = {"pytorch": "torch"}
+    # arviz-base and arviz-stats 1.x need Python 3.12; 3.11 gets their last 0.x.
+    assert pins["arviz-stats"].startswith("0." if python == FLOOR else "1.")
+    assert pins["arviz-base"].startswith("0." if python == FLOOR else "1.")
+
+
+def test_python_floor_is_stated_once_everywhere():
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    assert f'requires-python = ">={FLOOR}"' in pyproject
+    assert f"sys.version_info < ({FLOOR.replace('.', ', ')})" in (REPO_ROOT / "Makefile").read_text()
+    assert re.search(rf"^\s*- python={re.escape(FLOOR)}\s*$", (REPO_ROOT / "environment.yml").read_text(), re.M)
+
+
+def test_environment_yml_matches_constraints():
+    pins = _constraints(FLOOR)
+    # conda-forge's names of PyPI's packages
+    conda_names = {"pytorch": "torch", "playwright-python": "playwright", "python-build": "build"}
     checked = []
     for line in (REPO_ROOT / "environment.yml").read_text().splitlines():
         match = re.fullmatch(r"\s*-\s*([A-Za-z0-9_.-]+)\s*=\s*([0-9][^\s#]*)\s*(#.*)?", line)
@@ -102,7 +132,22 @@ def test_environment_yml_matches_constraints():
             name = conda_names.get(match.group(1), _normalise(match.group(1)))
             assert pins.get(name) == match.group(2), f"{name}: environment.yml and constraints.txt differ"
             checked.append(name)
-    assert "torch" in checked and "panel" in checked
+    assert {"torch", "panel", "arviz-stats", "playwright", "build", "pdoc"} <= set(checked)
+
+
+def test_every_extra_is_pinned():
+    """Every package an extra names has a release pinned for the floor, so that
+    make install takes what the tests ran against."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    pins = _constraints(FLOOR)
+    named = [*project["dependencies"], *(r for extra in project["optional-dependencies"].values() for r in extra)]
+    for text in named:
+        name = _normalise(Requirement(text).name)
+        assert name == "pavi-viz" or name in pins, f"{name} (pyproject.toml) is not pinned in constraints.txt"
 
 
 # --- the dashboard is served ------------------------------------------------------

@@ -28,6 +28,7 @@ _PUBLIC: dict[str, str] = {
     "VariationalFamily": "families",
     "make_family": "families",
     "ImportanceCheck": "importance",
+    "Correction": "posterior",
     "Posterior": "posterior",
     "load_netcdf": "posterior",
     "DivergenceError": "state",
@@ -48,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from pavi_viz.inference.objective import ElboEstimate, elbo
     from pavi_viz.inference.families import FAMILIES, VariationalFamily, make_family
     from pavi_viz.inference.importance import ImportanceCheck
-    from pavi_viz.inference.posterior import Posterior, load_netcdf
+    from pavi_viz.inference.posterior import Correction, Posterior, load_netcdf
     from pavi_viz.inference.state import DivergenceError, FitResult, History, StepRecord, TrainingState
     from pavi_viz.inference.trainer import Trainer
     from pavi_viz.inference.training import StopTraining, fit

@@ -45,7 +45,7 @@ from torch import Tensor
 
 from pavi_viz.inference.control_variates import USES, entry_shape
 from pavi_viz.inference.families import VariationalFamily, check_options, make_family
-from pavi_viz.inference.resolve import resolve_device
+from pavi_viz.inference.resolve import accumulation_dtype, resolve_device
 from pavi_viz.inference.state import History, TrainingState, derived_seed, make_optimizer
 from pavi_viz.model.compiled import CompiledModel, seeded
 
@@ -436,7 +436,7 @@ def _gradient_tables(entries: list[dict[str, Any]], model: CompiledModel,
         if table.dim() != 1 + len(shape) or tuple(table.shape[1:]) != shape:
             raise CheckpointError(f"the checkpoint's {use} gradient table of {name!r} has shape "
                                   f"{tuple(table.shape)}, not (elements, {', '.join(map(str, shape))})")
-        tables[name, use] = table.to(device=model.device, dtype=torch.float64)
+        tables[name, use] = table.to(device=model.device, dtype=accumulation_dtype(model.device))
     return tables
 
 

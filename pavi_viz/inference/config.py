@@ -149,7 +149,7 @@ class FitConfig(param.Parameterized):
     seed = Whole(default=0, allow_None=True, label="Seed",
                  doc="Seeds the initial weights, the noise and the batches (None: a fresh seed, kept in the result).")
     device = param.String(default="auto", label="Device",
-                          doc="Where to train: 'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.")
+                          doc="Where to train: 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:N' or 'mps'.")
     schedule = param.Selector(default="plateau", objects=list(SCHEDULES), label="Schedule",
                               doc="The learning rate's course: 'plateau' (warm-up, then divided by 3 each time "
                                   "the ELBO stops improving, down to lr / 100, then the fit ends: converged), "

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from pavi_viz.inference.families.base import VariationalFamily
+from pavi_viz.inference.resolve import accumulation_dtype
 from pavi_viz.model.compiled import CompiledModel
 from pavi_viz.model.plates import Frame
 
@@ -74,7 +75,8 @@ class GlobalGradientTables:
                  tables: Mapping[Key, Tensor] | None = None) -> None:
         size = model.plates[plate].size
         self.plate = plate
-        self.tables = {key: torch.zeros(size, *shape, dtype=torch.float64, device=model.device)
+        dtype = accumulation_dtype(model.device)
+        self.tables = {key: torch.zeros(size, *shape, dtype=dtype, device=model.device)
                        for key, shape in shapes.items()}
         for key, table in (tables or {}).items():
             self.tables[key].copy_(table)
@@ -123,8 +125,8 @@ class GlobalGradientTables:
             if offset.grad is None:  # not used by this family (no conditioned flows)
                 continue
             particles = offset.shape[0]
-            shares = (-offset.grad.double() * (particles / weight)).mean(0)  # (B, *shape)
             table = self.tables[key]
+            shares = (-offset.grad.to(table.dtype) * (particles / weight)).mean(0)  # (B, *shape)
             self.sums[key] += shares.sum(0) - table[indices].sum(0)
             table[indices] = shares
         self._offsets = {}

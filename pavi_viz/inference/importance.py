@@ -10,7 +10,8 @@ the number of draws S, ``min(1 - 1 / log10 S, 0.7)``, the smoothed weights' esti
 are reliable and correct q's bias; above 0.7 q may be far off, and the weights say
 nothing more.
 
-These are pure functions of the log weights (numpy, float64).
+These are pure functions of the log weights (numpy, float64); the smoothing itself is
+arviz-stats' (:func:`psis`).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ class ImportanceCheck:
         ess: the effective sample size of the smoothed weights (at most ``draws``).
         draws: the number of draws weighed (from q, or from a defensive mixture of q:
             :mod:`pavi_viz.inference.posterior`).
-        reweighted: whether the posterior's draws were resampled by the weights
-            (``pareto_k`` at most :func:`pareto_k_bound` of ``draws``) or are q's own.
+        reweighted: whether the posterior's draws were resampled by the weights or
+            are q's own: with ``correct="auto"``, resampled when ``pareto_k`` is at
+            most :func:`pareto_k_bound` of ``draws``; with ``"psis"``, always.
     """
 
     pareto_k: float
@@ -56,9 +58,12 @@ class ImportanceCheck:
 def psis(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
     """Pareto smoothed, self-normalised log importance weights, and the Pareto k.
 
-    The ``M = min(S / 5, 3 sqrt(S))`` largest of ``S`` weights are replaced by the
-    expected order statistics of the generalized Pareto distribution fitted to them
-    (Vehtari et al., 2024, algorithm 1), truncated at the largest raw weight.
+    The ``M`` largest of ``S`` weights (``M = 3 sqrt(S)``, or ``S / 5`` for
+    ``S <= 225``) are replaced by the expected order statistics of the generalized
+    Pareto distribution fitted to them, truncated at the largest raw weight (Vehtari
+    et al., 2024, algorithm 1; the fit of Zhang & Stephens, 2009, with a weakly
+    informative prior on k). The smoothing is ArviZ's
+    (``arviz_stats.base.array_stats.psislw``, the same in arviz-stats 0.8 and 1.x).
 
     Args:
         log_weights: ``log p(theta_s, x) - log q(theta_s)``, shape ``(S,)``; non-finite
@@ -66,30 +71,34 @@ def psis(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
 
     Returns:
         the smoothed log weights, shape ``(S,)``, with ``logsumexp == 0``, and k.
+        k is ``inf`` when no tail can be fitted: too few draws (under 25), or too
+        few distinct weights above the rest (a draw or a handful with all the
+        weight; weights all equal). The weights are then self-normalised but not
+        smoothed.
     """
     x = np.asarray(log_weights, dtype=np.float64).copy()
     x[~np.isfinite(x)] = -np.inf
     if not np.isfinite(x).any():
         raise ValueError("no draw of q has a finite importance weight")
     x -= x.max()
-    size = x.size
-    tail = int(np.ceil(min(0.2 * size, 3 * np.sqrt(size))))
-    order = np.argsort(x)
-    # The cutoff is the largest weight below the tail; not below the smallest normal
-    # float, so that the tail's excesses over it are numbers.
-    cutoff = max(x[order[-tail - 1]] if tail < size else -np.inf, np.log(np.finfo(float).tiny))
-    floor = np.exp(cutoff)
-    top = order[-tail:][np.exp(x[order[-tail:]]) > floor]
-    k = np.inf  # too few distinct weights above the cutoff to fit a tail
-    if top.size > 4:
-        excess = np.exp(x[top]) - floor  # positive, ascending as ``order`` is
-        k, sigma = _fit_generalized_pareto(excess)
-        if np.isfinite(k) and sigma > 0:
-            probabilities = (np.arange(top.size) + 0.5) / top.size
-            x[top] = np.minimum(np.log(floor + _generalized_pareto_quantiles(probabilities, k, sigma)), 0.0)
-    finite = np.isfinite(x)
-    x[finite] -= np.log(np.exp(x[finite]).sum())
-    return x, float(k)
+    # Imported here: arviz-stats takes seconds to import (scipy.stats), and the
+    # dashboards import this module for its constants.
+    from arviz_stats.base import array_stats
+
+    # ArviZ's input is a log likelihood: the weights are exp(-input). The draws are
+    # independent: r_eff = 1. A degenerate tail's fit divides by 0: errstate.
+    with np.errstate(all="ignore"):
+        try:
+            smoothed, k = array_stats.psislw(-x, r_eff=1)
+            smoothed, k = np.asarray(smoothed, dtype=np.float64), float(k)
+        except ValueError:  # fewer than 5 draws in the tail, or the tail's weights all equal
+            smoothed, k = x, math.nan
+        # A tail whose weights underflow to 0 beside the largest gives k = nan or NaN
+        # weights: the raw weights then stand, and k = inf says that no tail was fitted.
+        fitted = math.isfinite(k) and bool(np.isclose(np.logaddexp.reduce(smoothed), 0.0))
+    if not fitted:
+        smoothed, k = x - np.logaddexp.reduce(x), math.inf
+    return smoothed, k
 
 
 def effective_sample_size(log_weights: np.ndarray) -> float:
@@ -115,30 +124,3 @@ def systematic_resample(weights: np.ndarray, n: int, uniform: float) -> np.ndarr
     cumulative = np.cumsum(weights)
     cumulative /= cumulative[-1]
     return np.minimum(np.searchsorted(cumulative, (np.arange(n) + uniform) / n, side="right"), weights.size - 1)
-
-
-def _fit_generalized_pareto(excess: np.ndarray) -> tuple[float, float]:
-    """Shape k and scale of a generalized Pareto distribution fitted to ``excess``
-    (positive, ascending): the empirical Bayes estimate of Zhang & Stephens (2009,
-    "A new and efficient estimation method for the generalized Pareto distribution",
-    Technometrics 51), with the weakly informative prior on k that Vehtari et al.
-    (2024) add (k pulled towards 0.5 as by 10 observations)."""
-    n = excess.size
-    candidates = 30 + int(np.sqrt(n))
-    theta = 1.0 - np.sqrt(candidates / (np.arange(1, candidates + 1) - 0.5))
-    theta = theta / (3.0 * excess[int(n / 4 + 0.5) - 1]) + 1.0 / excess[-1]
-    k = np.log1p(-theta[:, None] * excess).mean(axis=1)
-    profile = n * (np.log(-theta / k) - k - 1.0)
-    weights = np.exp(profile - np.logaddexp.reduce(profile))  # each candidate's posterior weight
-    kept = weights >= 10 * np.finfo(float).eps
-    weights, theta = weights[kept] / weights[kept].sum(), theta[kept]
-    theta_hat = float(np.sum(theta * weights))
-    k_hat = float(np.log1p(-theta_hat * excess).mean())
-    sigma = -k_hat / theta_hat
-    return (n * k_hat + 10 * 0.5) / (n + 10), sigma
-
-
-def _generalized_pareto_quantiles(probabilities: np.ndarray, k: float, sigma: float) -> np.ndarray:
-    if abs(k) < np.finfo(float).eps:
-        return -sigma * np.log1p(-probabilities)
-    return sigma * np.expm1(-k * np.log1p(-probabilities)) / k

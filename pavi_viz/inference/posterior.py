@@ -9,8 +9,11 @@
   without ever holding all the draws;
 * :meth:`Posterior.predictive`: posterior predictive draws of the observed variables;
   :meth:`Posterior.observed_data` the data itself;
-* :meth:`Posterior.to_datatree`: an ArviZ ``DataTree`` (optional extra
-  ``pavi-viz[export]``), and :meth:`Posterior.to_netcdf` / :func:`load_netcdf`.
+* :meth:`Posterior.to_datatree`: an ArviZ ``xarray.DataTree`` (groups ``posterior``,
+  ``log_likelihood``, ``sample_stats``, ``posterior_predictive``, ``observed_data``,
+  ``constant_data``; needs arviz-base, optional extra ``pavi-viz[export]``), which
+  ``arviz_stats.loo`` reads; :meth:`Posterior.to_netcdf` writes it and
+  :func:`load_netcdf` reads it back.
 
 **Memory.** Draws are taken without gradients and in *chunks*, so that torch never
 holds more than about ``chunk_elements`` drawn numbers at a time (the family's own
@@ -23,15 +26,19 @@ come along with their outer element; other top-level plates are taken whole); wh
 single element's draws exceed the bound, the draws are split in groups too. See
 :meth:`Posterior.chunks`.
 
-**Importance resampling.** Where one pool of ``4 n`` whole draws of the model's latents
-fits :data:`IMPORTANCE_NUMBERS` (they are kept on the CPU), the ``n`` draws of every
-method above are resampled from that pool by their Pareto smoothed importance weights
-when the weights' Pareto k allows it, which corrects q's bias; otherwise they are q's
-own. The pool is drawn from a defensive mixture of q, which reaches the tails a
-reverse-KL fit leaves out: about half of its draws take the global latents from a
-wider q, and about half take each funnel's ground variables (a location-scale prior
-with a drawn scale) from that prior given the draws so far, which holds them to the
-funnel's neck (``VariationalFamily.sample``'s ``spread``;
+**Correction** (``correct=``, :data:`Correction`). Where one pool of ``4 n`` whole
+draws of the model's latents fits :data:`IMPORTANCE_NUMBERS` (they are kept on the
+CPU), the ``n`` draws of every method above can be resampled from that pool by their
+Pareto smoothed importance weights (PSIS; Vehtari et al., 2024, "Pareto smoothed
+importance sampling", JMLR 25; Yao et al., 2018, "Yes, but did it work?"), which
+corrects q's bias: ``"auto"`` does so when the weights' Pareto k is within
+:func:`~pavi_viz.inference.importance.pareto_k_bound` and otherwise returns q's own
+draws; ``"psis"`` always does (with a warning above the bound); ``"none"`` returns
+q's own draws. The pool is drawn from a defensive mixture of q, which reaches the
+tails a reverse-KL fit leaves out: about half of its draws take the global latents
+from a wider q, and about half take each funnel's ground variables (a location-scale
+prior with a drawn scale) from that prior given the draws so far, which holds them to
+the funnel's neck (``VariationalFamily.sample``'s ``spread``;
 :mod:`pavi_viz.inference.importance`, :meth:`Posterior.importance_check`).
 
 **Random numbers.** With a ``seed``, the family's noise comes from a generator of the
@@ -47,17 +54,18 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 import xarray as xr
 from torch import Tensor
 
-from pavi_viz.inference.families.base import VariationalFamily
+from pavi_viz.inference.families.base import Draw, VariationalFamily
 from pavi_viz.inference.importance import (
     ImportanceCheck,
     effective_sample_size,
@@ -65,9 +73,13 @@ from pavi_viz.inference.importance import (
     psis,
     systematic_resample,
 )
-from pavi_viz.model.compiled import CompiledModel, seeded
+from pavi_viz.model.compiled import CompiledModel, seeded, sum_over_plates
 from pavi_viz.model.plates import Frame
 
+#: How a call corrects q's draws by importance resampling (see the module's notes):
+#: ``"auto"`` where the Pareto k allows it, ``"psis"`` always, ``"none"`` never.
+Correction = Literal["auto", "psis", "none"]
+CORRECTIONS: tuple[str, ...] = get_args(Correction)
 #: Default bound on the numbers drawn in one chunk (draws x ground variables x event size).
 CHUNK_ELEMENTS = 2**20
 #: Importance resampling weighs this many draws of q per draw asked for (an importance
@@ -95,6 +107,9 @@ IMPORTANCE_MAX_ROUNDS = 4
 #: 0.73 to 0.75 (eight schools); factors 1.5 and 3 did better on some of these and
 #: worse on others.
 IMPORTANCE_SPREAD = 2.0
+#: to_datatree leaves its log_likelihood group out where it would hold more numbers
+#: than this (draws x observed elements: 128 MiB of float32), a size that loo handles.
+LOG_LIKELIHOOD_NUMBERS = 2**25
 #: Dimension names the results use for themselves; plates may not take them.
 RESERVED_DIMS = ("sample", "stat", "chain", "draw")
 #: NetCDF engines tried in this order when none is named (both need the ``export`` extra).
@@ -135,7 +150,85 @@ class Chunk:
 class _Plan:
     chunks: tuple[Chunk, ...]
     plate: str | None  # the chunked plate; None when the model is drawn whole
-    fixed: tuple[str, ...]  # latents drawn with the first range and given to the others
+    # The variables (latent and observed) outside the chunked plate's tree: the first
+    # element range draws (and counts) them, the later ones are given them.
+    outside: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Whole:
+    """Whole draws of the latents, on the CPU.
+
+    Attributes:
+        values: each latent's draws, shape ``(n, *shape)``.
+        log_q: the log density of each draw under the proposal it came from (q, or
+            the defensive mixture of a pool), shape ``(n,)``, float64.
+    """
+
+    values: dict[str, Tensor]
+    log_q: Tensor
+
+    @staticmethod
+    def cat(parts: Sequence[_Whole]) -> _Whole:
+        return _Whole({name: torch.cat([p.values[name] for p in parts]) for name in parts[0].values},
+                      torch.cat([p.log_q for p in parts]))
+
+    def take(self, indices: Tensor) -> _Whole:
+        return _Whole({name: draws[indices] for name, draws in self.values.items()}, self.log_q[indices])
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where one call's ``n`` draws come from.
+
+    Attributes:
+        generator: the call's generator (``None``: torch's global one).
+        check: the importance check that was made (``None``: none).
+        whole: the ``n`` draws, whole (PSIS-resampled, or q's own after a failed
+            check); ``None``: they are drawn from q chunk by chunk.
+    """
+
+    generator: torch.Generator | None
+    check: ImportanceCheck | None = None
+    whole: _Whole | None = None
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One chunk of a walk through the draws (:meth:`Posterior._walk`).
+
+    Attributes:
+        chunk: the chunk.
+        values: the latents' draws, shape ``(particles, *batch shape, *event shape)``,
+            on the model's device (the variables outside the chunked plate included).
+        log_q: this chunk's share of each draw's log proposal density, shape
+            ``(particles,)``, float64 on the CPU: summed over a draw's chunks, its log q.
+        replicated: draws of the observed variables given the chunk's first draws
+            (as many as asked for), shape ``(m, *batch shape, *event shape)``.
+        repeated: the variables the chunk holds again: those outside the chunked
+            plate, drawn (or counted) in an earlier chunk of the same draws.
+    """
+
+    chunk: Chunk
+    values: dict[str, Tensor]
+    log_q: Tensor
+    replicated: dict[str, Tensor]
+    repeated: frozenset[str]
+
+    def fresh(self, arrays: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """``arrays`` less the variables an earlier chunk of these draws held."""
+        return {name: array for name, array in arrays.items() if name not in self.repeated}
+
+
+@dataclass(frozen=True)
+class _Gathered:
+    """What a walk gathered, in numpy, full size (:meth:`Posterior._gather`)."""
+
+    latents: dict[str, np.ndarray]  # (n, *shape)
+    replicated: dict[str, np.ndarray]  # (replicate, *shape)
+    log_likelihood: dict[str, np.ndarray]  # (n, *plate shape)
+    lp: np.ndarray | None  # (n,), float64
+    log_q: np.ndarray | None  # (n,), float64
 
 
 class Posterior:
@@ -148,13 +241,14 @@ class Posterior:
             ids; one per element, or per outer element's member for a regularly
             nested plate) or an event dim (``"beta_dim_0": ["uranium", "floor"]``).
             Dims left out are numbered from 0.
-        importance: correct q's draws by importance resampling where that can be
-            trusted (see :meth:`importance_check`); ``False``: q's draws as they are.
+        correct: how the draws of every call are corrected by importance resampling
+            unless the call says otherwise (:data:`Correction`: ``"auto"``,
+            ``"psis"``, ``"none"``; see the module's notes and :meth:`importance_check`).
 
     The seeded calls share their importance pool: the last one is kept for the next
-    call with the same number of draws and seed (``summary``, then ``importance_check``
-    and ``sample``: one pool for all). Make a new ``Posterior`` once the family has
-    trained further.
+    call with the same number of draws, seed and correction (``summary``, then
+    ``importance_check`` and ``sample``: one pool for all). Make a new ``Posterior``
+    once the family has trained further.
     """
 
     def __init__(
@@ -162,7 +256,7 @@ class Posterior:
         model: CompiledModel,
         family: VariationalFamily,
         coords: Mapping[str, Sequence] | None = None,
-        importance: bool = True,
+        correct: Correction = "auto",
     ) -> None:
         if list(family.model.latent_names) != list(model.latent_names):
             raise ValueError(
@@ -174,9 +268,9 @@ class Posterior:
             raise ValueError(f"plates may not be called {clash}: the results use these dim names")
         self.model = model
         self.family = family
-        self.importance = importance
-        # (n, chunk_elements, seed), the resampled draws and check, the generator's state after.
-        self._last_pool: tuple[tuple[int, int, int], tuple[dict[str, Tensor], ImportanceCheck], Tensor] | None = None
+        self.correct = _checked_correction(correct)
+        # (n, chunk_elements, seed, correction), the draws and check, the generator's state after.
+        self._last_pool: tuple[tuple[int, int, int, str], tuple[_Whole, ImportanceCheck], Tensor] | None = None
         names = [*model.variables, *(k for k in model.data if k not in model.variables)]  # and covariates
         self._dims = {name: self._dims_of(name) for name in names}
         sizes: dict[str, int] = {}
@@ -193,7 +287,7 @@ class Posterior:
             if values.shape != (size,):
                 raise ValueError(f"coords of {dim!r} hold {values.shape} values, expected ({size},)")
             self.coords[dim] = values
-        self._plans: dict[tuple[int, int, bool], _Plan] = {}
+        self._plans: dict[tuple[int, int, bool, bool], _Plan] = {}
 
     # -- structure --------------------------------------------------------------
     def _dims_of(self, name: str) -> tuple[str, ...]:
@@ -241,20 +335,19 @@ class Posterior:
             math.prod(frame.batch_shape(self.model.plates_of(n))) * self._event_size(n) for n in names
         )
 
-    def _plan(self, n: int, chunk_elements: int, observed: bool) -> _Plan:
-        if n < 1:
-            raise ValueError(f"the number of draws must be at least 1, not {n}")
-        if chunk_elements < 1:
-            raise ValueError(f"chunk_elements must be at least 1, not {chunk_elements}")
-        key = (n, chunk_elements, observed)
+    def _plan(self, n: int, chunk_elements: int, observed: bool, whole: bool) -> _Plan:
+        """The chunks of ``n`` draws; ``observed``: the observed variables' numbers count
+        too; ``whole``: the draws are whole (resampled from a pool) and split by draws only."""
+        _check_counts(n, chunk_elements)
+        key = (n, chunk_elements, observed, whole)
         plan = self._plans.get(key)  # (read once: another thread may clear the cache)
         if plan is None:
             if len(self._plans) > 16:
                 self._plans.clear()
-            plan = self._plans[key] = self._make_plan(n, chunk_elements, observed)
+            plan = self._plans[key] = self._make_plan(n, chunk_elements, observed, whole)
         return plan
 
-    def _make_plan(self, n: int, bound: int, observed: bool) -> _Plan:
+    def _make_plan(self, n: int, bound: int, observed: bool, whole_draws: bool) -> _Plan:
         model = self.model
         names = model.latent_names + (model.observed_names if observed else [])
         # Per top-level plate: the numbers one draw holds for each of its elements, and
@@ -278,8 +371,7 @@ class Posterior:
             if best is None or total > best[0]:
                 best = (total, plate.name, per, outside)
         whole = model.frame()
-        # Importance resampling draws whole joint draws: the chunks take their share.
-        if best is None or best[0] == 0 or n * self._values(whole, names) <= bound or self._reweighable(n):
+        if best is None or best[0] == 0 or n * self._values(whole, names) <= bound or whole_draws:
             return self._whole_plan(n, bound, whole, names)
         _, top, per, outside = best
         worst = float(per.max()) + outside
@@ -300,10 +392,12 @@ class Posterior:
             values = self._values(frame, names)
             for first in range(0, n, group):
                 chunks.append(Chunk(frame, part, slice(first, min(n, first + group)), values))
-        fixed = tuple(
-            name for name in model.latent_names if not any(self.model.plates.root(q) == top for q in model.plates_of(name))
+        if len(ranges) == 1:
+            return _Plan(tuple(chunks), None, ())
+        outside = tuple(
+            name for name in model.variables if not any(self.model.plates.root(q) == top for q in model.plates_of(name))
         )
-        return _Plan(tuple(chunks), top if len(ranges) > 1 else None, fixed if len(ranges) > 1 else ())
+        return _Plan(tuple(chunks), top, outside)
 
     def _whole_plan(self, n: int, bound: int, whole: Frame, names: Sequence[str]) -> _Plan:
         values = self._values(whole, names)
@@ -311,88 +405,169 @@ class Posterior:
         chunks = tuple(Chunk(whole, 0, slice(first, min(n, first + group)), values) for first in range(0, n, group))
         return _Plan(chunks, None, ())
 
-    def chunks(self, n: int = 1000, chunk_elements: int = CHUNK_ELEMENTS, predictive: bool = False) -> Iterator[Chunk]:
+    def chunks(
+        self, n: int = 1000, chunk_elements: int = CHUNK_ELEMENTS, predictive: bool = False,
+        correct: Correction | None = None,
+    ) -> Iterator[Chunk]:
         """The chunks that :meth:`sample` and :meth:`summary` (or, with ``predictive``,
-        :meth:`predictive`) walk through for ``n`` draws.
+        :meth:`predictive` and :meth:`to_datatree`) walk through for ``n`` draws with
+        correction ``correct`` (``None``: the posterior's).
 
         Each chunk's :attr:`Chunk.size` is at most ``chunk_elements``, unless one draw
         of a single element of the chunked plate (with the variables outside it) is
-        larger by itself.
+        larger by itself. Draws resampled from an importance pool are whole: their
+        chunks split the draws only.
         """
-        return iter(self._plan(n, chunk_elements, predictive).chunks)
+        whole = self._checked(correct) != "none" and self._weighable(n)
+        return iter(self._plan(n, chunk_elements, predictive, whole).chunks)
 
     # -- drawing ------------------------------------------------------------------
     def _walk(
-        self, n: int, chunk_elements: int, seed: int | None, observed: bool
-    ) -> Iterator[tuple[Chunk, dict[str, Tensor], bool]]:
-        """Draw chunk by chunk; yields each chunk, its draws (on the model's device) and
-        whether the fixed (global) variables were drawn in it (rather than given)."""
-        plan = self._plan(n, chunk_elements, observed)
+        self, n: int, chunk_elements: int, source: _Source, observed: bool, replicate: int = 0
+    ) -> Iterator[_Step]:
+        """Walk through ``n`` draws from ``source`` (:meth:`_source`) chunk by chunk.
+
+        Args:
+            observed: size the chunks for the observed variables too (their replicates
+                or their densities).
+            replicate: draw the observed variables given the first ``replicate`` draws.
+        """
+        plan = self._plan(n, chunk_elements, observed, source.whole is not None)
         model = self.model
-        generator = None if seed is None else torch.Generator(model.device).manual_seed(seed)
-        fixed: dict[int, dict[str, Tensor]] = {}
-        resampled = self._resampled(n, chunk_elements, seed, generator)[0] if self._reweighable(n) else None
+        fixed = [name for name in model.latent_names if name in plan.outside]
+        held: dict[int, dict[str, Tensor]] = {}
         with torch.no_grad():
             for chunk in plan.chunks:
-                if resampled is not None:
-                    values = {name: draws[chunk.draws].to(model.device) for name, draws in resampled.items()}
-                    known = None
+                known = held.get(chunk.draws.start)
+                if source.whole is not None:
+                    values = {name: draws[chunk.draws].to(model.device) for name, draws in source.whole.values.items()}
+                    log_q = source.whole.log_q[chunk.draws]
                 else:
-                    known = fixed.get(chunk.draws.start)
                     given = None if known is None else {k: v.to(model.device) for k, v in known.items()}
-                    draw = self.family.sample(chunk.frame, chunk.particles, given=given, generator=generator)
+                    draw = self.family.sample(chunk.frame, chunk.particles, given=given, generator=source.generator)
                     values = dict(draw.values)
-                if known is None and plan.fixed:
+                    log_q = self._unscaled_log_q(draw, chunk)
+                if known is None and fixed:
                     # Kept off the device: the other chunks of these draws get them back.
-                    fixed[chunk.draws.start] = {k: values[k].cpu() for k in plan.fixed}
-                if observed:
-                    context = {**model.batch_data(chunk.frame), **values}
-                    with seeded(_next_seed(generator), model.device):  # sample() takes no generator
-                        for name in model.observed_names:
-                            dist = model.distribution(name, context, chunk.frame, (chunk.particles,))
-                            values[name] = context[name] = dist.sample()
-                yield chunk, values, known is None
+                    held[chunk.draws.start] = {k: values[k].cpu() for k in fixed}
+                count = min(chunk.particles, replicate - chunk.draws.start)
+                replicated = self._replicate(chunk, values, count, source.generator) if count > 0 else {}
+                yield _Step(chunk, values, log_q, replicated, frozenset(plan.outside if known is not None else ()))
+
+    def _unscaled_log_q(self, draw: Draw, chunk: Chunk) -> Tensor:
+        """A chunk's share of its draws' log q, shape ``(particles,)``, float64 on the CPU.
+
+        ``draw.log_q`` scales each latent's term by its plates' batch weight (an ELBO's
+        unbiased estimate of the whole sum); undone here, so that the chunks of a draw
+        add up to its log q (the variables given to a chunk have no term).
+        """
+        total = torch.zeros(chunk.particles, dtype=torch.float64)
+        for name, term in draw.log_q.items():
+            total += term.double().cpu() / chunk.frame.weight(self.model.plates_of(name))
+        return total
+
+    def _replicate(
+        self, chunk: Chunk, values: Mapping[str, Tensor], count: int, generator: torch.Generator | None
+    ) -> dict[str, Tensor]:
+        """Draws of the observed variables given the chunk's first ``count`` draws of the
+        latents, in topological order (an observed variable given the replicated draws
+        of its observed parents), shape ``(count, *batch shape, *event shape)``."""
+        model = self.model
+        context = {**model.batch_data(chunk.frame), **{k: v[:count] for k, v in values.items()}}
+        replicated = {}
+        with seeded(_next_seed(generator), model.device):  # sample() takes no generator
+            for name in model.observed_names:
+                dist = model.distribution(name, context, chunk.frame, (count,))
+                replicated[name] = context[name] = dist.sample()
+        return replicated
+
+    def _log_densities(self, step: _Step, names: Sequence[str]) -> dict[str, Tensor]:
+        """``log p`` of each ground variable of ``names`` in the step's chunk given its
+        parents' draws (an observed variable at its data, given its observed parents'
+        data), shape ``(particles, *batch shape)``: event dims reduced as ``log_prob``
+        reduces them."""
+        frame, particles = step.chunk.frame, step.chunk.particles
+        context = {**self.model.batch_data(frame), **step.values}
+        return {
+            name: self.model.distribution(name, context, frame, (particles,)).log_prob(context[name]) for name in names
+        }
 
     # -- importance resampling --------------------------------------------------------
+    def _checked(self, correct: Correction | None) -> Correction:
+        """A call's correction: its own, or the posterior's (``None``)."""
+        return self.correct if correct is None else _checked_correction(correct)
+
     def _pool_size(self, n: int) -> int:
         return max(IMPORTANCE_DRAWS_PER_DRAW * n, IMPORTANCE_POOL)
 
-    def _reweighable(self, n: int) -> bool:
-        """Whether draws are corrected by importance resampling: asked for, and the
-        whole model's latents of a pool of draws fit :data:`IMPORTANCE_NUMBERS`."""
-        whole = self.model.frame()
-        return self.importance and self._pool_size(n) * self._values(whole, self.model.latent_names) <= IMPORTANCE_NUMBERS
+    def _pool_numbers(self, n: int) -> int:
+        """The latent numbers that one pool of whole draws for ``n`` draws holds."""
+        return self._pool_size(n) * self._values(self.model.frame(), self.model.latent_names)
+
+    def _weighable(self, n: int) -> bool:
+        """Whether ``n`` draws can be resampled from a pool of whole draws: one pool fits
+        :data:`IMPORTANCE_NUMBERS`."""
+        return self._pool_numbers(n) <= IMPORTANCE_NUMBERS
+
+    def _source(self, n: int, chunk_elements: int, seed: int | None, correct: Correction | None) -> _Source:
+        """Where a call's ``n`` draws come from with correction ``correct`` (see the
+        module's notes): q chunk by chunk, or whole draws after an importance check.
+
+        Raises:
+            ValueError: ``correct="psis"`` where the model is too large to weigh whole draws.
+        """
+        _check_counts(n, chunk_elements)
+        correct = self._checked(correct)
+        generator = None if seed is None else torch.Generator(self.model.device).manual_seed(seed)
+        if correct == "none" or (correct == "auto" and not self._weighable(n)):
+            return _Source(generator)
+        if not self._weighable(n):
+            raise ValueError(
+                f"correct='psis' weighs whole draws of the model, but the pool of {self._pool_size(n):,} draws "
+                f"for {n:,} would hold {self._pool_numbers(n):,} latent numbers, more than IMPORTANCE_NUMBERS "
+                f"= {IMPORTANCE_NUMBERS:,}: use correct='auto' (q's own draws here) or 'none'"
+            )
+        whole, check = self._resampled(n, chunk_elements, seed, generator, correct)
+        bound = pareto_k_bound(check.draws)
+        if correct == "psis" and not check.pareto_k <= bound:
+            warnings.warn(
+                f"the PSIS-resampled draws are unreliable: the Pareto k of their importance weights, "
+                f"{check.pareto_k:.2f}, is above {bound:.2f}, the bound for {check.draws:,} draws "
+                "(Vehtari et al., 2024); correct='auto' would return q's own draws",
+                stacklevel=3,
+            )
+        return _Source(generator, check, whole)
 
     def _resampled(
-        self, n: int, chunk_elements: int, seed: int | None, generator: torch.Generator | None
-    ) -> tuple[dict[str, Tensor], ImportanceCheck]:
-        """:meth:`_resample`, or a seeded call's result again for the same ``n`` and
-        ``seed``, with ``generator`` left in the state that call left it in."""
+        self, n: int, chunk_elements: int, seed: int | None, generator: torch.Generator | None, correct: Correction
+    ) -> tuple[_Whole, ImportanceCheck]:
+        """:meth:`_resample`, or a seeded call's result again for the same ``n``,
+        ``seed`` and ``correct``, with ``generator`` left in the state that call left it in."""
         if seed is None:
-            return self._resample(n, chunk_elements, generator)
-        key = (n, chunk_elements, seed)
+            return self._resample(n, chunk_elements, generator, correct)
+        key = (n, chunk_elements, seed, correct)
         last = self._last_pool  # (read once: another thread may replace it)
         if last is not None and last[0] == key:
             generator.set_state(last[2])
             return last[1]
-        result = self._resample(n, chunk_elements, generator)
+        result = self._resample(n, chunk_elements, generator, correct)
         self._last_pool = (key, result, generator.get_state())
         return result
 
     def _resample(
-        self, n: int, chunk_elements: int, generator: torch.Generator | None
-    ) -> tuple[dict[str, Tensor], ImportanceCheck]:
+        self, n: int, chunk_elements: int, generator: torch.Generator | None, correct: Correction
+    ) -> tuple[_Whole, ImportanceCheck]:
         """``n`` draws of the latents (on the CPU) resampled from a pool of draws of a
         defensive mixture of q (:data:`IMPORTANCE_SPREAD`) by their Pareto smoothed
-        importance weights, or ``n`` draws of q itself when the weights cannot be
-        trusted; and the check that decided. The pool grows by
+        importance weights, or (``correct="auto"``, the weights not to be trusted) ``n``
+        draws of q itself; and the check that decided. The pool grows by
         :meth:`_pool_size` draws at a time while its effective sample size is below
         :data:`IMPORTANCE_ESS_PER_DRAW` ``* n``, up to :data:`IMPORTANCE_MAX_ROUNDS` times."""
         batch = self._pool_size(n)
         fits = IMPORTANCE_NUMBERS // self._values(self.model.frame(), self.model.latent_names)
         limit = max(batch, min(IMPORTANCE_MAX_ROUNDS * batch, fits))
         log_weights: list[Tensor] = []
-        parts: list[dict[str, Tensor]] = []
+        parts: list[_Whole] = []
         pool = 0
         while True:
             parts.append(self._draw_whole(batch, chunk_elements, generator, IMPORTANCE_SPREAD, log_weights))
@@ -401,57 +576,58 @@ class Posterior:
             ess = effective_sample_size(smoothed)
             if ess >= IMPORTANCE_ESS_PER_DRAW * n or pool + batch > limit:
                 break
-        pooled = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
-        check = ImportanceCheck(k, ess, pool, bool(k <= pareto_k_bound(pool)))
+        check = ImportanceCheck(k, ess, pool, correct == "psis" or bool(k <= pareto_k_bound(pool)))
         if not check.reweighted:
             return self._draw_whole(n, chunk_elements, generator), check
         chosen = torch.from_numpy(systematic_resample(np.exp(smoothed), n, _uniform(generator)))
         # Shuffled: systematic resampling lists copies of one draw side by side.
         chosen = chosen[torch.randperm(n, generator=generator, device=self.model.device).cpu()]
-        return {name: draws[chosen] for name, draws in pooled.items()}, check
+        return _Whole.cat(parts).take(chosen), check
 
     def _draw_whole(
         self, n: int, chunk_elements: int, generator: torch.Generator | None, spread: float = 1.0,
         log_weights: list[Tensor] | None = None,
-    ) -> dict[str, Tensor]:
+    ) -> _Whole:
         """``n`` whole draws of the latents (on the CPU), in groups of at most
-        ``chunk_elements`` numbers; with ``log_weights``, their importance log weights
-        ``log p - log q`` (float64) are appended to it, group by group."""
+        ``chunk_elements`` numbers, with their log density under the proposal (q, or
+        its defensive mixture for ``spread > 1``); with ``log_weights``, their
+        importance log weights ``log p - log q`` (float64) are appended to it, group by group."""
         model = self.model
         whole = model.frame()
         group = max(1, chunk_elements // max(self._values(whole, model.latent_names), 1))
-        parts: dict[str, list[Tensor]] = {name: [] for name in model.latent_names}
+        parts: list[_Whole] = []
         with torch.no_grad():
             for first in range(0, n, group):
                 draw = self.family.sample(whole, min(group, n - first), generator=generator, spread=spread)
+                log_q = sum(draw.log_q.values())
                 if log_weights is not None:
                     log_p = model.log_joint_terms(draw.values, frame=whole)
-                    log_weights.append((sum(log_p.values()) - sum(draw.log_q.values())).double().cpu())
-                for name in parts:
-                    parts[name].append(draw.values[name].cpu())
-        return {name: torch.cat(pieces) for name, pieces in parts.items()}
+                    log_weights.append((sum(log_p.values()) - log_q).double().cpu())
+                parts.append(_Whole({name: value.cpu() for name, value in draw.values.items()}, log_q.double().cpu()))
+        return _Whole.cat(parts)
 
-    def importance_check(self, n: int = 4000, seed: int | None = None,
-                         chunk_elements: int = CHUNK_ELEMENTS) -> ImportanceCheck | None:
+    def importance_check(
+        self, n: int = 4000, seed: int | None = None, chunk_elements: int = CHUNK_ELEMENTS,
+        correct: Correction | None = None,
+    ) -> ImportanceCheck | None:
         """How far q can be trusted: the check that :meth:`sample` and :meth:`summary`
-        make for ``n`` draws with the same ``seed`` (the Pareto k of the importance
-        weights of ``IMPORTANCE_DRAWS_PER_DRAW * n`` draws of a defensive mixture of
-        q, or a few times more where their effective sample size is small: see
-        :meth:`_resample`, :mod:`pavi_viz.inference.importance` and
+        make for ``n`` draws with the same ``seed`` and ``correct`` (the Pareto k of the
+        importance weights of ``IMPORTANCE_DRAWS_PER_DRAW * n`` draws of a defensive
+        mixture of q, or a few times more where their effective sample size is small:
+        see :meth:`_resample`, :mod:`pavi_viz.inference.importance` and
         :data:`IMPORTANCE_SPREAD`; the same seeded call's pool, when it was the last).
         Where k is at most :func:`~pavi_viz.inference.importance.pareto_k_bound` of
         the draws (0.7 from 2,200 draws on) they resample the draws by those
-        weights, which corrects q's bias; above, the draws are q's own, and k says
-        how far to trust them (above 0.7: little).
+        weights, which corrects q's bias; above, the draws are q's own (with
+        ``correct="psis"``: resampled all the same, with a warning), and k says how
+        far to trust them (above 0.7: little).
 
-        ``None`` where the model is too large to weigh whole draws of it
-        (:data:`IMPORTANCE_NUMBERS`), or when ``importance`` is off.
+        ``None`` where no check is made: ``correct="none"``, or (``"auto"``) the model
+        too large to weigh whole draws of it (:data:`IMPORTANCE_NUMBERS`).
         """
-        if not self._reweighable(n):
-            return None
-        generator = None if seed is None else torch.Generator(self.model.device).manual_seed(seed)
-        return self._resampled(n, chunk_elements, seed, generator)[1]
+        return self._source(n, chunk_elements, seed, correct).check
 
+    # -- assembling -----------------------------------------------------------------------
     def _positions(self, frame: Frame, name: str) -> tuple | None:
         """Where a chunk's values of ``name`` go in the full arrays (after the leading dim)."""
         plates = self.model.plates_of(name)
@@ -463,29 +639,53 @@ class Posterior:
         ]
         return np.ix_(*grids)
 
-    def _collect(
-        self, n: int, chunk_elements: int, seed: int | None, names: Sequence[str], observed: bool
-    ) -> dict[str, np.ndarray]:
-        """The full draws of ``names``, assembled from the chunks."""
-        dtype = _numpy_dtype(self.model.dtype)
-        out = {name: np.empty((n, *self._shape_of(name)), dtype=dtype) for name in names}
-        fixed = set(self._plan(n, chunk_elements, observed).fixed)
-        with contextlib.closing(self._walk(n, chunk_elements, seed, observed)) as walk:
-            for chunk, values, drew_fixed in walk:
-                self._write(out, chunk, values, drew_fixed, names, fixed)
-        return out
-
-    def _write(self, out, chunk, values, drew_fixed, names, fixed) -> None:
-        for name in names:
-            if name in fixed and not drew_fixed:
-                continue
-            array = values[name].cpu().numpy()
-            target = out[name][chunk.draws]
-            where = self._positions(chunk.frame, name)
+    def _place(self, out: Mapping[str, np.ndarray], frame: Frame, rows: slice, arrays: Mapping[str, Tensor]) -> None:
+        """Write a chunk's ``arrays`` (shape ``(draws, *batch shape, ...)``) into the full
+        arrays ``out`` (shape ``(N, *full shape, ...)``): at ``rows``, at the chunk's elements."""
+        for name, array in arrays.items():
+            target = out[name][rows]
+            where = self._positions(frame, name)
             if where is None:
-                target[...] = array
+                target[...] = array.cpu().numpy()
             else:
-                target[(slice(None), *where)] = array
+                target[(slice(None), *where)] = array.cpu().numpy()
+
+    def _gather(
+        self, n: int, chunk_elements: int, source: _Source, latents: Sequence[str], replicate: int = 0,
+        stats: bool = False, log_likelihood: bool = False,
+    ) -> _Gathered:
+        """Walk through ``n`` draws from ``source`` and gather, full size: the draws of
+        ``latents``, the observed variables' replicates given the first ``replicate``
+        draws and, with ``stats``, each draw's ``log p(x, theta)`` and log proposal
+        density, with ``log_likelihood`` each observed ground variable's ``log p(x_i | theta)``."""
+        model = self.model
+        dtype = _numpy_dtype(model.dtype)
+        observed = model.observed_names
+        got = _Gathered(
+            latents={name: np.empty((n, *self._shape_of(name)), dtype) for name in latents},
+            replicated={name: np.empty((replicate, *self._shape_of(name)), dtype) for name in observed if replicate},
+            log_likelihood={name: np.empty((n, *model.plate_shape(name)), dtype) for name in observed if log_likelihood},
+            lp=np.zeros(n) if stats else None,
+            log_q=np.zeros(n) if stats else None,
+        )
+        weigh = stats or log_likelihood
+        names = list(model.variables) if stats else observed
+        with contextlib.closing(self._walk(n, chunk_elements, source, weigh or replicate > 0, replicate)) as walk:
+            for step in walk:
+                frame, rows = step.chunk.frame, step.chunk.draws
+                self._place(got.latents, frame, rows, step.fresh({name: step.values[name] for name in latents}))
+                if step.replicated:
+                    count = next(iter(step.replicated.values())).shape[0]
+                    self._place(got.replicated, frame, slice(rows.start, rows.start + count), step.fresh(step.replicated))
+                if not weigh:
+                    continue
+                densities = step.fresh(self._log_densities(step, names))
+                if log_likelihood:
+                    self._place(got.log_likelihood, frame, rows, {k: v for k, v in densities.items() if k in observed})
+                if stats:
+                    got.lp[rows] += sum(sum_over_plates(d, 1).double().cpu().numpy() for d in densities.values())
+                    got.log_q[rows] += step.log_q.numpy()
+        return got
 
     def _dataset(
         self, arrays: Mapping[str, np.ndarray], lead: tuple[str, ...], lead_coords: Mapping[str, Any]
@@ -517,6 +717,7 @@ class Posterior:
         chunk_elements: int = CHUNK_ELEMENTS,
         seed: int | None = None,
         variables: Sequence[str] | None = None,
+        correct: Correction | None = None,
     ) -> xr.Dataset:
         """``n`` joint draws of the latent variables.
 
@@ -527,14 +728,22 @@ class Posterior:
             seed: makes the draws reproducible, also while other threads draw (see
                 the module's notes on random numbers); ``None``: torch's global generator.
             variables: the latents to return (all by default; all are drawn anyway).
+            correct: ``"auto"``, ``"psis"`` or ``"none"`` (:data:`Correction`; see the
+                module's notes); ``None``: the posterior's.
 
         Returns:
             A Dataset with one data variable per latent, dims
-            ``("sample", *plates, *event dims)``, and the coords of every dim.
+            ``("sample", *plates, *event dims)``, and the coords of every dim; its
+            attrs hold the importance check when one was made (as :meth:`summary`'s).
+
+        Raises:
+            ValueError: ``correct="psis"`` where the model is too large to weigh
+                whole draws of it (:data:`IMPORTANCE_NUMBERS`).
         """
         names = self._names(variables, self.model.latent_names, "latent")
-        arrays = self._collect(n, chunk_elements, seed, names, observed=False)
-        return self._dataset(arrays, ("sample",), {"sample": np.arange(n)})
+        source = self._source(n, chunk_elements, seed, correct)
+        got = self._gather(n, chunk_elements, source, names)
+        return self._dataset(got.latents, ("sample",), {"sample": np.arange(n)}).assign_attrs(_check_attrs(source.check))
 
     def predictive(
         self,
@@ -542,6 +751,7 @@ class Posterior:
         chunk_elements: int = CHUNK_ELEMENTS,
         seed: int | None = None,
         latents: bool = False,
+        correct: Correction | None = None,
     ) -> xr.Dataset:
         """Posterior predictive draws of the observed variables.
 
@@ -554,13 +764,16 @@ class Posterior:
             chunk_elements: as for :meth:`sample` (the observed values count too).
             seed: makes the draws reproducible, as for :meth:`sample`.
             latents: also return the latent draws the predictive draws were made from.
+            correct: how the latent draws are corrected, as for :meth:`sample`.
 
         Returns:
-            A Dataset with dims ``("sample", *plates, *event dims)`` per variable.
+            A Dataset with dims ``("sample", *plates, *event dims)`` per variable; its
+            attrs hold the importance check when one was made.
         """
-        names = self.model.observed_names + (self.model.latent_names if latents else [])
-        arrays = self._collect(n, chunk_elements, seed, names, observed=True)
-        return self._dataset(arrays, ("sample",), {"sample": np.arange(n)})
+        source = self._source(n, chunk_elements, seed, correct)
+        got = self._gather(n, chunk_elements, source, self.model.latent_names if latents else [], replicate=n)
+        arrays = {**got.replicated, **got.latents}
+        return self._dataset(arrays, ("sample",), {"sample": np.arange(n)}).assign_attrs(_check_attrs(source.check))
 
     def observed_data(self) -> xr.Dataset:
         """The observed variables' data, dims ``(*plates, *event dims)``."""
@@ -590,6 +803,7 @@ class Posterior:
         chunk_elements: int = CHUNK_ELEMENTS,
         variables: Sequence[str] | None = None,
         seed: int | None = None,
+        correct: Correction | None = None,
     ) -> xr.Dataset:
         """Mean, standard deviation and quantiles of every ground latent variable.
 
@@ -603,8 +817,9 @@ class Posterior:
             chunk_elements: bounds the numbers drawn at once (see :meth:`chunks`).
             variables: the latents to summarise (all by default).
             seed: makes the draws reproducible, as for :meth:`sample`; with the same
-                ``n``, ``chunk_elements`` and seed, the statistics are those of
-                :meth:`sample`'s draws.
+                ``n``, ``chunk_elements``, seed and ``correct``, the statistics are
+                those of :meth:`sample`'s draws.
+            correct: how the draws are corrected, as for :meth:`sample`.
 
         Returns:
             A Dataset with one data variable per latent, dims
@@ -612,6 +827,10 @@ class Posterior:
             ``"mean"``, ``"sd"`` (ddof=1) and one label per quantile
             (``"5%"``, ``"50%"``, ``"95%"``); a ``quantile`` coord along it holds the
             levels (NaN for mean and sd). Select with ``summary["alpha"].sel(stat="mean")``.
+            Its attrs: ``draws`` (``n``) and, when an importance check was made
+            (:meth:`importance_check`), ``pareto_k`` (float), ``pareto_k_draws`` (int:
+            the draws weighed) and ``psis_resampled`` (int 1 or 0: whether the draws
+            were resampled by their weights).
         """
         names = self._names(variables, self.model.latent_names, "latent")
         levels = [float(q) for q in quantiles]
@@ -622,8 +841,6 @@ class Posterior:
             raise ValueError(f"quantiles must be distinct, not {levels}")
         dtype = _numpy_dtype(self.model.dtype)
         out = {name: np.empty((len(labels), *self._shape_of(name)), dtype=dtype) for name in names}
-        plan = self._plan(n, chunk_elements, observed=False)
-        fixed = set(plan.fixed)
         pending: dict[str, list[Tensor]] = {}
         pending_part: Chunk | None = None
 
@@ -640,22 +857,20 @@ class Posterior:
                     out[name][(slice(None), *where)] = stats
             pending.clear()
 
-        with contextlib.closing(self._walk(n, chunk_elements, seed, observed=False)) as walk:
-            for chunk, values, drew_fixed in walk:
+        source = self._source(n, chunk_elements, seed, correct)
+        with contextlib.closing(self._walk(n, chunk_elements, source, observed=False)) as walk:
+            for step in walk:
+                chunk = step.chunk
                 if pending_part is not None and chunk.part != pending_part.part:
                     flush()
                 pending_part = chunk
                 split = chunk.particles < n
-                for name in names:
-                    if name in fixed and not drew_fixed:
-                        continue
+                for name, draws in step.fresh({name: step.values[name] for name in names}).items():
                     # Draws split in groups are gathered on the CPU, one element range at a time.
-                    pending.setdefault(name, []).append(values[name].cpu() if split else values[name])
+                    pending.setdefault(name, []).append(draws.cpu() if split else draws)
         flush()
         lead = {"stat": labels, "quantile": ("stat", [math.nan, math.nan, *levels])}
-        result = self._dataset(out, ("stat",), lead)
-        result.attrs["draws"] = n
-        return result
+        return self._dataset(out, ("stat",), lead).assign_attrs(draws=n, **_check_attrs(source.check))
 
     # -- export -----------------------------------------------------------------------
     def to_datatree(
@@ -664,73 +879,134 @@ class Posterior:
         predictive: int | None = 100,
         chunk_elements: int = CHUNK_ELEMENTS,
         seed: int | None = None,
-    ):
-        """The posterior as an ArviZ ``xarray.DataTree`` (``arviz_base.from_dict``).
+        correct: Correction | None = None,
+        log_likelihood: bool = True,
+    ) -> xr.DataTree:
+        """The posterior as an ArviZ ``xarray.DataTree`` (``arviz_base.from_dict``), as
+        ``arviz_stats.loo`` and ArviZ's plots read it.
 
-        Groups: ``posterior`` (dims ``("chain", "draw", *plates, *event dims)``, one
-        chain), ``observed_data``, ``constant_data`` (the covariates, when the model has
-        any) and, unless ``predictive`` is None, ``posterior_predictive`` with
-        ``predictive`` draws. When ``predictive == n`` the predictive draws are made
-        from the posterior group's own draws; otherwise from draws of their own.
+        Groups (one chain; ``draw`` numbers the ``n`` draws):
 
-        Needs the optional extra ``pavi-viz[export]`` (arviz-base).
+        * ``posterior``: the latents' draws, dims ``("chain", "draw", *plates, *event dims)``
+          (corrected as ``correct`` says, as for :meth:`sample`);
+        * ``log_likelihood`` (unless ``log_likelihood`` is False): for each observed
+          variable, ``log p(x_i | theta_s)`` of each ground variable ``x_i`` at each
+          draw ``theta_s`` of the posterior group, dims ``("chain", "draw", *plates)``
+          (event dims reduced as the distribution's ``log_prob`` reduces them); an
+          observed variable whose parents are observed is conditioned on their data.
+          Left out, with a warning and a note in the tree's attrs
+          (``log_likelihood_left_out``), where it would hold more than
+          :data:`LOG_LIKELIHOOD_NUMBERS` numbers;
+        * ``sample_stats``: ``lp``, ``log p(x, theta_s)`` of each draw (of the
+          constrained values, as ``model.log_joint`` computes it), and ``log_q``, the
+          log density of each draw under the proposal it was drawn from: q's for q's
+          own draws; for PSIS-resampled draws, that of the defensive mixture of q that
+          drew the importance pool (:data:`IMPORTANCE_SPREAD`), so that ``lp - log_q``
+          are their raw importance log weights. Both dims ``("chain", "draw")``; the
+          attrs hold the importance check when one was made (``pareto_k``,
+          ``pareto_k_draws``, ``psis_resampled``: as :meth:`summary`'s);
+        * ``posterior_predictive`` (unless ``predictive`` is None): the observed
+          variables replicated given the first ``min(predictive, n)`` draws of the
+          posterior group (``predictive >= n`` gives the tree that
+          ``arviz_stats.loo_pit`` reads: its draws match the log likelihood's);
+        * ``observed_data`` and ``constant_data`` (the covariates, when the model has any).
+
+        Large models are walked chunk by chunk (:meth:`chunks`), the log likelihood
+        and the stats too.
+
+        Needs arviz-base (the optional extra ``pavi-viz[export]``).
+
+        Raises:
+            ValueError: ``predictive`` below 1, or ``correct="psis"`` where the model
+                is too large to weigh whole draws of it.
         """
         try:
             import arviz_base
         except ImportError as err:
             raise ImportError(f"Posterior.to_datatree needs arviz-base: {_EXTRA_HINT}") from err
-        latents = self.model.latent_names
-        observed = self.model.observed_names
-        if predictive is not None and predictive == n:
-            both = self._collect(n, chunk_elements, seed, latents + observed, observed=True)
-            posterior = {k: both[k] for k in latents}
-            replicated = {k: both[k] for k in observed}
-        else:
-            posterior = self._collect(n, chunk_elements, seed, latents, observed=False)
-            replicated = None
-            if predictive is not None:
-                replicated = self._collect(predictive, chunk_elements, seed, observed, observed=True)
-        groups: dict[str, dict[str, np.ndarray]] = {"posterior": {k: v[None] for k, v in posterior.items()}}
-        if replicated is not None:
-            groups["posterior_predictive"] = {k: v[None] for k, v in replicated.items()}
-        observed_data = {k: self.model.data[k].cpu().numpy() for k in observed if k in self.model.data}
-        if observed_data:
-            groups["observed_data"] = observed_data
-        constants = {k: v.cpu().numpy() for k, v in self.model.data.items() if k not in self.model.variables}
-        if constants:
-            groups["constant_data"] = constants
-        names = {k for group in groups.values() for k in group}
-        dims = {k: list(self._dims[k]) for k in names}
+        if predictive is not None and predictive < 1:
+            raise ValueError(f"predictive must be at least 1 (or None: no predictive draws), not {predictive}")
         attrs = self._attrs()
-        return arviz_base.from_dict(
+        root = dict(attrs)
+        too_large = self._log_likelihood_too_large(n) if log_likelihood else None
+        if too_large:
+            root["log_likelihood_left_out"] = too_large
+            warnings.warn(f"to_datatree leaves the log_likelihood group out: {too_large}", stacklevel=2)
+        source = self._source(n, chunk_elements, seed, correct)
+        replicate = 0 if predictive is None else min(predictive, n)
+        got = self._gather(n, chunk_elements, source, self.model.latent_names, replicate, stats=True,
+                           log_likelihood=log_likelihood and not too_large)
+        sampled = {"posterior": got.latents, "log_likelihood": got.log_likelihood, "posterior_predictive": got.replicated}
+        groups = {group: {k: v[None] for k, v in arrays.items()} for group, arrays in sampled.items() if arrays}
+        constant = {"observed_data": self.observed_data(), "constant_data": self.constant_data()}
+        groups.update({group: {k: v.values for k, v in data.items()} for group, data in constant.items() if data})
+        tree = arviz_base.from_dict(
             groups,
             coords={d: self.coords[d] for d in self._dims_order()},
-            dims=dims,
-            attrs={"/": attrs, **{g: dict(attrs) for g in groups}},
+            dims={k: list(self._dims[k]) for group in groups.values() for k in group},
+            attrs={"/": root, **{g: dict(attrs) for g in groups}},
         )
+        # Apart from from_dict's dims: a model variable may also be called lp or log_q.
+        stats = arviz_base.dict_to_dataset(
+            {"lp": got.lp[None], "log_q": got.log_q[None]}, attrs={**attrs, **_check_attrs(source.check)})
+        stats["lp"].attrs["description"] = "log p(x, theta) of the draw"
+        stats["log_q"].attrs["description"] = (
+            "log density of the draw under its proposal: q, or for PSIS-resampled draws the defensive mixture of q "
+            "that drew the importance pool")
+        tree["sample_stats"] = xr.DataTree(stats)
+        return tree
+
+    def _log_likelihood_too_large(self, n: int) -> str | None:
+        """Why a log_likelihood group of ``n`` draws is too large to make, or None."""
+        elements = sum(math.prod(self.model.plate_shape(name)) for name in self.model.observed_names)
+        if n * elements <= LOG_LIKELIHOOD_NUMBERS:
+            return None
+        return (f"{n:,} draws x {elements:,} observed elements = {n * elements:,} numbers, more than "
+                f"LOG_LIKELIHOOD_NUMBERS = {LOG_LIKELIHOOD_NUMBERS:,}: ask for fewer draws")
 
     def to_netcdf(
         self,
         path: str | Path,
         n: int = 1000,
+        predictive: int | None = 100,
         chunk_elements: int = CHUNK_ELEMENTS,
         seed: int | None = None,
+        correct: Correction | None = None,
+        log_likelihood: bool = True,
         engine: str | None = None,
     ) -> None:
-        """Write :meth:`sample` ``(n)`` to a NetCDF-4 file; read it back with :func:`load_netcdf`.
+        """Write :meth:`to_datatree` to a NetCDF-4 file, one HDF5 group per ArviZ group
+        (``xarray.DataTree.to_netcdf``); read it back with :func:`load_netcdf` or
+        ``xarray.open_datatree``.
 
         Args:
             engine: an xarray NetCDF engine; by default ``h5netcdf``, else ``netcdf4``
                 (the optional extra ``pavi-viz[export]`` installs h5netcdf).
+            The others: as for :meth:`to_datatree`.
         """
         engine = engine or _netcdf_engine()
-        self.sample(n, chunk_elements, seed).to_netcdf(path, engine=engine)
+        tree = self.to_datatree(n, predictive, chunk_elements, seed, correct, log_likelihood)
+        tree.to_netcdf(path, engine=engine)
 
 
-def load_netcdf(path: str | Path, engine: str | None = None) -> xr.Dataset:
-    """A Dataset written by :meth:`Posterior.to_netcdf`, read fully into memory (the file is closed)."""
-    with xr.open_dataset(path, engine=engine or _netcdf_engine()) as dataset:
-        return dataset.load()
+def load_netcdf(path: str | Path, engine: str | None = None) -> xr.DataTree:
+    """The ``DataTree`` that :meth:`Posterior.to_netcdf` wrote, read fully into memory
+    (the file is closed).
+
+    Files written by pavi_viz 0.1's ``to_netcdf`` hold one flat Dataset of draws with
+    dims ``("sample", *plates, *event dims)``: they are read as a tree whose
+    ``posterior`` group holds those draws with dims ``("chain", "draw", ...)``, one
+    chain and ``draw`` the ``sample`` index (its attrs the file's, at the root too).
+    """
+    with xr.open_datatree(path, engine=engine or _netcdf_engine()) as tree:
+        tree.load()
+    if tree.children or "sample" not in tree.dims:
+        return tree
+    flat = tree.to_dataset()
+    posterior = flat.rename({"sample": "draw"}).expand_dims(chain=[0])
+    old = xr.DataTree.from_dict({"posterior": posterior})
+    old.attrs = dict(flat.attrs)
+    return old
 
 
 def _netcdf_engine() -> str:
@@ -740,6 +1016,28 @@ def _netcdf_engine() -> str:
         if importlib.util.find_spec(engine.replace("netcdf4", "netCDF4")) is not None:
             return engine
     raise ImportError(f"writing NetCDF files needs h5netcdf (or netCDF4): {_EXTRA_HINT}")
+
+
+def _check_counts(n: int, chunk_elements: int) -> None:
+    if n < 1:
+        raise ValueError(f"the number of draws must be at least 1, not {n}")
+    if chunk_elements < 1:
+        raise ValueError(f"chunk_elements must be at least 1, not {chunk_elements}")
+
+
+def _checked_correction(correct: str) -> Correction:
+    if correct not in CORRECTIONS:
+        raise ValueError(f"correct must be one of {', '.join(map(repr, CORRECTIONS))}, not {correct!r}")
+    return correct  # type: ignore[return-value]
+
+
+def _check_attrs(check: ImportanceCheck | None) -> dict[str, float | int]:
+    """An importance check as attrs that NetCDF stores (no bools): ``pareto_k``,
+    ``pareto_k_draws`` and ``psis_resampled`` (1 or 0); none without a check."""
+    if check is None:
+        return {}
+    return {"pareto_k": float(check.pareto_k), "pareto_k_draws": int(check.draws),
+            "psis_resampled": int(check.reweighted)}
 
 
 def _uniform(generator: torch.Generator | None) -> float:

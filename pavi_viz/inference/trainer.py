@@ -56,12 +56,14 @@ from torch import Tensor
 from pavi_viz.inference.checkpoints import check_model, load_checkpoint, model_entry
 from pavi_viz.inference.config import FitConfig
 from pavi_viz.inference.resolve import (
+    accumulation_dtype,
     batch_sizes,
     data_numbers,
     resolve_device,
     resolve_particles,
     resolve_refresh_every,
     resolve_threads,
+    unsupported_operator,
 )
 from pavi_viz.inference.control_variates import GlobalGradientTables
 from pavi_viz.inference.objective import elbo
@@ -243,6 +245,11 @@ class Trainer:
             except DivergenceError:
                 if redraws >= self.config.redraws:
                     raise
+            except NotImplementedError as err:
+                clear = unsupported_operator(err, state.model.device)
+                if clear is None:
+                    raise
+                raise clear from err
         norm = float(norm_tensor)
         grads = [p.grad for p in self._params if p.grad is not None]
         if self.config.clip is not None and grads:
@@ -328,7 +335,7 @@ class Trainer:
         if tables is not None:  # the global latents' gradient becomes SAGA's; the value stays
             objective = objective + tables.surrogate(frame, estimate.draw.values, estimate.draw.unconstrained)
         (-objective).backward()
-        norm = _gradient_norm([p.grad for p in self._params if p.grad is not None])
+        norm = _gradient_norm([p.grad for p in self._params if p.grad is not None], accumulation_dtype(model.device))
         if not bool(torch.isfinite(norm)):
             raise self._divergence(number, "gradient", value=float(norm))
         if tables is not None:
@@ -366,13 +373,14 @@ class Trainer:
         return DivergenceError(step, self.state.total_steps, cause, **fields)
 
 
-def _gradient_norm(grads: list[Tensor]) -> Tensor:
-    """The gradients' joint 2-norm, summed in float64: near a funnel's neck finite
+def _gradient_norm(grads: list[Tensor], dtype: torch.dtype) -> Tensor:
+    """The gradients' joint 2-norm, summed in ``dtype`` (float64 but on MPS: see
+    :func:`~pavi_viz.inference.resolve.accumulation_dtype`): near a funnel's neck finite
     float32 gradients reach 1e22, whose squares overflow float32, and clipping (not a
     divergence error) is the answer to them."""
     if not grads:
-        return torch.zeros((), dtype=torch.float64)
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float64)))
+        return torch.zeros((), dtype=dtype)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, dtype=dtype)))
 
 
 def _variable_of(parameter: str, model: CompiledModel) -> str | None:

@@ -78,6 +78,8 @@ class CompiledModel:
         self.name = model.name
         self.device = torch.device(device)
         self.dtype = dtype or torch.get_default_dtype()
+        if self.device.type == "mps" and self.dtype == torch.float64:
+            raise ValueError("the MPS device has no float64: compile the model with dtype=torch.float32")
         self.plates = PlateStructure(_ordered_plates(model), self.device)
         self._event_ranks: dict[str, int] = {}
         self._plates_of: dict[str, tuple[str, ...]] = {}

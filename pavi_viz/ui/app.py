@@ -6,8 +6,9 @@ first: a first visitor sees the default example and can press Start at once) and
 dashboard's model. The builder's Fit button hands a copy of its model to the
 dashboard (which stops the run of the previous model) and opens the *Fit* tab.
 
-Serve it with ``App.page_for(host).servable()`` (``apps/dashboard.py``), one App per
-session, under the limits whoever serves it set (:mod:`pavi_viz.ui.limits`).
+``pavi-viz serve`` runs Panel's server on the scripts of :mod:`pavi_viz.ui.apps`, which
+call :func:`serve_session` (one App per session, built by :meth:`App.page_for`, under
+the limits whoever serves it set: :mod:`pavi_viz.ui.limits`) and :func:`warm_up_server`.
 
 The builder is made the first time its tab opens, not with the page: a page is built
 on the server's event loop, which every session shares, and the builder is a third of
@@ -123,7 +124,7 @@ class App(Viewer):
         fresh server paid for every import and first-use cache (torch, HoloViews'
         plotting, Bokeh's model classes): its page took 2.4 s to build, the event loop
         held all the while. ``pavi-viz serve`` calls this before it listens
-        (``apps/warm_up.py``, Panel's ``--setup``). No polling starts and no run: the
+        (:func:`warm_up_server`, run by Panel's ``--setup``). No polling starts and no run: the
         app is never shown.
         """
         started = time.perf_counter()
@@ -141,3 +142,47 @@ class App(Viewer):
         return pn.template.BootstrapTemplate(
             title=TITLE, main=[self.tabs, markdown(f"pavi_viz {__version__}", margin=(20, 10, 0, 10))],
         )
+
+
+def configure_panel() -> None:
+    """What the served scripts set before they build anything: Panel's extension, every
+    component stretched to the page's width, and the pavi_viz log at INFO, so that the
+    server's log (which shows INFO) says when a closed tab's run was stopped."""
+    pn.extension(sizing_mode="stretch_width")
+    logging.getLogger("pavi_viz").setLevel(logging.INFO)
+
+
+def serve_session() -> None:
+    """Build the page of the session that ``panel serve`` runs the dashboard's script for,
+    into its document (``pn.state.curdoc``), for the host the browser asked for."""
+    configure_panel()
+    document = pn.state.curdoc
+    # The page's roots are added one by one, and Bokeh walks the whole model graph after
+    # each: frozen, it walks it once (0.15 of the 0.75 s a page takes to build, on the
+    # server's one event loop).
+    with document.models.freeze():
+        App.page_for(document.session_context.request.headers.get("Host")).servable()
+    serve_stylesheets_here(document)
+
+
+def run_dashboard_script(name: str) -> None:
+    """The body of the dashboard's script (:mod:`pavi_viz.ui.apps.dashboard`, and
+    ``apps/dashboard.py`` of a source checkout), by the script's ``__name__``.
+
+    Run by ``panel serve`` (a ``bokeh_app_...`` module, once per browser session): builds
+    that session's page (:func:`serve_session`). Run with ``python FILE``: serves the app
+    on port 5006 in this process, until Ctrl-C. Imported (by pdoc, say): nothing.
+    """
+    if name.startswith("bokeh"):
+        serve_session()
+    elif name == "__main__":
+        configure_panel()
+        pn.serve({"dashboard": lambda: App.served().template()}, port=5006, show=False)
+
+
+def warm_up_server() -> None:
+    """The body of Panel's ``--setup`` script (:mod:`pavi_viz.ui.apps.warm_up`): run once
+    per server process before it listens, it builds one app and drops it
+    (:meth:`App.warm_up`), so that the first visitor's page does not pay for the imports."""
+    configure_panel()
+    App.warm_up()

@@ -6,7 +6,8 @@ the ELBO plot, the downloads, and the posterior views (global marginals, the for
 a plated variable, the selected element's density and posterior predictive check). In a
 notebook, display it (``pn.extension(inline=True)``, then ``Dashboard()`` as a cell's
 last line; ``inline`` sends Bokeh's and Panel's JavaScript with the output, so it shows
-offline); to serve it, ``Dashboard().template().servable()`` (``apps/dashboard.py``).
+offline); to serve it, ``Dashboard().template().servable()`` (as
+``pavi_viz/ui/apps/dashboard.py`` does, which ``pavi-viz serve`` serves).
 
 Polling: once the dashboard is shown in a served session or a notebook, an ``async``
 periodic callback (every :data:`POLL_PERIOD_MS` ms, on the session's event loop) calls

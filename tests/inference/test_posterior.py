@@ -1,9 +1,8 @@
-"""Posterior draws, summaries and exports (pavi_viz.inference.posterior)."""
+"""Posterior draws and summaries (pavi_viz.inference.posterior; its exports: test_arviz.py)."""
 
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -14,19 +13,18 @@ import pavi_viz
 from pavi_viz import Plate, PlateModel, Variable
 from pavi_viz.inference import Posterior, elbo, make_family
 from pavi_viz.inference.families import MeanField, PaviF
-from pavi_viz.inference.posterior import load_netcdf
 
 
 def compiled(name: str, **options):
     return pavi_viz.examples.load(name, **options).compile()
 
 
-def posterior(name: str, family: str = "pavi-f", coords=None, seed: int = 0, importance: bool = False) -> Posterior:
+def posterior(name: str, family: str = "pavi-f", coords=None, seed: int = 0, correct: str = "none") -> Posterior:
     # Without importance resampling by default: these tests check how q's draws are
     # chunked, placed and seeded (test_importance.py checks the resampling).
     model = compiled(name)
     torch.manual_seed(seed)
-    return Posterior(model, make_family(family, model), coords=coords, importance=importance)
+    return Posterior(model, make_family(family, model), coords=coords, correct=correct)
 
 
 def train(model, family, steps: int = 300, lr: float = 1e-2, particles: int = 4) -> None:
@@ -171,7 +169,7 @@ def test_every_chunk_is_drawn_given_the_same_globals():
     model = compiled("spikes")
     torch.manual_seed(0)
     family = Recording(model)
-    post = Posterior(model, family, importance=False)
+    post = Posterior(model, family, correct="none")
     n, bound = 20, 20 * 20  # an animal holds up to 14 neurons; 4 globals
     ds = post.sample(n, chunk_elements=bound, seed=0)
     calls = family.calls
@@ -216,7 +214,7 @@ def test_ragged_latents_land_at_their_global_positions():
     family = make_family("mean-field", model)
     set_mean_field(family, "neuron_rate", torch.arange(43.0), 1e-3)
     set_mean_field(family, "animal_rate", 100 + torch.arange(4.0), 1e-3)
-    post = Posterior(model, family, importance=False)
+    post = Posterior(model, family, correct="none")
     chunks = list(post.chunks(10, 10 * 20))
     assert len({c.part for c in chunks}) > 1
     ds = post.sample(10, chunk_elements=10 * 20, seed=0)
@@ -231,7 +229,7 @@ def test_ragged_predictive_follows_the_membership():
     set_mean_field(family, "alpha", county_value, 1e-3)
     set_mean_field(family, "beta", torch.zeros(85), 1e-3)
     set_mean_field(family, "sigma_y", math.log(0.01), 1e-3)  # log: sigma_y's support is positive
-    post = Posterior(model, family, importance=False)
+    post = Posterior(model, family, correct="none")
     bound = 40 * 60
     assert len({c.part for c in post.chunks(40, bound, predictive=True)}) > 1
     rep = post.predictive(40, chunk_elements=bound, seed=0, latents=True)
@@ -358,39 +356,3 @@ def test_trained_eight_schools_predictive_covers_the_data():
     # The posterior mean effect sits between the smallest and largest observed effects.
     theta = post.summary(500, seed=0)["theta"].sel(stat="mean")
     assert (theta > y.min()).all() and (theta < y.max()).all()
-
-
-# -- export -----------------------------------------------------------------------------
-def test_to_datatree():
-    pytest.importorskip("arviz_base", reason="arviz-base is in the optional extra pavi-viz[export]")
-    post = posterior("radon", "mean-field", coords={"county": [f"c{i}" for i in range(85)]})
-    tree = post.to_datatree(n=30, predictive=30, seed=0)
-    assert isinstance(tree, xr.DataTree)
-    assert {"posterior", "posterior_predictive", "observed_data", "constant_data"} <= set(tree.children)
-    posterior_ds = tree["posterior"].to_dataset()
-    assert posterior_ds["alpha"].dims == ("chain", "draw", "county")
-    assert posterior_ds.sizes["chain"] == 1 and posterior_ds.sizes["draw"] == 30
-    assert posterior_ds["county"].values[3] == "c3"
-    assert tree["posterior_predictive"]["log_radon"].dims == ("chain", "draw", "house")
-    assert tree["observed_data"]["log_radon"].dims == ("house",)
-    assert tree.attrs["model"] == "radon"
-    # Without predictive draws; predictive draws of their own when the counts differ.
-    assert "posterior_predictive" not in post.to_datatree(n=10, predictive=None).children
-    assert post.to_datatree(n=10, predictive=4)["posterior_predictive"].sizes["draw"] == 4
-
-
-def test_to_datatree_names_the_extra_when_arviz_is_missing(monkeypatch):
-    monkeypatch.setitem(sys.modules, "arviz_base", None)  # makes the import fail
-    post = posterior("eight_schools", "mean-field")
-    with pytest.raises(ImportError, match=r"pavi-viz\[export\]"):
-        post.to_datatree(n=5)
-
-
-def test_netcdf_round_trip(tmp_path):
-    pytest.importorskip("h5netcdf", reason="h5netcdf is in the optional extra pavi-viz[export]")
-    post = posterior("spikes", "mean-field", coords={"animal": ["a", "b", "c", "d"]})
-    path = tmp_path / "posterior.nc"
-    post.to_netcdf(path, n=25, seed=4)
-    loaded = load_netcdf(path)
-    xr.testing.assert_identical(loaded, post.sample(25, seed=4))
-    assert loaded.attrs["family"] == "mean-field"

@@ -24,7 +24,7 @@ def fits():
                               schedule="cosine", batch={"county": 20})
         # q's own draws: these facts of the data show in any good posterior, and the
         # importance pool that corrects q to the reference is tested against it elsewhere.
-        posterior = Posterior(result.state.model, result.family, importance=False)
+        posterior = Posterior(result.state.model, result.family, correct="none")
         out[name] = (model, result, posterior.summary(n=1000))
     return out
 

@@ -25,7 +25,14 @@ from pavi_viz.inference.checkpoints import (
     save_checkpoint,
 )
 from pavi_viz.inference.config import WHOLE_STEP_NUMBERS
-from pavi_viz.inference.resolve import batch_sizes, data_numbers, default_batch_sizes, resolve_device
+from pavi_viz.inference.resolve import (
+    accumulation_dtype,
+    batch_sizes,
+    data_numbers,
+    default_batch_sizes,
+    resolve_device,
+    unsupported_operator,
+)
 from pavi_viz.inference.state import DivergenceError, TrainingState
 from pavi_viz.inference.schedule import lr_factor
 from pavi_viz.inference import FitResult, StopTraining, fit
@@ -528,6 +535,25 @@ def test_devices(gre, gre_compiled):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             fit(gre, "mean-field", steps=1, device="cuda", progress=False)
+
+
+def test_mps_is_named_and_its_limits_explained(gre):
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ValueError, match="MPS is not available here"):
+            fit(gre, "mean-field", steps=1, device="mps", progress=False)
+    with pytest.raises(ValueError, match="MPS device has no float64"):
+        gre.compile(device="mps", dtype=torch.float64)
+    # Sums that need float64 elsewhere take float32 there.
+    assert accumulation_dtype(torch.device("mps")) == torch.float32
+    assert accumulation_dtype(torch.device("cpu")) == torch.float64
+    # torch's own wording for an operator MPS lacks becomes advice; other errors pass.
+    missing = NotImplementedError("The operator 'aten::_standard_gamma' is not currently implemented for the MPS "
+                                  "device. If you want this op to be added in priority...")
+    clear = unsupported_operator(missing, torch.device("mps"))
+    assert "aten::_standard_gamma" in str(clear) and "device='cpu'" in str(clear)
+    assert "PYTORCH_ENABLE_MPS_FALLBACK=1" in str(clear)
+    assert unsupported_operator(missing, torch.device("cpu")) is None
+    assert unsupported_operator(NotImplementedError("abstract method"), torch.device("mps")) is None
 
 
 @pytest.mark.skipif(os.name != "posix", reason="orphans are told by their writer's process id (POSIX)")

@@ -27,11 +27,14 @@ def screenshots(artifacts_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def dashboard_server(request: pytest.FixtureRequest, artifacts_dir: Path, repo_root: Path, launch_server):
-    """``panel serve apps/dashboard.py`` in a subprocess, for the tests of one module
-    (its log named after the module: modules may run at once, in parallel workers)."""
+def dashboard_server(request: pytest.FixtureRequest, artifacts_dir: Path, launch_server):
+    """``panel serve`` of the dashboard's script that ``pavi-viz serve`` serves (the
+    package's, :func:`pavi_viz.cli.dashboard_path`) in a subprocess, for the tests of one
+    module (its log named after the module: modules may run at once, in parallel workers)."""
+    from pavi_viz.cli import dashboard_path
+
     served = launch_server(
-        lambda port: [sys.executable, "-m", "panel", "serve", str(repo_root / "apps" / "dashboard.py"),
+        lambda port: [sys.executable, "-m", "panel", "serve", str(dashboard_path()),
                       "--port", str(port), "--address", "127.0.0.1", "--allow-websocket-origin", f"localhost:{port}",
                       # A closed tab's session ends within about 11 s (the default: up to 32 s). Not
                       # much sooner: a session whose page has not yet opened its websocket counts

@@ -239,7 +239,9 @@ def test_exports(dashboard):
         draws = load_netcdf(path)
     finally:
         path.unlink()
-    assert draws.sizes["sample"] == 1000 and draws["mu_g"].sizes["group"] == 20
+    posterior = draws["posterior"]  # ArviZ groups
+    assert posterior.sizes["draw"] == 1000 and posterior["mu_g"].dims == ("chain", "draw", "group", "mu_g_dim_0")
+    assert {"log_likelihood", "sample_stats", "posterior_predictive", "observed_data"} <= set(draws.children)
     assert exports.model_json.filename == "gre.json"
 
 

@@ -64,8 +64,10 @@ def enabled_buttons(run_state: str, step: int = 0, steps: int = 0) -> set[str]:
 
 
 def device_options() -> list[str]:
-    """The devices offered: ``auto`` (CUDA when available), ``cpu``, and ``cuda`` when there is one."""
-    return ["auto", "cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+    """The devices offered: ``auto`` (CUDA when available), ``cpu``, and ``cuda`` or
+    ``mps`` when the machine has one."""
+    return ["auto", "cpu", *(["cuda"] if torch.cuda.is_available() else []),
+            *(["mps"] if torch.backends.mps.is_available() else [])]
 
 
 def format_seconds(seconds: float) -> str:

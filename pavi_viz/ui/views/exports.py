@@ -4,10 +4,14 @@ Each button of :class:`Exports` builds its file when clicked (a
 ``pn.widgets.FileDownload`` callback, on the session's event loop):
 
 - **Model (JSON)**: ``state.model.to_json()``, data included; always available.
-- **Posterior (NetCDF)**: :data:`POSTERIOR_DRAWS` joint draws of the current run's
-  fitted posterior (:meth:`pavi_viz.inference.posterior.Posterior.to_netcdf`; read back
-  with ``pavi_viz.inference.load_netcdf``). Enabled once the run has ended (stopped,
-  finished, or diverged with its last good state): while its thread trains, the family
+- **Posterior (NetCDF)**: the current run's fitted posterior as ArviZ groups
+  (:meth:`pavi_viz.inference.posterior.Posterior.to_netcdf`): :data:`POSTERIOR_DRAWS`
+  joint draws in ``posterior``, with their ``log_likelihood`` and ``sample_stats``,
+  :data:`PREDICTIVE_DRAWS` of them replicated in ``posterior_predictive``, and the
+  ``observed_data`` and ``constant_data``. Read it back with
+  ``pavi_viz.inference.load_netcdf`` (or ``xarray.open_datatree``);
+  ``arviz_stats.loo`` takes it. Enabled once the run has ended (stopped, finished,
+  or diverged with its last good state): while its thread trains, the family
   belongs to that thread. To export mid-run, Stop it (a checkpoint keeps its state)
   and Resume afterwards.
 - **ELBO history (CSV)**: the run's points so far (step, elbo, smoothed_elbo,
@@ -28,8 +32,10 @@ from panel.viewable import Viewer
 from pavi_viz.ui.state import DashboardState
 from pavi_viz.ui.views.text import markdown
 
-#: Posterior draws written to the NetCDF file.
+#: Posterior draws written to the NetCDF file (its posterior group)...
 POSTERIOR_DRAWS = 1000
+#: ... and how many of them are replicated in its posterior_predictive group.
+PREDICTIVE_DRAWS = 100
 
 
 class Exports(Viewer):
@@ -82,7 +88,7 @@ class Exports(Viewer):
             raise RuntimeError("no fitted posterior: stop the run (or let it finish) to export it")
         with tempfile.TemporaryDirectory(prefix="pavi_viz-export-") as folder:
             path = Path(folder) / "posterior.nc"
-            posterior.to_netcdf(path, n=POSTERIOR_DRAWS, seed=0)
+            posterior.to_netcdf(path, n=POSTERIOR_DRAWS, predictive=PREDICTIVE_DRAWS, seed=0)
             return io.BytesIO(path.read_bytes())
 
     def _elbo_csv(self) -> io.StringIO:

@@ -117,7 +117,9 @@ def test_installed_serve_answers_and_stops(venv, workdir):
         # The app's own page, rendered by Bokeh (a failing script still gets a 200 page,
         # titled "Bokeh Application").
         assert "<title>pavi_viz</title>" in page and "Bokeh" in page, log_path.read_text()
-        server.send_signal(signal.SIGINT)  # as Ctrl-C: passed on to panel serve
+        # SIGTERM, as a service manager stops it. (SIGINT does as Ctrl-C does, but a test
+        # run in a background job inherits SIGINT ignored, and serve leaves it ignored.)
+        server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
     finally:
         if server.poll() is None:

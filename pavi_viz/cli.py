@@ -7,6 +7,7 @@ examples, and serve the dashboard.
     pavi-viz examples gre --option G=200 --out gre.json # one of them as a model file
     pavi-viz fit gre.json --family pavi-e --steps 2000 --out posterior.nc
     pavi-viz fit example:radon --steps 3000 --summary
+    pavi-viz runs                                       # the runs recorded in .pavi_viz/runs.db
     pavi-viz serve --port 5006                          # the dashboard (needs pavi-viz[app])
 
 ``python -m pavi_viz`` is the same command. Importing this module is cheap: torch and
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  pavi-viz examples\n"
             "  pavi-viz examples gre --option G=200 --out gre.json\n"
             "  pavi-viz fit gre.json --family pavi-e --steps 2000 --out posterior.nc\n"
+            "  pavi-viz runs\n"
             "  pavi-viz serve --port 5006\n\n"
             "'pavi-viz COMMAND --help' describes each command. Exit status: 0 done, 1 the run\n"
             "failed, 2 usage error (options, model file, family...), 130 interrupted."
@@ -190,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
     _add_fit(commands, common)
     _add_examples(commands, common)
+    _add_runs(commands, common)
     _add_serve(commands, common)
     return parser
 
@@ -236,7 +239,17 @@ def _add_fit(commands: Any, common: argparse.ArgumentParser) -> None:
     fit.add_argument("--summary", action="store_true",
                      help="print each variable's posterior mean, sd and 90%% interval at the end")
     fit.add_argument("--quiet", action="store_true", help="no progress bar and no start-up line")
+    recording = fit.add_mutually_exclusive_group()
+    _add_store_option(recording, "record the run in the run store FILE")
+    recording.add_argument("--no-store", action="store_true", help="do not record the run in a run store")
     fit.set_defaults(handler=_run_fit)
+
+
+def _add_store_option(parser: Any, what: str) -> None:
+    from pavi_viz.runner.store_schema import DEFAULT_PATH, PATH_VARIABLE
+
+    parser.add_argument("--store", default=None, metavar="FILE",
+                        help=f"{what} (default: ${PATH_VARIABLE}, else {DEFAULT_PATH} in the working folder)")
 
 
 #: The fit settings that are dicts, read from repeatable options: the option, its
@@ -311,6 +324,35 @@ def _add_examples(commands: Any, common: argparse.ArgumentParser) -> None:
                           help="an option of the example (repeatable), e.g. G=200")
     examples.add_argument("--out", default=None, metavar="FILE", help="write the example as a model JSON file")
     examples.set_defaults(handler=_run_examples)
+
+
+def _add_runs(commands: Any, common: argparse.ArgumentParser) -> None:
+    runs = commands.add_parser(
+        "runs",
+        parents=[common],
+        formatter_class=_FORMATTER,
+        help="list the runs recorded in a run store, or delete some",
+        description=(
+            "List the runs that 'pavi-viz fit' (and pavi_viz.fit(..., store=...)) recorded in a run\n"
+            "store, newest first: id, name, model, family, state, steps, final smoothed ELBO and\n"
+            "age. A run whose process ended while it trained (killed, a crash, a reboot) shows\n"
+            "as interrupted; 'pavi-viz fit ... --resume CHECKPOINT' takes it up again."
+        ),
+        epilog=(
+            "examples:\n"
+            "  pavi-viz runs\n"
+            "  pavi-viz runs --store /shared/project/runs.db\n"
+            "  pavi-viz runs --delete 3 4\n"
+            "  pavi-viz runs --delete-finished"
+        ),
+    )
+    _add_store_option(runs, "the run store")
+    deleting = runs.add_mutually_exclusive_group()
+    deleting.add_argument("--delete", nargs="+", type=_positive_int, default=None, metavar="ID",
+                          help="delete these runs (not those training now), then compact the file")
+    deleting.add_argument("--delete-finished", action="store_true",
+                          help="delete the runs that finished, then compact the file")
+    runs.set_defaults(handler=_run_runs)
 
 
 #: Where ``pavi-viz serve`` listens by default: this machine only.
@@ -465,7 +507,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     from pavi_viz.inference import CheckpointError, DivergenceError, Posterior, save_checkpoint
     from pavi_viz.inference.threads import use_threads
     from pavi_viz.inference.trainer import Trainer
-    from pavi_viz.inference.training import ProgressBar
+    from pavi_viz.inference.training import ERROR, INTERRUPTED, ProgressBar
     from pavi_viz.model import ModelError
 
     try:
@@ -477,6 +519,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     if not args.quiet:
         start = f"resuming the run in {args.resume} at step {first}" if args.resume else f"fitting {config.family}"
         print(f"{_describe(model)}: {start}, up to step {config.steps}, on {state.model.device}", flush=True)
+    log = _open_log(args, model, state)
 
     # Ctrl-C ends the loop after the current step (the run's state is then whole, and
     # the checkpoint is saved); a second Ctrl-C quits at once.
@@ -494,16 +537,20 @@ def _run_fit(args: argparse.Namespace) -> int:
         with use_threads(trainer.threads), ProgressBar(state, not args.quiet) as bar:
             while not trainer.done and not interrupted:
                 trainer.step()
+                if log is not None:
+                    log.step(state)
                 bar.update(state)
                 if args.checkpoint_every and state.step % args.checkpoint_every == 0 and not trainer.done:
                     save_checkpoint(args.checkpoint, state)
     except DivergenceError as err:
         saved = ""
-        if args.checkpoint and trainer.restore_last_good() > first:
+        if trainer.restore_last_good() > first and args.checkpoint:
             save_checkpoint(args.checkpoint, state)
             saved = f" The last good state (step {state.step}) is saved in {args.checkpoint}."
+        _end_log(log, state, "diverged", err.reason)
         raise CliError(err.reason + saved, EXIT_FAILURE) from err
     except KeyboardInterrupt:
+        _end_log(log, state, INTERRUPTED, f"interrupted at step {state.step} (Ctrl-C twice)")
         last = ""
         if args.checkpoint and Path(args.checkpoint).is_file() and state.step > 0:
             last = f"; the last checkpoint in {args.checkpoint} is older: resume it with --resume {args.checkpoint}"
@@ -517,6 +564,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     history = state.history
     if interrupted:
         message = f"interrupted at step {state.step} of {config.steps}"
+        _end_log(log, state, INTERRUPTED, f"{message} (Ctrl-C)")
         if args.checkpoint:
             command = [PROG, "fit", args.model, "--resume", args.checkpoint, "--steps", str(config.steps),
                        "--checkpoint", args.checkpoint]
@@ -546,6 +594,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     try:
         posterior.to_netcdf(out, n=args.draws, seed=config.seed)
     except OSError as err:
+        _end_log(log, state, ERROR, f"cannot write {out}: {err.strerror or err}")
         raise CliError(f"cannot write {str(out)!r}: {err.strerror or err}", EXIT_FAILURE) from err
     names = ", ".join(posterior.model.latent_names)
     print(f"wrote {args.draws} posterior draws of {names} to {out}")
@@ -553,9 +602,41 @@ def _run_fit(args: argparse.Namespace) -> int:
     check = posterior.importance_check(n=args.draws, seed=config.seed)
     if check is not None:
         print(_describe_check(check))
+    # The same n and seed as the draws: the summary reuses their importance pool.
+    summary = posterior.summary(n=args.draws, seed=config.seed) if args.summary or log is not None else None
+    if log is not None:
+        log.end(state, trainer.stop_reason, summary=summary, posterior=out,
+                pareto_k=None if check is None else check.pareto_k)
     if args.summary:
-        print(_summary_table(posterior.summary(n=args.draws, seed=config.seed), out))
+        print(_summary_table(summary, out))
     return 0
+
+
+def _open_log(args: argparse.Namespace, model: Any, state: Any) -> Any:
+    """The run's record in the run store (a :class:`~pavi_viz.runner.FitLog`), or None
+    with --no-store. A store named by --store that cannot be used is an error; the
+    default one, a warning (the run trains unrecorded)."""
+    if args.no_store:
+        return None
+    from pavi_viz.runner.store import RunStore, StoreError
+
+    try:
+        log = RunStore(args.store).open_fit(model, state, checkpoint=args.checkpoint, resume=args.resume,
+                                            name=args.model)
+    except StoreError as err:
+        if args.store is not None:
+            raise CliError(f"--store: {err} (--no-store trains without recording the run)") from err
+        print(f"{PROG} fit: warning: the run is not recorded: {err}", file=sys.stderr, flush=True)
+        return None
+    if not args.quiet:
+        print(f"recording it as run {log.run_id} in {log.writer.path} ('{PROG} runs' lists the runs)", flush=True)
+    return log
+
+
+def _end_log(log: Any, state: Any, reason: str, message: str) -> None:
+    """Record how the run ended, when it is recorded."""
+    if log is not None:
+        log.end(state, reason, message)
 
 
 def _describe_check(check: ImportanceCheck) -> str:
@@ -656,6 +737,40 @@ def _run_examples(args: argparse.Namespace) -> int:
         raise CliError(f"cannot write {args.out!r}: {err.strerror or err}", EXIT_FAILURE) from err
     print(f"wrote example {args.name!r} ({_describe(model)}) to {out}; fit it with: {PROG} fit {shlex.quote(str(out))}")
     return 0
+
+
+# -- runs ----------------------------------------------------------------------------
+def _run_runs(args: argparse.Namespace) -> int:
+    from pavi_viz.runner.store import RunStore, StoreError
+
+    try:
+        store = RunStore(args.store, create=False)
+        if args.delete or args.delete_finished:
+            deleted = store.delete(args.delete) if args.delete else store.delete_finished()
+            listed = f": {', '.join(map(str, deleted))}" if deleted else ""
+            print(f"deleted {len(deleted)} run(s) from {store.path}{listed}")
+        runs = store.runs()
+    except StoreError as err:
+        raise CliError(_one_line(err)) from err
+    if not runs:
+        print(f"no runs in {store.path}")
+        return 0
+    now = time.time()
+    header = ["id", "name", "model", "family", "state", "step", "final ELBO", "age"]
+    rows = [[str(r.id), r.name, r.model, r.family, r.state, f"{r.step}/{r.total_steps}", f"{r.smoothed_elbo:.6g}",
+             _age(now - r.created)] for r in runs]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _age(seconds: float) -> str:
+    """A duration as its largest unit: ``45 s``, ``12 min``, ``3 h``, ``2 d``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{max(0, int(seconds))} s"
 
 
 # -- serve ---------------------------------------------------------------------------

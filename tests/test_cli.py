@@ -399,3 +399,123 @@ def test_serve_without_its_scripts_names_the_folder(monkeypatch, capsys, tmp_pat
     assert pavi_cli.main(["serve", "--port", "1"]) == pavi_cli.EXIT_FAILURE
     error = capsys.readouterr().err.strip()
     assert error.startswith("pavi-viz serve: error:") and str(tmp_path) in error and "reinstall" in error, error
+
+
+# -- the run store: fit records its runs, runs lists them -------------------------------------
+def committed_points(store_file: Path) -> int:
+    """The points the store's first run holds (0 while there is no store yet)."""
+    from pavi_viz.runner.store import RunStore, StoreError
+
+    try:
+        return len(RunStore(store_file, create=False).points(1))
+    except StoreError:
+        return 0
+
+
+def test_fit_records_its_run_in_the_store_of_the_working_folder_unless_told_not_to(tmp_path, gre_file):
+    from pavi_viz.runner.store import RunStore
+
+    (tmp_path / "recorded").mkdir()
+    (tmp_path / "unrecorded").mkdir()
+    fit = ["fit", str(gre_file), "--steps", "3", "--threads", "1", "--out", "p.nc", "--draws", "50"]
+    result = ok(cli(*fit, cwd=tmp_path / "recorded"))
+    assert "recording it as run 1 in .pavi_viz/runs.db ('pavi-viz runs' lists the runs)" in result.stdout
+    [run] = RunStore(tmp_path / "recorded" / ".pavi_viz" / "runs.db", create=False).runs()
+    assert (run.name, run.state, run.step, run.total_steps, run.checkpoint) == (str(gre_file), "finished", 3, 3, None)
+    assert run.posterior == str((tmp_path / "recorded" / "p.nc").resolve())
+    assert f"Pareto k of the importance weights: {run.pareto_k:.2f}" in result.stdout
+
+    ok(cli(*fit, "--no-store", cwd=tmp_path / "unrecorded"))
+    assert (tmp_path / "unrecorded" / "p.nc").is_file() and not (tmp_path / "unrecorded" / ".pavi_viz").exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_killed_fit_reads_as_interrupted_and_resuming_it_continues_the_stored_run(tmp_path):
+    from pavi_viz.runner.store import RunStore
+
+    store_file = tmp_path / "runs.db"
+    model = ["example:gre", "--option", "G=200", "--schedule", "cosine", "--threads", "1", "--quiet",
+             "--checkpoint", "run.pt", "--store", str(store_file)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pavi_viz", "fit", *model, "--steps", "100000", "--checkpoint-every", "50",
+         "--out", "never.nc"],
+        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while committed_points(store_file) < 120 and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert committed_points(store_file) >= 120, process.communicate(timeout=30)
+        process.kill()  # SIGKILL: no handler runs, nothing more is written
+        process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    store = RunStore(store_file, create=False)
+    [run] = store.runs()
+    assert (run.name, run.model, run.family, run.state, run.total_steps) == (
+        "example:gre", "gre", "pavi-e", "interrupted", 100000)
+    assert run.step >= 120 and [p.step for p in store.points(run.id)] == list(range(1, run.step + 1))
+    assert run.checkpoint == str((tmp_path / "run.pt").resolve())
+    listing = ok(cli("runs", "--store", str(store_file))).stdout.splitlines()
+    assert listing[0].split() == ["id", "name", "model", "family", "state", "step", "final", "ELBO", "age"]
+    assert listing[1].split()[:6] == [str(run.id), "example:gre", "gre", "pavi-e", "interrupted",
+                                      f"{run.step}/100000"]
+
+    saved = checkpoint_step(tmp_path / "run.pt")
+    ok(cli("fit", *model, "--resume", "run.pt", "--steps", str(saved + 30), "--out", "posterior.nc",
+           "--draws", "50", cwd=tmp_path))
+    [run] = store.runs()
+    assert (run.state, run.step, run.total_steps) == ("finished", saved + 30, saved + 30)
+    assert [p.step for p in store.points(run.id)] == list(range(1, saved + 31))
+    assert [t.state for t in store.transitions(run.id)] == ["running", "interrupted", "running", "finished"]
+    assert run.posterior == str((tmp_path / "posterior.nc").resolve())
+    assert store.summary(run.id).step == saved + 30
+
+
+def test_runs_lists_and_deletes(tmp_path):
+    from pavi_viz.runner.hub import Info, StateChange
+    from pavi_viz.runner.store import RunStore
+
+    store_file = tmp_path / "runs.db"
+    store = RunStore(store_file)
+    for name, final in (("one", "finished"), ("two", "stopped"), ("three", "finished")):
+        writer = store.open_run(Info(run=name, model="gre", family="pavi-f", parameter_count=1, total_steps=10,
+                                     device="cpu", torch_threads=1, settings={}, truth=None, observed=None))
+        writer.put(StateChange(run=name, state=final, time=time.time(), message=""))
+        writer.close()
+    names = [line.split()[1] for line in ok(cli("runs", "--store", str(store_file))).stdout.splitlines()[1:]]
+    assert names == ["three", "two", "one"]
+    assert ok(cli("runs", "--store", str(store_file), "--delete-finished")).stdout.startswith(
+        f"deleted 2 run(s) from {store_file}: 1, 3")
+    assert ok(cli("runs", "--store", str(store_file), "--delete", "2")).stdout.splitlines() == [
+        f"deleted 1 run(s) from {store_file}: 2", f"no runs in {store_file}"]
+    assert "--delete-finished" in ok(cli("runs", "--help")).stdout
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (None, "no run store at"),
+    (b"plain text, " * 50, "is not a pavi_viz run store"),
+    ("newer", "written by a newer pavi_viz"),
+    ("other", "of another application"),
+], ids=["missing", "not-sqlite", "newer-schema", "other-sqlite"])
+def test_runs_errors_are_one_line_naming_the_file(tmp_path, content, words):
+    import sqlite3
+
+    from pavi_viz.runner.store import RunStore
+
+    path = tmp_path / "runs.db"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        if content == "newer":
+            RunStore(path)
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.execute("PRAGMA user_version = 99" if content == "newer" else "CREATE TABLE notes (text TEXT)")
+    for command in (["runs"], ["runs", "--delete", "1"]):
+        result = cli(*command, "--store", str(path))
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, result
+        assert lines[0].startswith("pavi-viz runs: error:") and str(path) in lines[0] and words in lines[0], lines

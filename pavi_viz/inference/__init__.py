@@ -13,8 +13,9 @@ shadow the name, as a module ``elbo`` did the function ``elbo``.)
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pavi_viz._lazy import lazy_names
 
 # public name -> the submodule that defines it
 _PUBLIC: dict[str, str] = {
@@ -55,13 +56,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from pavi_viz.inference.training import StopTraining, fit
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _PUBLIC:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)
-    globals()[name] = value  # cache: later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _PUBLIC, globals())

@@ -21,6 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Imported with the module, although it takes about 0.9 s (scipy.stats and all of
+# arviz-stats): imported on first use, it held up the first summary of a run, the one
+# a Stop waits for, by as much.
+from arviz_stats.base import array_stats
+
 #: Above this Pareto k, PSIS estimates are not trusted at any number of draws
 #: (Vehtari et al., 2024): the draws of q are then used as they are.
 PARETO_K_LIMIT = 0.7
@@ -81,10 +86,6 @@ def psis(log_weights: np.ndarray) -> tuple[np.ndarray, float]:
     if not np.isfinite(x).any():
         raise ValueError("no draw of q has a finite importance weight")
     x -= x.max()
-    # Imported here: arviz-stats takes seconds to import (scipy.stats), and the
-    # dashboards import this module for its constants.
-    from arviz_stats.base import array_stats
-
     # ArviZ's input is a log likelihood: the weights are exp(-input). The draws are
     # independent: r_eff = 1. A degenerate tail's fit divides by 0: errstate.
     with np.errstate(all="ignore"):

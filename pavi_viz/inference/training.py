@@ -12,6 +12,12 @@ and divergence errors that keep the last good state::
 
 Its settings are those of :class:`~pavi_viz.inference.config.FitConfig`, given as a
 config, as keywords (``fit(model, steps=500, lr=0.02)``), or both (the keywords win).
+
+``fit(..., store=RunStore())`` records the run in a run store as it trains (its
+points, how it ended, its posterior summary), where it outlives the process. The store
+lives in the runner layer, above this one: :func:`fit` knows it only through the two
+small protocols below (:class:`FitStore`, :class:`FitSink`), which
+:class:`pavi_viz.runner.RunStore` implements; this layer imports nothing of the runner.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -37,6 +43,37 @@ if TYPE_CHECKING:
 
 class StopTraining(Exception):
     """Raised by a :func:`fit` callback to end training after the current step (not an error)."""
+
+
+#: Why a run ended, as a :class:`FitSink` hears it, beyond a ``FitResult.stop_reason``:
+#: Ctrl-C (KeyboardInterrupt), and any other error but a divergence.
+INTERRUPTED, ERROR = "interrupted", "error"
+
+
+class FitSink(Protocol):
+    """Where :func:`fit` reports one run as it trains (a run store's record of it).
+
+    ``step`` is called on the training thread after every step: it must return at once
+    (a store queues the new points and writes them from a thread of its own). ``end`` is
+    called once, when the run has ended (normally or by an exception), with the reason:
+    a ``FitResult.stop_reason`` (``"diverged"`` too), :data:`INTERRUPTED` or
+    :data:`ERROR`; it returns once the run's record is complete.
+    """
+
+    def step(self, state: TrainingState) -> None: ...
+
+    def end(self, state: TrainingState, reason: str, message: str = "") -> None: ...
+
+
+class FitStore(Protocol):
+    """What ``fit(..., store=...)`` takes: :class:`pavi_viz.runner.RunStore`.
+
+    ``open_fit`` starts the record of a run set up at ``state`` (resumed from the
+    checkpoint file ``resume``, saving to ``checkpoint``), before its first step.
+    """
+
+    def open_fit(self, model: PlateModel | CompiledModel, state: TrainingState, *, checkpoint: str | Path | None,
+                 resume: str | Path | None) -> FitSink: ...
 
 
 class ProgressBar:
@@ -84,6 +121,7 @@ def fit(
     checkpoint: str | Path | None = None,
     checkpoint_every: int | None = None,
     resume: str | Path | TrainingState | None = None,
+    store: FitStore | None = None,
     **settings: Any,
 ) -> FitResult:
     """Fit a variational family to a model's posterior by stochastic ELBO maximisation.
@@ -109,6 +147,10 @@ def fit(
             to continue from; with the same settings the run continues exactly as an
             uninterrupted one would (on the CPU). The family comes from the checkpoint
             (a family or family options asked for here must be the same).
+        store: a run store to record the run in (``pavi_viz.runner.RunStore()``: the
+            default file, ``.pavi_viz/runs.db`` here; ``RunStore(path)``), committed
+            before this returns, whatever the outcome. A run resumed from a checkpoint
+            that a stored run saves to continues that run's record.
 
     Returns:
         A :class:`FitResult`.
@@ -125,6 +167,7 @@ def fit(
     if unknown:
         raise TypeError(f"fit() got unknown setting(s) {unknown}; the settings are {FitConfig.setting_names()}")
     _check_loop_options(callback_every, checkpoint, checkpoint_every)
+    _check_store(store)
     built = family if isinstance(family, VariationalFamily) else None
     if isinstance(family, str):
         settings["family"] = family
@@ -138,31 +181,61 @@ def fit(
     trained_before = state.elapsed
     stop_reason = None
     final_called = False  # whether the latest callback call saw state.finished
-    with use_threads(trainer.threads), ProgressBar(state, progress) as bar:
-        try:
-            while not trainer.done:
-                trainer.step()
-                bar.update(state)
-                if callbacks and (trainer.done or state.step % callback_every == 0):
-                    state.finished = final_called = trainer.done
-                    if _stop_asked(callbacks, state):
-                        stop_reason = "callback"
-                        break
-                if checkpoint_every is not None and state.step % checkpoint_every == 0 and not trainer.done:
-                    save_checkpoint(checkpoint, state)
-        except DivergenceError as err:
-            err.restored_step = trainer.restore_last_good()
-            state.finished = True
-            err.result = FitResult.of(trainer.state, trainer.config, "diverged", state.elapsed - trained_before)
-            raise
-    state.finished = True
-    if callbacks and not final_called:
-        _stop_asked(callbacks, state)
-    if checkpoint is not None:
-        save_checkpoint(checkpoint, state)
-    if stop_reason is None:
-        stop_reason = trainer.stop_reason
+    sink = None
+    if store is not None:
+        resumed_file = None if isinstance(resume, TrainingState) else resume
+        sink = store.open_fit(model, state, checkpoint=checkpoint, resume=resumed_file)
+    ending: tuple[str, str]  # the reason and message the sink hears: set as the run ends, however it ends
+    try:
+        with use_threads(trainer.threads), ProgressBar(state, progress) as bar:
+            try:
+                while not trainer.done:
+                    trainer.step()
+                    if sink is not None:
+                        sink.step(state)
+                    bar.update(state)
+                    if callbacks and (trainer.done or state.step % callback_every == 0):
+                        state.finished = final_called = trainer.done
+                        if _stop_asked(callbacks, state):
+                            stop_reason = "callback"
+                            break
+                    if checkpoint_every is not None and state.step % checkpoint_every == 0 and not trainer.done:
+                        save_checkpoint(checkpoint, state)
+            except DivergenceError as err:
+                err.restored_step = trainer.restore_last_good()
+                state.finished = True
+                err.result = FitResult.of(trainer.state, trainer.config, "diverged", state.elapsed - trained_before)
+                raise
+        state.finished = True
+        if callbacks and not final_called:
+            _stop_asked(callbacks, state)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, state)
+        if stop_reason is None:
+            stop_reason = trainer.stop_reason
+        ending = (stop_reason, "")
+    except BaseException as err:
+        ending = _ending_of(err)
+        raise
+    finally:
+        if sink is not None:
+            sink.end(state, *ending)
     return FitResult.of(trainer.state, trainer.config, stop_reason, state.elapsed - trained_before)
+
+
+def _ending_of(err: BaseException) -> tuple[str, str]:
+    """The reason and message a :class:`FitSink` hears of a run that ``err`` ended."""
+    if isinstance(err, DivergenceError):
+        return "diverged", err.reason
+    if isinstance(err, KeyboardInterrupt):
+        return INTERRUPTED, "interrupted (KeyboardInterrupt)"
+    return ERROR, f"{type(err).__name__}: {err}"
+
+
+def _check_store(store: object) -> None:
+    if store is not None and not callable(getattr(store, "open_fit", None)):
+        raise TypeError(f"store must be a run store, pavi_viz.runner.RunStore() (the default file) or "
+                        f"RunStore(path), not {store!r}")
 
 
 def _stop_asked(callbacks: Sequence[Callable[[TrainingState], None]], state: TrainingState) -> bool:
@@ -184,4 +257,4 @@ def _check_loop_options(callback_every: int, checkpoint: str | Path | None, chec
         raise ValueError("checkpoint_every needs a checkpoint path (checkpoint=...)")
 
 
-__all__ = ["ProgressBar", "StopTraining", "fit"]
+__all__ = ["ERROR", "INTERRUPTED", "FitSink", "FitStore", "ProgressBar", "StopTraining", "fit"]

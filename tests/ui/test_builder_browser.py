@@ -243,7 +243,10 @@ def test_an_upload_never_holds_up_another_session(dashboard_server, open_page, p
         refused_after = time.monotonic() - start
         poller.wait_requests(10)
     assert poller.failures == [], poller.failures
-    assert poller.slowest() < 1.0 and refused_after < 2.0, (sorted(poller.seconds)[-3:], refused_after)
+    # The bounds tell a free event loop (answers in milliseconds, the refusal in about a
+    # second) from one held by the parse (30 s) with room for a loaded CI machine: a
+    # refusal took 2.2 s under a second test run.
+    assert poller.slowest() < 2.0 and refused_after < 10.0, (sorted(poller.seconds)[-3:], refused_after)
     build.upload("pavi-builder-data-upload", files["large.csv"])  # read on the worker thread too
     expect(build.find("pavi-builder-data-info")).to_contain_text("x (20000 × 10 × 2)", timeout=ANSWER_MS)
     expect(build.fit_button()).to_be_enabled()

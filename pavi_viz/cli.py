@@ -242,6 +242,9 @@ def _add_fit(commands: Any, common: argparse.ArgumentParser) -> None:
     recording = fit.add_mutually_exclusive_group()
     _add_store_option(recording, "record the run in the run store FILE")
     recording.add_argument("--no-store", action="store_true", help="do not record the run in a run store")
+    fit.add_argument("--tensorboard", default=None, metavar="DIR",
+                     help="also write the run's curves for TensorBoard to a folder of its own in DIR "
+                          "(tensorboard --logdir DIR; needs pavi-viz[tensorboard])")
     fit.set_defaults(handler=_run_fit)
 
 
@@ -378,7 +381,11 @@ def _add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
             "  pavi-viz serve --port 8080 --show\n"
             "  pavi-viz serve --max-steps 20000 --max-particles 16 --max-runs 4           # a workshop's limits\n"
             "  pavi-viz serve --num-procs 2 --max-runs 6    # two processes, 3 runs at once in each\n"
-            "  pavi-viz serve --address 0.0.0.0 --allow-websocket-origin myhost:5006   # to a network: see README, Security\n\n"
+            "  pavi-viz serve --address 0.0.0.0 --allow-websocket-origin myhost:5006   # to a network: see README, Security\n"
+            "  pavi-viz serve --store /shared/project/runs.db   # watch the runs of 'pavi-viz fit --store' there\n\n"
+            "On loopback (the default address) the sessions record their runs in the run store\n"
+            "that 'pavi-viz fit' records in, and its Runs tab lists the store's runs, live and\n"
+            "past: watch one in the Fit tab, or tick several to compare them.\n\n"
             "--num-procs N forks N server processes that share the port; each browser session\n"
             "lives in one of them, and each process trains its share of --max-runs (the\n"
             "total divided by N, rounded down, at least 1): a session queued in one process\n"
@@ -410,6 +417,12 @@ def _add_serve(commands: Any, common: argparse.ArgumentParser) -> None:
                         help="the most runs that train at once, all sessions of all --num-procs processes "
                              "together, each process taking an equal share (rounded down, at least 1); the "
                              "others wait their turn (default: the CPUs this process may use but one, at least 1)")
+    recording = serve.add_mutually_exclusive_group()
+    _add_store_option(recording, "record the sessions' runs in the run store FILE, and list its runs (the Runs "
+                                 "tab) to watch or compare them; on loopback the default store is used, on other "
+                                 "addresses only the one named here")
+    recording.add_argument("--no-store", action="store_true",
+                           help="neither record the sessions' runs nor list stored runs")
     serve.set_defaults(handler=_run_serve)
 
 
@@ -519,7 +532,10 @@ def _run_fit(args: argparse.Namespace) -> int:
     if not args.quiet:
         start = f"resuming the run in {args.resume} at step {first}" if args.resume else f"fitting {config.family}"
         print(f"{_describe(model)}: {start}, up to step {config.steps}, on {state.model.device}", flush=True)
+    # TensorBoard's log first: a missing package fails before the store records a run.
+    board = _open_tensorboard(args, state)
     log = _open_log(args, model, state)
+    sinks = [sink for sink in (board, log) if sink is not None]
 
     # Ctrl-C ends the loop after the current step (the run's state is then whole, and
     # the checkpoint is saved); a second Ctrl-C quits at once.
@@ -537,8 +553,8 @@ def _run_fit(args: argparse.Namespace) -> int:
         with use_threads(trainer.threads), ProgressBar(state, not args.quiet) as bar:
             while not trainer.done and not interrupted:
                 trainer.step()
-                if log is not None:
-                    log.step(state)
+                for sink in sinks:
+                    sink.step(state)
                 bar.update(state)
                 if args.checkpoint_every and state.step % args.checkpoint_every == 0 and not trainer.done:
                     save_checkpoint(args.checkpoint, state)
@@ -547,10 +563,10 @@ def _run_fit(args: argparse.Namespace) -> int:
         if trainer.restore_last_good() > first and args.checkpoint:
             save_checkpoint(args.checkpoint, state)
             saved = f" The last good state (step {state.step}) is saved in {args.checkpoint}."
-        _end_log(log, state, "diverged", err.reason)
+        _end_logs(sinks, state, "diverged", err.reason)
         raise CliError(err.reason + saved, EXIT_FAILURE) from err
     except KeyboardInterrupt:
-        _end_log(log, state, INTERRUPTED, f"interrupted at step {state.step} (Ctrl-C twice)")
+        _end_logs(sinks, state, INTERRUPTED, f"interrupted at step {state.step} (Ctrl-C twice)")
         last = ""
         if args.checkpoint and Path(args.checkpoint).is_file() and state.step > 0:
             last = f"; the last checkpoint in {args.checkpoint} is older: resume it with --resume {args.checkpoint}"
@@ -564,7 +580,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     history = state.history
     if interrupted:
         message = f"interrupted at step {state.step} of {config.steps}"
-        _end_log(log, state, INTERRUPTED, f"{message} (Ctrl-C)")
+        _end_logs(sinks, state, INTERRUPTED, f"{message} (Ctrl-C)")
         if args.checkpoint:
             command = [PROG, "fit", args.model, "--resume", args.checkpoint, "--steps", str(config.steps),
                        "--checkpoint", args.checkpoint]
@@ -594,7 +610,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     try:
         posterior.to_netcdf(out, n=args.draws, seed=config.seed)
     except OSError as err:
-        _end_log(log, state, ERROR, f"cannot write {out}: {err.strerror or err}")
+        _end_logs(sinks, state, ERROR, f"cannot write {out}: {err.strerror or err}")
         raise CliError(f"cannot write {str(out)!r}: {err.strerror or err}", EXIT_FAILURE) from err
     names = ", ".join(posterior.model.latent_names)
     print(f"wrote {args.draws} posterior draws of {names} to {out}")
@@ -604,6 +620,8 @@ def _run_fit(args: argparse.Namespace) -> int:
         print(_describe_check(check))
     # The same n and seed as the draws: the summary reuses their importance pool.
     summary = posterior.summary(n=args.draws, seed=config.seed) if args.summary or log is not None else None
+    if board is not None:
+        board.end(state, trainer.stop_reason)
     if log is not None:
         log.end(state, trainer.stop_reason, summary=summary, posterior=out,
                 pareto_k=None if check is None else check.pareto_k)
@@ -633,9 +651,26 @@ def _open_log(args: argparse.Namespace, model: Any, state: Any) -> Any:
     return log
 
 
-def _end_log(log: Any, state: Any, reason: str, message: str) -> None:
-    """Record how the run ended, when it is recorded."""
-    if log is not None:
+def _open_tensorboard(args: argparse.Namespace, state: Any) -> Any:
+    """The run's TensorBoard log (a :class:`~pavi_viz.inference.tensorboard.TensorBoardLog`),
+    or None without --tensorboard."""
+    if args.tensorboard is None:
+        return None
+    from pavi_viz.inference.tensorboard import TensorBoardLog
+
+    try:
+        board = TensorBoardLog(args.tensorboard, state)
+    except (ImportError, OSError) as err:
+        raise CliError(f"--tensorboard: {_one_line(err)}", EXIT_FAILURE) from err
+    if not args.quiet:
+        print(f"writing its curves for TensorBoard to {board.path} (tensorboard --logdir {args.tensorboard})",
+              flush=True)
+    return board
+
+
+def _end_logs(logs: Sequence[Any], state: Any, reason: str, message: str) -> None:
+    """Record how the run ended in each of its logs (the run store's, TensorBoard's)."""
+    for log in logs:
         log.end(state, reason, message)
 
 
@@ -741,7 +776,7 @@ def _run_examples(args: argparse.Namespace) -> int:
 
 # -- runs ----------------------------------------------------------------------------
 def _run_runs(args: argparse.Namespace) -> int:
-    from pavi_viz.runner.store import RunStore, StoreError
+    from pavi_viz.runner.store import RunStore, StoreError, duration_text
 
     try:
         store = RunStore(args.store, create=False)
@@ -758,19 +793,11 @@ def _run_runs(args: argparse.Namespace) -> int:
     now = time.time()
     header = ["id", "name", "model", "family", "state", "step", "final ELBO", "age"]
     rows = [[str(r.id), r.name, r.model, r.family, r.state, f"{r.step}/{r.total_steps}", f"{r.smoothed_elbo:.6g}",
-             _age(now - r.created)] for r in runs]
+             duration_text(now - r.created)] for r in runs]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     return 0
-
-
-def _age(seconds: float) -> str:
-    """A duration as its largest unit: ``45 s``, ``12 min``, ``3 h``, ``2 d``."""
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit}"
-    return f"{max(0, int(seconds))} s"
 
 
 # -- serve ---------------------------------------------------------------------------
@@ -818,9 +845,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     env.update(_serve_limits(args).to_environment())
     # Pages are built for the hosts whose websockets are let in (Bokeh's default one alone
     # where none was named).
-    from pavi_viz.ui.limits import HOSTS_VARIABLE
+    from pavi_viz.ui.limits import HOSTS_VARIABLE, STORE_VARIABLE
 
     env[HOSTS_VARIABLE] = json.dumps(origins or [f"localhost:{port}"])
+    env[STORE_VARIABLE] = _serve_store(args, local)
     host = f"[{address}]" if ":" in address else address
     print(f"serving the pavi_viz dashboard at http://{host}:{port}/dashboard (Ctrl-C to stop)", flush=True)
     if not local:
@@ -828,6 +856,25 @@ def _run_serve(args: argparse.Namespace) -> int:
         print(f"warning: listening on {address}: anyone who can reach this machine on port {port} can open the "
               f"dashboard and start runs on it; browsers may connect from {allowed}", file=sys.stderr, flush=True)
     return _run_passing_signals(command, env)
+
+
+def _serve_store(args: argparse.Namespace, local: bool) -> str:
+    """The run store's file that the served sessions record in and list ("": none).
+
+    On loopback (one person's machine), the default store, as ``pavi-viz fit`` has it:
+    runs started in a terminal show in the browser. Served to a network (a workshop),
+    only a store named by ``--store``: every session lists the store's runs, and the
+    students of a room are not to see one another's by default. The file is checked
+    here, so that a bad one fails before the server starts.
+    """
+    from pavi_viz.runner.store import RunStore, StoreError
+
+    if args.no_store or (args.store is None and not local):
+        return ""
+    try:
+        return str(RunStore(args.store).path.resolve())
+    except StoreError as err:
+        raise CliError(f"--store: {err} (--no-store serves without a run store)") from err
 
 
 def _serve_limits(args: argparse.Namespace) -> Any:

@@ -16,6 +16,20 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def default_run_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every run that the tests record in the default run store (``pavi-viz fit``,
+    ``pavi-viz serve``, in this process or a child) goes to a file of the test session's,
+    not to ``.pavi_viz/runs.db`` of the repository: ``PAVI_VIZ_STORE`` names it."""
+    from pavi_viz.runner.store_schema import PATH_VARIABLE
+
+    path = tmp_path_factory.mktemp("store") / "runs.db"
+    mp = pytest.MonkeyPatch()
+    mp.setenv(PATH_VARIABLE, str(path))
+    yield path
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The repository root (where pyproject.toml lives)."""

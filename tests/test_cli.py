@@ -23,14 +23,22 @@ from tests.ui.conftest import Page, screenshots  # noqa: F401
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / "pavi-viz"
 # One torch thread: the machine has two cores and the runs are small.
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def env() -> dict[str, str]:
+    """The children's environment: this process's as it is now (the suite's run store:
+    tests/conftest.py), one thread."""
+    return {**os.environ, **ONE_THREAD}
+
+
 # A short fit that is accurate enough on a 20-group GRE (errors of 0.1 posterior sd).
 FIT = ["--steps", "400", "--particles", "8", "--schedule", "cosine", "--threads", "1", "--quiet"]
 
 
 def cli(*args: str, cwd: Path = REPO_ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pavi_viz", *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "pavi_viz", *args], cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout,
         check=False,
     )
 
@@ -163,7 +171,7 @@ def test_ctrl_c_saves_the_checkpoint_and_says_how_to_resume(workdir, gre_file):
     process = subprocess.Popen(
         [sys.executable, "-m", "pavi_viz", "fit", gre_file.name, "--steps", "100000", "--threads", "1", "--quiet",
          "--checkpoint", checkpoint.name, "--checkpoint-every", "10", "--out", "never.nc"],
-        cwd=workdir, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=workdir, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -387,7 +395,7 @@ def test_serve_runs_the_scripts_the_package_ships():
     # (a server would keep the process from ending).
     code = ("import logging; logging.basicConfig(level=logging.INFO)\n"
             "import pavi_viz.ui.apps.dashboard, pavi_viz.ui.apps.warm_up")
-    imported = ok(subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120,
+    imported = ok(subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=120,
                                  check=False))
     assert "warmed up" not in imported.stderr, imported.stderr
 
@@ -412,8 +420,11 @@ def committed_points(store_file: Path) -> int:
         return 0
 
 
-def test_fit_records_its_run_in_the_store_of_the_working_folder_unless_told_not_to(tmp_path, gre_file):
+def test_fit_records_its_run_in_the_store_of_the_working_folder_unless_told_not_to(tmp_path, gre_file, monkeypatch):
     from pavi_viz.runner.store import RunStore
+    from pavi_viz.runner.store_schema import PATH_VARIABLE
+
+    monkeypatch.delenv(PATH_VARIABLE)  # the suite's own store: the default is what is tested here
 
     (tmp_path / "recorded").mkdir()
     (tmp_path / "unrecorded").mkdir()
@@ -439,7 +450,7 @@ def test_a_killed_fit_reads_as_interrupted_and_resuming_it_continues_the_stored_
     process = subprocess.Popen(
         [sys.executable, "-m", "pavi_viz", "fit", *model, "--steps", "100000", "--checkpoint-every", "50",
          "--out", "never.nc"],
-        cwd=tmp_path, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         deadline = time.monotonic() + 60

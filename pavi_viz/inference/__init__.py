@@ -3,7 +3,8 @@
 Modules, from the leaves up: ``config`` (the settings of a fit, :class:`FitConfig`;
 param alone), ``resolve`` (what the settings mean for one model), ``state`` (the
 records of training), ``families`` and ``objective`` (the ELBO), ``checkpoints``, ``threads``,
-``trainer`` (one step at a time), ``training`` (:func:`fit`), ``posterior``.
+``trainer`` (one step at a time), ``tensorboard`` (a run's curves for TensorBoard),
+``training`` (:func:`fit`), ``posterior``.
 
 The public names below are loaded on first access (PEP 562), so that
 ``from pavi_viz.inference.config import FitConfig`` (the command line's options)

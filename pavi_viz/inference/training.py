@@ -18,6 +18,9 @@ points, how it ended, its posterior summary), where it outlives the process. The
 lives in the runner layer, above this one: :func:`fit` knows it only through the two
 small protocols below (:class:`FitStore`, :class:`FitSink`), which
 :class:`pavi_viz.runner.RunStore` implements; this layer imports nothing of the runner.
+``fit(..., tensorboard=DIR)`` writes the run's curves for TensorBoard, through another
+sink (:class:`~pavi_viz.inference.tensorboard.TensorBoardLog`); every sink hears every
+step and the end.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pavi_viz.inference.checkpoints import save_checkpoint
 from pavi_viz.inference.config import FitConfig
 from pavi_viz.inference.families import VariationalFamily
 from pavi_viz.inference.state import DivergenceError, FitResult, TrainingState
+from pavi_viz.inference.tensorboard import TensorBoardLog
 from pavi_viz.inference.threads import use_threads
 from pavi_viz.inference.trainer import Trainer
 from pavi_viz.model.compiled import CompiledModel
@@ -51,7 +55,8 @@ INTERRUPTED, ERROR = "interrupted", "error"
 
 
 class FitSink(Protocol):
-    """Where :func:`fit` reports one run as it trains (a run store's record of it).
+    """Where :func:`fit` reports one run as it trains (a run store's record of it, a
+    TensorBoard log).
 
     ``step`` is called on the training thread after every step: it must return at once
     (a store queues the new points and writes them from a thread of its own). ``end`` is
@@ -122,6 +127,7 @@ def fit(
     checkpoint_every: int | None = None,
     resume: str | Path | TrainingState | None = None,
     store: FitStore | None = None,
+    tensorboard: str | Path | None = None,
     **settings: Any,
 ) -> FitResult:
     """Fit a variational family to a model's posterior by stochastic ELBO maximisation.
@@ -151,6 +157,10 @@ def fit(
             default file, ``.pavi_viz/runs.db`` here; ``RunStore(path)``), committed
             before this returns, whatever the outcome. A run resumed from a checkpoint
             that a stored run saves to continues that run's record.
+        tensorboard: a TensorBoard log directory to write the run's curves to, in a
+            folder of the run's own (:class:`~pavi_viz.inference.tensorboard.TensorBoardLog`:
+            its tags, its folder's name), all on disk before this returns. Needs the
+            ``tensorboard`` package (``pip install 'pavi-viz[tensorboard]'``).
 
     Returns:
         A :class:`FitResult`.
@@ -162,6 +172,7 @@ def fit(
             each naming the setting.
         TypeError: a keyword that is no setting.
         CheckpointError: ``resume`` names a checkpoint made for another model.
+        ImportError: ``tensorboard`` is given and the ``tensorboard`` package is missing.
     """
     unknown = sorted(set(settings) - set(FitConfig.setting_names()))
     if unknown:
@@ -181,17 +192,20 @@ def fit(
     trained_before = state.elapsed
     stop_reason = None
     final_called = False  # whether the latest callback call saw state.finished
-    sink = None
-    if store is not None:
-        resumed_file = None if isinstance(resume, TrainingState) else resume
-        sink = store.open_fit(model, state, checkpoint=checkpoint, resume=resumed_file)
-    ending: tuple[str, str]  # the reason and message the sink hears: set as the run ends, however it ends
+    sinks: list[FitSink] = []
+    ending: tuple[str, str]  # the reason and message the sinks hear: set as the run ends, however it ends
     try:
+        # Opened in the try: one that fails has the sinks opened before it hear the error.
+        if tensorboard is not None:
+            sinks.append(TensorBoardLog(tensorboard, state))
+        if store is not None:
+            resumed_file = None if isinstance(resume, TrainingState) else resume
+            sinks.append(store.open_fit(model, state, checkpoint=checkpoint, resume=resumed_file))
         with use_threads(trainer.threads), ProgressBar(state, progress) as bar:
             try:
                 while not trainer.done:
                     trainer.step()
-                    if sink is not None:
+                    for sink in sinks:
                         sink.step(state)
                     bar.update(state)
                     if callbacks and (trainer.done or state.step % callback_every == 0):
@@ -218,7 +232,7 @@ def fit(
         ending = _ending_of(err)
         raise
     finally:
-        if sink is not None:
+        for sink in sinks:
             sink.end(state, *ending)
     return FitResult.of(trainer.state, trainer.config, stop_reason, state.elapsed - trained_before)
 

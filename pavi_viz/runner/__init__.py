@@ -38,6 +38,7 @@ _PUBLIC: dict[str, str] = {
     "RunConfig": "run",
     "RunState": "run",
     "TrainingRun": "run",
+    "StoreFollower": "follow",
     "RunSlots": "slots",
     "RunStore": "store",
     "StoreError": "store",
@@ -49,6 +50,7 @@ _PUBLIC: dict[str, str] = {
 __all__ = sorted(_PUBLIC)
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from pavi_viz.runner.follow import StoreFollower
     from pavi_viz.runner.hub import Info, MetricsHub, Point, Reader, Record, StateChange, Summary, Update
     from pavi_viz.runner.run import ACTIVE, ENDED, THREAD_PREFIX, Progress, RunConfig, RunState, TrainingRun
     from pavi_viz.runner.slots import RunSlots

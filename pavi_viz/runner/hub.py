@@ -93,7 +93,8 @@ class Info:
 
     Attributes:
         run: the run's name. model: the model's name. family: the variational family.
-        parameter_count: the family's trainable numbers. total_steps: the steps the
+        parameter_count: the family's trainable numbers (None: unknown, a run read
+            from the run store). total_steps: the steps the
             run aims at. device: where it trains. torch_threads: its torch threads.
         settings: the run's settings (lr, particles, batch sizes, seed...).
         truth: the ground truth of simulated data, or None. observed: the observed
@@ -103,7 +104,7 @@ class Info:
     run: str
     model: str
     family: str
-    parameter_count: int
+    parameter_count: int | None
     total_steps: int
     device: str
     torch_threads: int

@@ -31,6 +31,7 @@ import threading
 import time
 import traceback
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ from pavi_viz.model.compiled import CompiledModel
 from pavi_viz.model.spec import PlateModel
 from pavi_viz.runner.hub import Info, MetricsHub, Point, StateChange, Summary
 from pavi_viz.runner.slots import RunSlots
+from pavi_viz.runner.store import RunStore, StoreError
+from pavi_viz.runner.store_writer import RunWriter
 
 
 class RunState(str, enum.Enum):
@@ -140,6 +143,9 @@ class TrainingRun:
             the run's thread starts, or goes on after a pause, it waits for a free slot
             in state ``queued``; it gives the slot back while paused and when it ends
             (None: it trains at once).
+        store: a run store to record the run in (its writer reads the run's hub from
+            a thread of its own: training never waits for the file), or None. A
+            resumed run goes on in the same record.
     """
 
     def __init__(
@@ -152,6 +158,7 @@ class TrainingRun:
         checkpoint: str | Path | None = None,
         resume_from: str | Path | None = None,
         slots: RunSlots | None = None,
+        store: RunStore | None = None,
         **settings: Any,
     ) -> None:
         if isinstance(model, PlateModel):
@@ -173,6 +180,10 @@ class TrainingRun:
         self._discarded = False
         self._resume_from = resume_from
         self._slots = slots
+        self.store = store
+        #: The run's id in ``store`` once its record began (None: not recorded).
+        self.stored_id: int | None = None
+        self._writer: RunWriter | None = None  # the record's writer while the thread trains
         self._holds_slot = False  # the training thread's: whether it holds one of the slots
         if resume_from is not None:
             self._adopt_family_of(resume_from, chosen=settings.get("family", config.family if config else None))
@@ -351,10 +362,14 @@ class TrainingRun:
                                              f"here, {ahead} more waiting ahead of this one")
 
     def _end(self, ending: tuple[RunState, str]) -> None:
-        """Enter the state the thread ends in; delete a discarded run's own checkpoint."""
+        """Enter the state the thread ends in; complete the run's record in the store;
+        delete a discarded run's own checkpoint."""
         with self._condition:
             self._set_state(*ending)
             discarded = self._discarded  # read with the state set: discard() sees one or the other
+        if self._writer is not None:  # it takes the state just published, then ends
+            self._writer.close()
+            self._writer = None
         if discarded:
             self._delete_own_checkpoint()
 
@@ -410,7 +425,7 @@ class TrainingRun:
     def _publish_info(self, state: TrainingState) -> None:
         self.parameter_count = state.family.parameter_count()
         posterior = Posterior(state.model, state.family)
-        self.hub.publish(Info(
+        info = Info(
             run=self.name,
             model=state.model.name,
             family=state.family_name,
@@ -421,7 +436,24 @@ class TrainingRun:
             settings=dict(state.settings),
             truth=posterior.truth() if state.model.truth else None,
             observed=posterior.observed_data(),
-        ))
+        )
+        self.hub.publish(info)
+        if self.store is not None:
+            self._record(info, state.step)
+
+    def _record(self, info: Info, step: int) -> None:
+        """Begin (or take up again) the run's record in its store, from ``step``: its
+        writer reads the hub from here on. A store that cannot be written is warned
+        about, and the run trains unrecorded."""
+        model_json = self.model.to_json(indent=None) if isinstance(self.model, PlateModel) else None
+        try:
+            self._writer = self.store.open_run(info, model_json=model_json, checkpoint=self.checkpoint,
+                                               continues=self.stored_id, step=step,
+                                               source=self.hub.reader(from_start=False))
+        except StoreError as err:
+            warnings.warn(f"{self.name} is not recorded: {err}", RuntimeWarning, stacklevel=2)
+            return
+        self.stored_id = self._writer.run_id
 
     def _publish_points(self, history: History) -> None:
         """Every history record not yet published (a resumed run's earlier ones too)."""

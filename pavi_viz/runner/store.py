@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pavi_viz.runner.hub import Info, Point, StateChange, Summary
+from pavi_viz.runner.hub import Info, Point, Reader, StateChange, Summary
 from pavi_viz.runner.store_schema import StoreError, connect, default_path, transaction
 from pavi_viz.runner.store_summary import EncodedSummary, EncodedVariable, decode
 from pavi_viz.runner.store_writer import HEARTBEAT_SECONDS, MAX_POINTS, FitLog, RunWriter, settings_json
@@ -193,6 +193,13 @@ class RunStore:
         except (TypeError, ValueError) as err:
             raise StoreError(f"the summary of run {run_id} in {self.path} is malformed: {err}") from None
 
+    def summary_step(self, run_id: int) -> int | None:
+        """The step of the run's latest summary (None: none), without reading it: a
+        follower asks this often, and reads the summary only when it is new."""
+        with self._connection() as db:
+            row = db.execute("SELECT step FROM summaries WHERE run = ?", (run_id,)).fetchone()
+        return None if row is None else int(row[0])
+
     def model_json(self, run_id: int) -> str | None:
         """The JSON of the run's model (``PlateModel.from_json`` reads it), or None when
         it was fitted from a compiled model."""
@@ -231,7 +238,7 @@ class RunStore:
 
     # -- writing -------------------------------------------------------------------------
     def open_run(self, info: Info, *, model_json: str | None = None, checkpoint: str | Path | None = None,
-                 continues: int | None = None, step: int = 0) -> RunWriter:
+                 continues: int | None = None, step: int = 0, source: Reader | None = None) -> RunWriter:
         """Start recording a run: its row, in state ``running``, and the writer that
         records the rest (hand it the run's records; close it when the run has ended).
 
@@ -243,6 +250,8 @@ class RunStore:
                 checkpoint at ``step``: its later points are deleted), or None for a
                 new run.
             step: the step the run starts from.
+            source: a reader of the run's hub, which the writer reads too (see
+                :class:`~pavi_viz.runner.store_writer.RunWriter`).
         """
         now = time.time()
         digest = None if model_json is None else hashlib.sha256(model_json.encode()).hexdigest()
@@ -263,7 +272,7 @@ class RunStore:
                 message = f"taken up again at step {step}"
             db.execute("INSERT INTO transitions VALUES (?, ?, ?, ?)", (run_id, "running", now, message))
             held = db.execute("SELECT count(*) FROM points WHERE run = ?", (run_id,)).fetchone()[0]
-        return RunWriter(self.path, run_id, points_held=held, max_points=self.max_points)
+        return RunWriter(self.path, run_id, points_held=held, max_points=self.max_points, source=source)
 
     def _take_up(self, db: sqlite3.Connection, run_id: int, fields: dict[str, Any], step: int) -> None:
         """Point a stored run at this process again; record the interruption readers saw
@@ -372,6 +381,14 @@ def _process_alive(pid: int) -> bool:
     return status.rpartition(")")[2].split()[:1] != ["Z"]
 
 
+def duration_text(seconds: float) -> str:
+    """A duration as its largest unit, for lists of runs: ``45 s``, ``12 min``, ``3 h``, ``2 d``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{max(0, int(seconds))} s"
+
+
 def _absolute(path: str | Path) -> str:
     return str(Path(path).resolve())
 
@@ -385,4 +402,4 @@ def _number(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
-__all__ = ["FINISHED", "INTERRUPTED", "LIVE", "STALE_SECONDS", "RunStore", "StoreError", "StoredRun"]
+__all__ = ["FINISHED", "INTERRUPTED", "LIVE", "STALE_SECONDS", "RunStore", "StoreError", "StoredRun", "duration_text"]

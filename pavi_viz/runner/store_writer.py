@@ -18,7 +18,7 @@ run's history was cut back: a divergence restored an earlier step) and :class:`O
 
 :class:`FitLog` adapts a writer to what :func:`pavi_viz.fit` and ``pavi-viz fit`` report
 (the :class:`~pavi_viz.inference.training.FitSink` protocol): the new steps of a
-``TrainingState``, and how the run ended.
+``TrainingState``, a posterior summary now and then, and how the run ended.
 
 Size stays bounded on long runs: once a run holds more than ``max_points`` points
 (:data:`MAX_POINTS`), the older ones (all but the newest quarter) keep only the steps
@@ -30,6 +30,7 @@ stays evenly spaced, however long the run.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import queue
@@ -41,14 +42,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pavi_viz.runner.hub import Info, Point, Record, StateChange, Summary
+from pavi_viz.runner.hub import Info, Point, Reader, Record, StateChange, Summary
 from pavi_viz.runner.store_schema import StoreError, connect, transaction
 from pavi_viz.runner.store_summary import encode
 
 if TYPE_CHECKING:
     import xarray as xr
 
+    from pavi_viz.inference.families import VariationalFamily
     from pavi_viz.inference.state import History, TrainingState
+    from pavi_viz.model.compiled import CompiledModel
 
 #: Seconds between two commits of a busy run (its points arrive in batches this often).
 FLUSH_SECONDS = 0.5
@@ -65,6 +68,15 @@ MAX_POINTS = 20_000
 SUMMARY_NUMBERS = 2_000_000
 #: The draws the summary that :class:`FitLog` stores at the end of a run is computed from.
 SUMMARY_DRAWS = 1000
+#: The draws of the summaries that :class:`FitLog` stores while a run trains (a
+#: dashboard's own live summaries' default, ``RunConfig.summary_draws``)...
+LIVE_SUMMARY_DRAWS = 200
+#: ...at least this many seconds apart (a dashboard watching the run from the store sees
+#: its posterior move)...
+SUMMARY_SECONDS = 10.0
+#: ...and so that their thread is busy this share of the time at most (a large model's
+#: summaries come further apart).
+SUMMARY_SHARE = 0.05
 #: The states a run ends in, by the reason :func:`pavi_viz.fit` gives
 #: (:data:`pavi_viz.inference.training.END_REASONS`); every other reason (a
 #: ``FitResult.stop_reason``: completed, converged, early stopping) means "finished".
@@ -105,12 +117,17 @@ class RunWriter:
         run_id: the run's id.
         points_held: the points the run holds already.
         max_points: the bound of the points kept (see the module's notes).
+        source: a reader of the run's hub, whose records the thread takes as well as
+            those put (a :class:`~pavi_viz.runner.run.TrainingRun` records itself so:
+            its training thread only publishes to its hub), or None.
     """
 
-    def __init__(self, path: Path, run_id: int, *, points_held: int, max_points: int = MAX_POINTS) -> None:
+    def __init__(self, path: Path, run_id: int, *, points_held: int, max_points: int = MAX_POINTS,
+                 source: Reader | None = None) -> None:
         if max_points < 4:
             raise ValueError(f"max_points must be at least 4, got {max_points}")
         self.path, self.run_id, self.max_points = path, run_id, max_points
+        self.source = source
         self.error: Exception | None = None
         self._points_held = points_held
         self._stride = 1
@@ -171,7 +188,7 @@ class RunWriter:
             last_write = time.monotonic()
 
     def _take_queued(self) -> list[StoreRecord]:
-        taken = []
+        taken: list[StoreRecord] = [] if self.source is None else list(self.source.read())
         with contextlib.suppress(queue.Empty):
             while True:
                 taken.append(self._queue.get_nowait())
@@ -244,6 +261,9 @@ class RunWriter:
         return connection.execute("SELECT count(*) FROM points WHERE run = ?", (self.run_id,)).fetchone()[0]
 
     def _write_summary(self, connection: sqlite3.Connection, record: Summary) -> None:
+        pareto_k = record.summary.attrs.get("pareto_k")
+        if pareto_k is not None and math.isfinite(pareto_k):  # the run's latest importance check
+            connection.execute("UPDATE runs SET pareto_k = ? WHERE id = ?", (float(pareto_k), self.run_id))
         encoded = encode(record.summary)
         if encoded.numbers > SUMMARY_NUMBERS:
             return
@@ -285,6 +305,12 @@ class FitLog:
     step (on the training thread: it queues the new points), :meth:`end` once.
     Made by :meth:`pavi_viz.runner.store.RunStore.open_fit`.
 
+    While the run trains, a posterior summary is stored now and then
+    (:data:`SUMMARY_SECONDS`, :data:`SUMMARY_SHARE`): the training thread copies the
+    family (its parameters, a few milliseconds), and a thread of its own summarises the
+    copy, seeded by the step (a summary of a large model takes seconds; training goes on
+    meanwhile, its random numbers untouched: they come from the run's own generators).
+
     Attributes:
         writer: the run's writer. run_id: its id in the store. name: its name.
     """
@@ -293,14 +319,39 @@ class FitLog:
         self.writer, self.run_id, self.name = writer, writer.run_id, name
         self._step = stored_step  # the last step handed to the writer
         self._ended = False
+        self._summary_started: float | None = None  # time.monotonic() of the last summary's start
+        self._summary_cost = 0.0  # seconds the last summary took
+        self._summarising: threading.Thread | None = None
 
     def step(self, state: TrainingState) -> None:
-        """Queue the steps taken since the last call (one, as a rule)."""
+        """Queue the steps taken since the last call (one, as a rule); start a posterior
+        summary when one is due."""
+        self._queue_points(state)
+        now = time.monotonic()
+        if self._summary_started is None:  # the clock starts at the run's first call
+            self._summary_started = now
+        elif ((self._summarising is None or not self._summarising.is_alive())
+              and now - self._summary_started >= max(SUMMARY_SECONDS, self._summary_cost / SUMMARY_SHARE)):
+            self._summary_started = now
+            self._summarising = threading.Thread(
+                target=self._summarise_copy, args=(state.model, copy.deepcopy(state.family), state.step),
+                name=f"pavi_viz store summary run {self.run_id}", daemon=True)
+            self._summarising.start()
+
+    def _queue_points(self, state: TrainingState) -> None:
         history = state.history
         if history.step and history.step[-1] > self._step:
             for point in new_points(history, self._step):
                 self.writer.put(point)
             self._step = history.step[-1]
+
+    def _summarise_copy(self, model: CompiledModel, family: VariationalFamily, step: int) -> None:
+        """The summary thread's body: summarise a copy of the family, as it was at ``step``."""
+        started = time.perf_counter()
+        summary = _summarise(model, family, n=LIVE_SUMMARY_DRAWS, seed=step)
+        if summary is not None:
+            self.writer.put(Summary(step=step, summary=summary, draws=None))
+        self._summary_cost = time.perf_counter() - started
 
     def end(self, state: TrainingState, reason: str, message: str = "", *, summary: xr.Dataset | None = None,
             posterior: str | Path | None = None, pareto_k: float | None = None) -> None:
@@ -314,21 +365,22 @@ class FitLog:
             summary: the posterior summary to store (default: one of
                 :data:`SUMMARY_DRAWS` draws, for runs that ended whole).
             posterior: the file the posterior was written to. pareto_k: the Pareto k
-                of its importance check (default: the summary's, when it has one).
+                of its importance check (default: the summary's, when it has one,
+                stored with the summary).
         """
         if self._ended:
             return
         self._ended = True
+        if self._summarising is not None:  # its summary, older, goes in before the last one
+            self._summarising.join()
         if state.step < self._step:  # a divergence restored an earlier step
             self.writer.put(Rewind(state.step))
             self._step = state.step
-        self.step(state)
+        self._queue_points(state)
         if summary is None and reason in SUMMARISED:
-            summary = _summarise(state)
-        if summary is not None:
+            summary = _summarise(state.model, state.family, n=SUMMARY_DRAWS, seed=state.settings.get("seed"))
+        if summary is not None:  # its Pareto k is stored with it
             self.writer.put(Summary(step=state.step, summary=summary, draws=None))
-            if pareto_k is None and "pareto_k" in summary.attrs:
-                pareto_k = float(summary.attrs["pareto_k"])
         if posterior is not None or pareto_k is not None:
             self.writer.put(Outputs(posterior=None if posterior is None else str(Path(posterior).resolve()),
                                     pareto_k=None if pareto_k is None or math.isnan(pareto_k) else pareto_k))
@@ -338,14 +390,13 @@ class FitLog:
         self.writer.close()
 
 
-def _summarise(state: TrainingState) -> xr.Dataset | None:
-    """The posterior summary of a run's family (None, with a warning, if it fails: the
-    run's record is worth more than its summary)."""
+def _summarise(model: CompiledModel, family: VariationalFamily, n: int, seed: int | None) -> xr.Dataset | None:
+    """The posterior summary of a run's family, of ``n`` draws (None, with a warning, if
+    it fails: the run's record is worth more than its summary)."""
     from pavi_viz.inference.posterior import Posterior
 
     try:
-        seed = state.settings.get("seed")
-        return Posterior(state.model, state.family).summary(n=SUMMARY_DRAWS, seed=seed)
+        return Posterior(model, family).summary(n=n, seed=seed)
     except Exception as err:  # noqa: BLE001 - reported, the run is stored without its summary
         warnings.warn(f"the run's posterior summary could not be stored: {type(err).__name__}: {err}",
                       RuntimeWarning, stacklevel=3)
@@ -353,4 +404,5 @@ def _summarise(state: TrainingState) -> xr.Dataset | None:
 
 
 __all__ = ["FLUSH_RECORDS", "FLUSH_SECONDS", "HEARTBEAT_SECONDS", "MAX_POINTS", "SUMMARY_DRAWS", "SUMMARY_NUMBERS",
+           "LIVE_SUMMARY_DRAWS", "SUMMARY_SECONDS", "SUMMARY_SHARE",
            "FitLog", "Outputs", "Rewind", "RunWriter", "StoreRecord", "new_points", "settings_json"]

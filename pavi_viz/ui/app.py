@@ -1,10 +1,14 @@
-"""The served app: the training dashboard and the visual builder, in two tabs.
+"""The served app: the training dashboard, the visual builder and the stored runs, in tabs.
 
 :class:`App` holds one :class:`~pavi_viz.ui.dashboard.Dashboard` (tab *Fit*, shown
 first: a first visitor sees the default example and can press Start at once) and one
 :class:`~pavi_viz.ui.builder.Builder` (tab *Build*), which starts from a copy of the
 dashboard's model. The builder's Fit button hands a copy of its model to the
-dashboard (which stops the run of the previous model) and opens the *Fit* tab.
+dashboard (which stops the run of the previous model) and opens the *Fit* tab. When the
+dashboard has a run store (``pavi-viz serve`` names one: :func:`~pavi_viz.ui.limits.served_store`),
+a third tab, *Runs*, lists its runs (:class:`~pavi_viz.ui.views.runs.RunsView`, read
+again every :data:`RUNS_REFRESH_MS` ms while it is shown): *Watch* shows one in the
+*Fit* tab, live while another process trains it; ticking several compares them.
 
 ``pavi-viz serve`` runs Panel's server on the scripts of :mod:`pavi_viz.ui.apps`, which
 call :func:`serve_session` (one App per session, built by :meth:`App.page_for`, under
@@ -36,8 +40,10 @@ from pavi_viz.model.spec import PlateModel
 from pavi_viz.ui.builder import Builder
 from pavi_viz.ui.builder_state import BuilderState
 from pavi_viz.ui.dashboard import TITLE, Dashboard
-from pavi_viz.ui.limits import ServeLimits, allowed_host, shared_slots
+from pavi_viz.ui.limits import ServeLimits, allowed_host, served_store, shared_slots
+from pavi_viz.ui.runs import RunsList
 from pavi_viz.ui.state import DashboardState
+from pavi_viz.ui.views.runs import RunsView
 from pavi_viz.ui.views.text import markdown
 
 log = logging.getLogger(__name__)
@@ -58,7 +64,9 @@ def serve_stylesheets_here(document: Document) -> None:
 #: The title of the page that :meth:`App.page_for` gives a request for another host.
 REFUSED_TITLE = "pavi_viz: not served at this address"
 #: The tabs, in order.
-FIT_TAB, BUILD_TAB = 0, 1
+FIT_TAB, BUILD_TAB, RUNS_TAB = 0, 1, 2
+#: Milliseconds between two reads of the run store while the *Runs* tab is shown.
+RUNS_REFRESH_MS = 2000
 
 
 class App(Viewer):
@@ -70,7 +78,8 @@ class App(Viewer):
     Attributes:
         dashboard: the training dashboard.
         builder: the builder (None until the *Build* tab first opens).
-        tabs: *Fit* (the dashboard) and *Build* (the builder).
+        runs: the *Runs* tab's view (None when the dashboard has no run store).
+        tabs: *Fit* (the dashboard), *Build* (the builder) and *Runs*.
     """
 
     def __init__(self, dashboard: Dashboard | None = None, **params: Any) -> None:
@@ -78,28 +87,51 @@ class App(Viewer):
         self.dashboard = dashboard if dashboard is not None else Dashboard()
         self.builder: Builder | None = None
         self._build_tab = pn.Column(sizing_mode="stretch_width")
+        store = self.dashboard.state.store
+        self.runs = None if store is None else RunsView(RunsList(store=store), on_watch=self.watch)
+        self._runs_tab = pn.Column(sizing_mode="stretch_width")
         self.tabs = pn.Tabs(("Fit", self.dashboard.beside()), ("Build", self._build_tab),
+                            *([("Runs", self._runs_tab)] if self.runs is not None else []),
                             sizing_mode="stretch_width", css_classes=["pavi-app-tabs"])
         self.tabs.param.watch(self._tab_opened, "active")
 
     def _tab_opened(self, event: Any) -> None:
-        """Make the builder, on a copy of the dashboard's model, when its tab first opens."""
+        """Make the builder, on a copy of the dashboard's model, when its tab first opens;
+        read the store, and put its table in the page, when the *Runs* tab opens."""
         if event.new == BUILD_TAB and self.builder is None:
             state = self.dashboard.state
             self.builder = Builder(BuilderState(state.model.copy(), limits=state.limits), on_fit=self.fit)
             self._build_tab.objects = [self.builder]
+        elif event.new == RUNS_TAB and self.runs is not None:
+            self.runs.refresh()
+            # Shown from its first opening on: a Bokeh DataTable laid out in a hidden tab
+            # fails to render (BokehJS sizes its grid's canvas at once), blanking the page.
+            if not self._runs_tab.objects:
+                self._runs_tab.objects = [self.runs]
+
+    def _refresh_runs(self) -> None:
+        """The periodic read of the store, while the *Runs* tab is shown."""
+        if self.tabs.active == RUNS_TAB and self.runs is not None:
+            self.runs.refresh()
 
     @classmethod
     def served(cls) -> App:
         """One session's app in a server: with the limits that ``pavi-viz serve`` set
         (:meth:`ServeLimits.from_environment`), its runs taking turns with every other
-        session's in the process's :func:`shared_slots`."""
+        session's in the process's :func:`shared_slots`, recorded in the run store it
+        named (:func:`served_store`)."""
         limits = ServeLimits.from_environment()
-        return cls(Dashboard(DashboardState(limits=limits, slots=shared_slots(limits.runs))))
+        return cls(Dashboard(DashboardState(limits=limits, slots=shared_slots(limits.runs), store=served_store())))
 
     def fit(self, model: PlateModel) -> None:
         """Give ``model`` to the dashboard (its run, if any, stops) and open the *Fit* tab."""
         self.dashboard.state.param.update(model=model, reference=None)
+        self.tabs.active = FIT_TAB
+
+    def watch(self, run_id: int) -> None:
+        """Show the stored run ``run_id`` in the dashboard (its run, if any, stops) and
+        open the *Fit* tab (see :meth:`DashboardState.attach`, and what it raises)."""
+        self.dashboard.state.attach(run_id)
         self.tabs.active = FIT_TAB
 
     def __panel__(self) -> pn.viewable.Viewable:
@@ -139,6 +171,8 @@ class App(Viewer):
         :meth:`Dashboard.template` (Fast's theme fetches its font from Google; the app
         works offline). The tabs hold everything: no sidebar."""
         self.dashboard.start_polling()  # and a closed session stops its run
+        if self.runs is not None:  # stopped with the session
+            pn.state.add_periodic_callback(self._refresh_runs, period=RUNS_REFRESH_MS)
         return pn.template.BootstrapTemplate(
             title=TITLE, main=[self.tabs, markdown(f"pavi_viz {__version__}", margin=(20, 10, 0, 10))],
         )

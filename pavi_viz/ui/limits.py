@@ -6,7 +6,8 @@ simulation of 10^8 numbers, would slow everyone else. ``pavi-viz serve --max-ste
 app reads them back from the environment (:meth:`ServeLimits.from_environment`) and
 gives them to each session's dashboard and builder, which refuse, with a message that
 names the limit, a Start or a Simulate beyond them. It also passes the hosts the server
-answers to (:func:`allowed_host`): a page is built for those alone.
+answers to (:func:`allowed_host`): a page is built for those alone; and the run store the
+sessions record their runs in and list (:func:`served_store`).
 
 The library's own bounds (:data:`~pavi_viz.inference.config.MAX_STEPS`,
 :data:`~pavi_viz.inference.config.MAX_STEP_NUMBERS`,
@@ -24,7 +25,7 @@ from collections.abc import Mapping
 
 from pavi_viz.inference.config import MAX_STEPS, FitConfig
 from pavi_viz.model.spec import MAX_SIMULATED_NUMBERS
-from pavi_viz.runner import RunSlots
+from pavi_viz.runner import RunSlots, RunStore
 
 #: The environment variable that carries the limits from ``pavi-viz serve`` to the app.
 ENVIRONMENT_VARIABLE = "PAVI_VIZ_SERVE_LIMITS"
@@ -32,6 +33,10 @@ ENVIRONMENT_VARIABLE = "PAVI_VIZ_SERVE_LIMITS"
 #: (``name:port``, a JSON list) that the server answers to: the origins its websocket
 #: accepts.
 HOSTS_VARIABLE = "PAVI_VIZ_SERVE_HOSTS"
+#: The environment variable that carries, from ``pavi-viz serve`` to the app, the run
+#: store's file (absent or empty: no store; the sessions' runs are not recorded and the
+#: *Runs* tab is not shown).
+STORE_VARIABLE = "PAVI_VIZ_SERVE_STORE"
 #: Each limit's command-line flag, for the messages that name it.
 FLAGS = {"steps": "--max-steps", "particles": "--max-particles", "simulated": "--max-simulated",
          "runs": "--max-runs"}
@@ -116,6 +121,23 @@ def allowed_host(host: str | None, environ: Mapping[str, str] = os.environ) -> b
     if text is None:
         return True
     return (host or "").lower() in {h.lower() for h in json.loads(text)}
+
+
+def served_store(environ: Mapping[str, str] = os.environ) -> RunStore | None:
+    """The run store ``pavi-viz serve`` named for its sessions (:data:`STORE_VARIABLE`),
+    or None.
+
+    Raises:
+        StoreError: the file is not a pavi_viz store (or of a newer schema).
+    """
+    path = environ.get(STORE_VARIABLE)
+    return _store_at(path) if path else None
+
+
+@functools.cache
+def _store_at(path: str) -> RunStore:
+    """One RunStore per file and process (each session's would check the file again)."""
+    return RunStore(path)
 
 
 @functools.cache

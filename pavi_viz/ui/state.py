@@ -42,7 +42,10 @@ from pavi_viz.runner import (
     RunConfig,
     RunSlots,
     RunState,
+    RunStore,
     StateChange,
+    StoreError,
+    StoreFollower,
     Summary,
     TrainingRun,
 )
@@ -84,9 +87,14 @@ class DashboardState(param.Parameterized):
     model = param.ClassSelector(class_=PlateModel, doc="The model being fitted, with its data.")
     config = param.ClassSelector(class_=RunConfig, doc="The training settings the next Start uses.")
     run = param.ClassSelector(class_=TrainingRun, allow_None=True, doc="The current run, if any.")
+    watched = param.ClassSelector(class_=StoreFollower, allow_None=True,
+                                  doc="The stored run shown instead of a run of this dashboard's (attach), if any.")
+    store = param.ClassSelector(class_=RunStore, allow_None=True, constant=True,
+                                doc="The run store its runs are recorded in, and stored runs attached from (None: none).")
     reference = param.ClassSelector(class_=xr.Dataset, allow_None=True, doc="Reference posterior draws.")
 
     # What the latest poll saw.
+    run_name = param.String(default="", doc="The name of the run shown (empty: none).")
     run_state = param.String(default="idle", doc="The current run's state (RunState value).")
     message = param.String(default="", doc="The latest state message (the error of a failed run).")
     traceback = param.String(default="", doc="The traceback of a failed run.")
@@ -140,17 +148,21 @@ class DashboardState(param.Parameterized):
         latent = [v.name for v in self.model.variables if not v.observed]
         self._follow(None, truth=None, observed=None, variable=latent[0] if latent else "", selection={})
 
-    def _follow(self, run: TrainingRun | None, **updates: Any) -> None:
-        """Show ``run`` (None: no run) from its start: its reader, and every polled
-        parameter back to where a new run begins, plus ``updates``."""
-        self._reader = run.hub.reader() if run is not None else None
+    def _follow(self, run: TrainingRun | None, watched: StoreFollower | None = None, **updates: Any) -> None:
+        """Show ``run`` or the stored run ``watched`` (neither: no run) from its start:
+        a reader of its hub, and every polled parameter back to where a new run begins,
+        plus ``updates``."""
+        hub = run.hub if run is not None else watched.hub if watched is not None else None
+        self._reader = hub.reader() if hub is not None else None
         self._restarted = True
         self._pending, self._applied_at, self._smoothed_elbo = None, None, math.nan
-        self.param.update(
-            run=run, run_state="running" if run is not None else "idle", message="", traceback="", step=0,
-            total_steps=run.config.steps if run is not None else 0, steps_per_second=0.0, parameter_count=None,
-            summary=None, draws=None, summary_step=0, summary_elbo=math.nan, previous=None, **updates,
-        )
+        self.param.update(**{
+            "run": run, "watched": watched, "run_name": run.name if run is not None else "",
+            "run_state": "running" if run is not None else "idle", "message": "", "traceback": "", "step": 0,
+            "total_steps": run.config.steps if run is not None else 0, "steps_per_second": 0.0,
+            "parameter_count": None, "summary": None, "draws": None, "summary_step": 0, "summary_elbo": math.nan,
+            "previous": None, **updates,
+        })
 
     # -- control -----------------------------------------------------------------------
     def start(self) -> TrainingRun:
@@ -162,9 +174,34 @@ class DashboardState(param.Parameterized):
         """
         self.limits.check_run(self.config)
         self._discard_run()
-        run = TrainingRun(self.model, self.config, slots=self.slots)
+        run = TrainingRun(self.model, self.config, slots=self.slots, store=self.store)
         self._follow(run)
         return run.start()
+
+    def attach(self, run_id: int) -> StoreFollower:
+        """Show the stored run ``run_id`` of :attr:`store`: its model (read from the
+        store), its history, and, while its process trains it, what it records next (a
+        :class:`~pavi_viz.runner.StoreFollower`). This dashboard's own run stops; Start
+        trains the stored model afresh here.
+
+        Raises:
+            StoreError: there is no store, no such run, or its model is not stored (a
+                run fitted from a compiled model); nothing changes then.
+            ModelError: the stored model does not validate.
+        """
+        if self.store is None:
+            raise StoreError("this dashboard has no run store to attach from")
+        stored = self.store.run(run_id)
+        text = self.store.model_json(run_id)
+        if text is None:
+            raise StoreError(f"run {run_id} ({stored.name}) was fitted from a compiled model, whose model "
+                             f"the store does not keep: it cannot be shown")
+        model = PlateModel.from_json(text)
+        follower = StoreFollower(self.store, run_id)
+        self.param.update(model=model, reference=None)  # stops our run, clears the selections
+        self._follow(None, watched=follower.start(), run_name=f"{stored.name} (stored run {run_id})",
+                     run_state=stored.state, total_steps=stored.total_steps)
+        return follower
 
     def pause(self) -> None:
         if self.run is not None:
@@ -266,12 +303,12 @@ class DashboardState(param.Parameterized):
         return self.run.result.posterior if self.fitted else None
 
     def elbo_history(self) -> dict[str, list]:
-        """The current run's ELBO points so far, as columns (``step``, ``elbo``,
-        ``smoothed_elbo``, ``steps_per_second``, ``elapsed``, ``lr``); read from the hub
+        """The ELBO points so far of the run shown, as columns (``step``, ``elbo``,
+        ``smoothed_elbo``, ``steps_per_second``, ``elapsed``, ``lr``); read from its hub
         (thread-safe, any time), so a very long run's older points come thinned."""
         columns: dict[str, list] = {name: [] for name in HISTORY_COLUMNS}
-        if self.run is not None:
-            for record in self.run.hub.since(0).records:
+        if self._reader is not None:
+            for record in self._reader.hub.since(0).records:
                 if isinstance(record, Point):
                     for name in HISTORY_COLUMNS:
                         columns[name].append(getattr(record, name))
@@ -292,9 +329,12 @@ class DashboardState(param.Parameterized):
             self.run.wait()
 
     def _discard_run(self) -> None:
-        """Stop the current run without waiting; its own checkpoint goes once saved."""
+        """Stop the current run without waiting, its own checkpoint gone once saved; stop
+        following a stored run."""
         if self.run is not None:
             self.run.discard()
+        if self.watched is not None:
+            self.watched.stop()
 
 
 #: The columns of :meth:`DashboardState.elbo_history`.

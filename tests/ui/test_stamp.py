@@ -109,7 +109,7 @@ def test_the_stamp_says_the_verdict_from_the_first_summary_on_and_colours_its_ba
     def shown(data: xr.Dataset | None, previous: Stamp | None = None) -> SimpleNamespace:
         # What stamp_text and bar_styles read of a DashboardState.
         stamp = None if data is None else Stamp(200, -40.0, data)
-        return SimpleNamespace(stamp=stamp, summary=data, run=SimpleNamespace(name="run-1"), run_state="running",
+        return SimpleNamespace(stamp=stamp, summary=data, run_name="run-1", run_state="running",
                                settling=None if previous is None or stamp is None else settling(previous, stamp))
 
     first = shown(checked(0.42))

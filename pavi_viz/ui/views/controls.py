@@ -142,7 +142,7 @@ class TrainingControls(Viewer):
         state.param.watch(self._build_settings, ["config"])
         state.param.watch(self._build_batch_editor, ["model", "config"])
         state.param.watch(
-            self._refresh, ["run_state", "message", "traceback", "step", "total_steps", "steps_per_second",
+            self._refresh, ["run_name", "watched", "run_state", "message", "traceback", "step", "total_steps", "steps_per_second",
                             "parameter_count"],
         )
         self._refresh()
@@ -228,19 +228,21 @@ class TrainingControls(Viewer):
     def _refresh(self, *_: Any) -> None:
         """Buttons, progress and status from the state's polled parameters."""
         state = self.state
-        enabled = enabled_buttons(state.run_state, state.step, state.config.steps)
+        # A stored run trains in another process (or no longer): Start trains its model here.
+        enabled = {"start"} if state.watched is not None else enabled_buttons(state.run_state, state.step,
+                                                                              state.config.steps)
         for name, button in self.buttons.items():
             button.disabled = name not in enabled
         total = max(state.total_steps, 1)
         self.progress.param.update(max=total, value=min(state.step, total))
-        if state.run is None:
+        if not state.run_name:
             self.progress_text.object = "No run yet: press **Start**."
         else:
             rate = f"{state.steps_per_second:,.0f} steps/s" if state.steps_per_second else "– steps/s"
             left = format_seconds(state.seconds_left) if state.run_state == "running" else "–"
             self.progress_text.object = f"step {state.step:,} / {state.total_steps:,} · {rate} · {left} left"
         count = "–" if state.parameter_count is None else f"{state.parameter_count:,}"
-        name = f" · {state.run.name}" if state.run is not None else ""
+        name = f" · {state.run_name}" if state.run_name else ""
         self.run_status.object = f"Run: **{state.run_state}** · parameters: {count}{name}" + (
             f"  \n{state.message}" if state.message and state.run_state != "failed" else ""
         )

@@ -57,7 +57,7 @@ class Exports(Viewer):
         self.elbo_csv = pn.widgets.FileDownload(
             callback=self._elbo_csv, filename="elbo.csv", label="ELBO history (CSV)",
         )
-        state.param.watch(self._refresh, ["model", "run", "run_state"])
+        state.param.watch(self._refresh, ["model", "run", "run_name", "run_state"])
         self._refresh()
         self._layout = pn.Column(
             markdown("### Export", margin=(0, 10)),
@@ -76,7 +76,7 @@ class Exports(Viewer):
         self.posterior_netcdf.filename = f"{name}-posterior.nc"
         self.elbo_csv.filename = f"{name}-elbo.csv"
         self.posterior_netcdf.disabled = not self.state.fitted
-        self.elbo_csv.disabled = self.state.run is None
+        self.elbo_csv.disabled = not self.state.run_name
 
     # -- the files (built on click) -------------------------------------------------------
     def _model_json(self) -> io.StringIO:

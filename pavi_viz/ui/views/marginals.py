@@ -403,7 +403,8 @@ def caption(series: Sequence[Series], marker_label: str) -> str:
     if not series:
         return ""
     parts = [
-        "solid: **Normal approximation** from the summary's mean and sd (no draws for this model)"
+        "solid: **Normal approximation** from the summary's mean and sd (no draws: a model too large to send "
+        "them, or a stored run)"
         if series[0].approximate else "solid: posterior (kernel density of the draws)"
     ]
     if any(len(s.ref_x) for s in series):

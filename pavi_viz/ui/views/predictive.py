@@ -227,7 +227,7 @@ class PredictiveCheck(Viewer):
             return None
         return int(self.state.selection[self.plate])
 
-    @param.depends("plate", "state.selection", "state.draws", "state.observed", watch=True)
+    @param.depends("plate", "state.selection", "state.draws", "state.observed", "state.watched", watch=True)
     def _update(self) -> None:
         model = self.state.model
         if self.plate not in [None, *(p.name for p in model.plates)] or any(
@@ -239,6 +239,8 @@ class PredictiveCheck(Viewer):
             message = ("No posterior predictive draws: start a fit. Models too big for draws to be sent with "
                        "every summary (see `RunConfig.detail_draws`) have no predictive check here."
                        if self.state.summary is None else
+                       "No posterior predictive draws: the run store keeps a stored run's summaries, not its draws."
+                       if self.state.watched is not None else
                        "No posterior predictive draws: this model is too big for them to be sent with every summary.")
         elif self.plate is None:
             message = "This model has no plate with observed data under it: the check is over the whole data only."

@@ -62,9 +62,9 @@ def _why_uncorrected(check: Trust) -> str:
 def stamp_text(state: DashboardState) -> str:
     """The line for what ``state`` shows now (Markdown; names in code spans)."""
     stamp = state.stamp
-    if stamp is None or state.run is None:
+    if stamp is None or not state.run_name:
         return WAITING
-    parts = [f"Posterior at step **{stamp.step:,}** of {state.run.name}"
+    parts = [f"Posterior at step **{stamp.step:,}** of {state.run_name}"
              + ("" if state.run_state == "running" else f" ({state.run_state})")]
     change = state.settling
     if change is not None:
@@ -100,7 +100,7 @@ class PosteriorStamp(Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         return self._line
 
-    @param.depends("state.summary", "state.run_state", "state.run", watch=True)
+    @param.depends("state.summary", "state.run_state", "state.run_name", watch=True)
     def _update(self) -> None:
         text, styles = stamp_text(self.state), bar_styles(self.state)
         if self._line.object != text:

@@ -40,7 +40,7 @@ def poll_until(state: DashboardState, condition: Callable[[], bool], timeout: fl
 
 
 def test_a_dashboard_run_is_recorded_and_another_dashboard_watches_it_live(store):
-    trainer = recording_state(store, steps=3000)
+    trainer = recording_state(store, steps=100_000, schedule=None)  # trains until stopped
     watcher = DashboardState(store=store)
     try:
         run = trainer.start()
@@ -52,7 +52,7 @@ def test_a_dashboard_run_is_recorded_and_another_dashboard_watches_it_live(store
         poll_until(watcher, lambda: watcher.step > 0)
         first = watcher.step
         poll_until(watcher, lambda: watcher.step > first)  # it grows while the other trains
-        assert watcher.run_state == "running" and watcher.total_steps == 3000
+        assert watcher.run_state == "running" and watcher.total_steps == 100_000
         trainer.stop()
         poll_until(watcher, lambda: watcher.run_state == "stopped" and watcher.summary is not None)
         assert watcher.step == run.progress.step == watcher.summary_step

@@ -1,6 +1,7 @@
 """The run store in a real browser against a real ``pavi-viz serve --store``: a fit in a
-terminal (a ``pavi-viz fit`` subprocess) watched live, a finished run still listed with
-its posterior after the server restarts, two runs compared."""
+terminal (a ``pavi-viz fit`` subprocess) watched live until it is killed, a finished run
+still listed with its posterior after the server restarts, two runs compared: one story,
+so that the suite starts the servers and the fits once."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def terminal_fit(store: Path, folder: Path, name: str, *args: str) -> subprocess
     log = open(folder / f"{name}.log", "w")  # noqa: SIM115 - the child holds it
     return subprocess.Popen(
         [sys.executable, "-m", "pavi_viz", "fit", *args, "--threads", "1", "--quiet", "--store", str(store),
-         "--out", str(folder / f"{name}.nc")],
+         "--out", str(folder / f"{name}.nc"), "--draws", "200"],
         cwd=folder, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -81,43 +82,36 @@ def run_line(page) -> str:
     return page.page.get_by_text("Run:").first.inner_text()
 
 
-def test_a_terminal_fit_is_watched_live_and_its_interruption_seen(serve_http, open_page, tmp_path):
+def test_terminal_fits_watched_live_kept_over_a_restart_and_compared(serve_http, open_page, tmp_path):
     store = tmp_path / "runs.db"
     RunStore(store)
-    served = serve(serve_http, store, "runs-browser-live.log")
-    fit = terminal_fit(store, tmp_path, "live", "example:gre", "--option", "G=50", "--steps", "1000000")
+    served = serve(serve_http, store, "runs-browser.log")
+    live = terminal_fit(store, tmp_path, "live", "example:gre", "--option", "G=50", "--steps", "1000000")
     try:
-        wait_for(lambda: stored_step(store) > 0, "the terminal's fit to record its first points")
-        page = open_page(served.url)
+        wait_for(lambda: stored_step(store, 1) > 0, "the long fit to record its first points as run 1")
+        short = terminal_fit(store, tmp_path, "short", "example:eight_schools", "--steps", "300")
+        page = open_page(served.url, "live")
         runs = RunsTab(page)
         runs.open(1)
-        assert runs.ids() == [1]
         runs.tick(1)
         runs.watch()
         first = page.wait_rows(ELBO, 1, timeout=WAIT)
         page.wait_rows(ELBO, first + 50, timeout=WAIT)  # its rows grow as the terminal trains
         assert "running" in run_line(page) and "example:gre (stored run 1)" in run_line(page)
         page.shot("watched")
-        fit.send_signal(signal.SIGKILL)
-        fit.wait()
+        live.send_signal(signal.SIGKILL)
+        live.wait()
         wait_for(lambda: "interrupted" in run_line(page), "the page to show the run interrupted")
         assert page.errors == []
+        assert short.wait(timeout=300) == 0, (tmp_path / "short.log").read_text()
     finally:
-        if fit.poll() is None:
-            fit.kill()
-            fit.wait()
+        if live.poll() is None:
+            live.kill()
+            live.wait()
 
-
-def test_a_finished_run_outlives_a_restart_and_two_runs_are_compared(serve_http, open_page, tmp_path):
-    store = tmp_path / "runs.db"
-    RunStore(store)
-    for name, lr in (("first", "0.01"), ("second", "0.03")):
-        fit = terminal_fit(store, tmp_path, name, "example:eight_schools", "--steps", "300", "--lr", lr)
-        assert fit.wait(timeout=300) == 0, (tmp_path / f"{name}.log").read_text()
-    served = serve(serve_http, store, "runs-browser-restart.log")
     served.stop()  # the server restarts: the runs are in the store, not in its memory
     served = serve(serve_http, store, "runs-browser-restarted.log")
-    page = open_page(served.url)
+    page = open_page(served.url, "restarted")
     runs = RunsTab(page)
     runs.open(2)
     assert runs.ids() == [2, 1]
@@ -126,7 +120,7 @@ def test_a_finished_run_outlives_a_restart_and_two_runs_are_compared(serve_http,
     page.wait_rows(COMPARE, 2, timeout=WAIT)  # one line per run
     assert sorted(page.shown_column(COMPARE, "run")) == [1, 2]
     page.shot("compared")
-    runs.tick(2)  # one run left: watched
+    runs.tick(1)  # one run left: watched
     runs.watch()
     stamp = page.page.get_by_text("Posterior at step").first
     wait_for(lambda: "Posterior at step 300 of example:eight_schools" in stamp.inner_text(), "the posterior's stamp")

@@ -167,3 +167,16 @@ def serve_http(artifacts_dir: Path) -> Iterator[Callable[..., Served]]:
     yield start
     for served in started:
         served.stop()
+
+
+# -- order ---------------------------------------------------------------------------------
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long tests first: the ``slow`` ones, then the ``ui`` ones (servers and browsers),
+    then the rest, each kind in collection order. The workers of ``-n auto --dist
+    loadfile`` take whole files in the order their first test comes; a long file taken
+    last kept one worker busy for minutes after the other had finished (the suite's
+    tail), while short files taken last fill the gaps."""
+    def rank(item: pytest.Item) -> int:
+        return 0 if item.get_closest_marker("slow") else 1 if item.get_closest_marker("ui") else 2
+
+    items.sort(key=rank)  # stable: a kind keeps its order

@@ -368,6 +368,24 @@ def test_serve_shares_max_runs_between_its_processes(flags, runs):
     assert _serve_limits(build_parser().parse_args(["serve", *flags])).runs == runs
 
 
+def test_serve_shares_the_default_store_on_loopback_only(tmp_path, monkeypatch):
+    from pavi_viz.cli import CliError, _serve_store, build_parser
+    from pavi_viz.runner.store_schema import PATH_VARIABLE
+
+    monkeypatch.setenv(PATH_VARIABLE, str(tmp_path / "default.db"))
+
+    def store(*flags: str, local: bool = True) -> str:
+        return _serve_store(build_parser().parse_args(["serve", *flags]), local)
+
+    assert store() == str(tmp_path / "default.db")  # one person's machine: the runs fit records
+    assert store(local=False) == ""  # a room: nobody sees the others' runs unless told
+    assert store("--store", str(tmp_path / "room.db"), local=False) == str(tmp_path / "room.db")
+    assert store("--no-store") == ""
+    (tmp_path / "not-a-store.db").write_text("hello")
+    with pytest.raises(CliError, match="--store: .*not-a-store.db"):
+        store("--store", str(tmp_path / "not-a-store.db"))
+
+
 def test_option_is_for_examples_only(workdir, gre_file):
     result = cli("fit", gre_file.name, "--option", "G=5", "--out", "never.nc", cwd=workdir)
     assert result.returncode == 2 and "--option" in result.stderr, result

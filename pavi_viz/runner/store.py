@@ -66,7 +66,8 @@ class StoredRun:
 
     Attributes:
         id: its number in the store. name: its label. model: the model's name.
-        family: the variational family. state: where it stands (``interrupted`` when
+        model_hash: the SHA-256 of its model's JSON (the same for runs of the same
+            model and data), or None when it was fitted from a compiled model. family: the variational family. state: where it stands (``interrupted`` when
             its process died while it trained: see the module's notes).
         settings: its fit settings. created, updated: when it began, and its latest
             write (``time.time()``). pid, hostname: the process that writes it.
@@ -80,6 +81,7 @@ class StoredRun:
     id: int
     name: str
     model: str
+    model_hash: str | None
     family: str
     state: str
     settings: dict[str, Any]
@@ -100,7 +102,7 @@ class StoredRun:
         return self.state in LIVE
 
 
-_RUN_COLUMNS = ("id, name, model, family, state, settings, created, updated, pid, hostname, total_steps, step, "
+_RUN_COLUMNS = ("id, name, model, model_hash, family, state, settings, created, updated, pid, hostname, total_steps, step, "
                 "smoothed_elbo, checkpoint, posterior, pareto_k")
 
 
@@ -219,13 +221,13 @@ class RunStore:
 
     def _stored_run(self, row: tuple) -> StoredRun:
         """The record of a ``runs`` row (TypeError or ValueError: a malformed one)."""
-        (run_id, name, model, family, state, settings, created, updated, pid, hostname, total, step, smoothed,
-         checkpoint, posterior, pareto_k) = row
+        (run_id, name, model, model_hash, family, state, settings, created, updated, pid, hostname, total, step,
+         smoothed, checkpoint, posterior, pareto_k) = row
         settings = json.loads(settings)
         if not isinstance(settings, dict):
             raise ValueError(f"the settings of run {run_id} are not a JSON object")
         pid, updated = int(pid), float(updated)
-        return StoredRun(int(run_id), str(name), str(model), str(family), _seen_state(str(state), pid, hostname,
+        return StoredRun(int(run_id), str(name), str(model), _text(model_hash), str(family), _seen_state(str(state), pid, hostname,
                          updated), settings, float(created), updated, pid, str(hostname), int(total), int(step),
                          _number(smoothed), _text(checkpoint), _text(posterior),
                          None if pareto_k is None else float(pareto_k))

@@ -27,7 +27,6 @@ or summary.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -162,9 +161,6 @@ class RunComparison(param.Parameterized):
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._runs: dict[int, StoredRun] = {}  # the selected runs, as the last refresh read them
-        # What identifies a run's model and data, by (store file, run id, creation time):
-        # SQLite may give a deleted run's id to the next run.
-        self._model_keys: dict[tuple[str, int, float], str] = {}
         self._dropped = ""  # the last drop's note: it stays until the selection changes
         self.refresh()
 
@@ -218,11 +214,11 @@ class RunComparison(param.Parameterized):
         differing = _differing_settings([run.settings for run in runs])
         groups: dict[str, list[StoredRun]] = {}
         for run in runs:
-            groups.setdefault(self._model_key(run), []).append(run)
+            groups.setdefault(_model_key(run), []).append(run)
         rows = []
         for run in runs:
             final = _final_elbo(run)
-            best, note = _ranking(run, groups[self._model_key(run)])
+            best, note = _ranking(run, groups[_model_key(run)])
             rows.append(RunRow(
                 id=run.id, label=label(run), name=run.name, model=run.model, family=run.family, state=run.state,
                 step=run.step, total_steps=run.total_steps, lr=run.settings.get("lr"),
@@ -265,15 +261,11 @@ class RunComparison(param.Parameterized):
         except StoreError:
             return default
 
-    def _model_key(self, run: StoredRun) -> str:
-        """What identifies the run's model and data: the hash of its stored JSON, else
-        its name (read once per run: a model's JSON holds its data, and can be large)."""
-        key = (str(self.store.path) if self.store is not None else "", run.id, run.created)
-        if key not in self._model_keys:
-            text = self._read(lambda: self.store.model_json(run.id), None)
-            self._model_keys[key] = ("json:" + hashlib.sha256(text.encode()).hexdigest() if text is not None
-                                     else "name:" + run.model)
-        return self._model_keys[key]
+
+def _model_key(run: StoredRun) -> str:
+    """What identifies the run's model and data: the hash of its stored JSON (the store
+    keeps it with the run), else its name."""
+    return "json:" + run.model_hash if run.model_hash is not None else "name:" + run.model
 
 
 def _final_elbo(run: StoredRun) -> float | None:

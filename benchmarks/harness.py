@@ -265,6 +265,23 @@ def write_report(report: dict[str, Any], path: Path, started: float) -> None:
     path.write_text(json.dumps(report, indent=1))
 
 
+def finish_report(report: dict[str, Any], json_path: Path, table: Callable[[dict[str, Any]], str],
+                  plot: Callable[[dict[str, Any], Path], None]) -> None:
+    """Write the report's table into it, the report and its plot (a PNG beside the JSON);
+    print the table."""
+    report["table"] = table(report)
+    json_path.write_text(json.dumps(report, indent=1))
+    plot(report, json_path.with_suffix(".png"))
+    print(f"\n{report['table']}\n\nwrote {json_path} and {json_path.with_suffix('.png')}")
+
+
+def command_settings(args: Any, argv: Sequence[str] | None, script: str) -> dict[str, Any]:
+    """A benchmark's options as JSON-able settings, with the command that gave them."""
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("single", "replot")}
+    settings["command"] = " ".join(["python", *(sys.argv if argv is None else [script, *argv])])
+    return settings
+
+
 def emit(result: dict[str, Any]) -> None:
     """Print a child's result for :func:`launch` to find."""
     print(RESULT_MARK + json.dumps(result), flush=True)

@@ -45,7 +45,17 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import MemoryMonitor, Tracker, emit, launch, load_average, machine_info, write_report  # noqa: E402
+from harness import (  # noqa: E402
+    MemoryMonitor,
+    Tracker,
+    command_settings,
+    emit,
+    finish_report,
+    launch,
+    load_average,
+    machine_info,
+    write_report,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Every method, in the order of the table; labels for the table and the plot.
@@ -731,14 +741,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def finish(report: dict[str, Any], json_path: Path) -> None:
-    """Write the table into the report, the report and the plot next to it; print the table."""
-    report["table"] = table(report)
-    json_path.write_text(json.dumps(report, indent=1))
-    plot(report, json_path.with_suffix(".png"))
-    print(f"\n{report['table']}\n\nwrote {json_path} and {json_path.with_suffix('.png')}")
-
-
 # -- the command line ----------------------------------------------------------------
 def parse(argv: list[str] | None) -> argparse.Namespace:
     """The command line's options (the levels sorted loosest first)."""
@@ -754,21 +756,31 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=64, help="groups a step of pyro-svi-sub")
     p.add_argument("--nuts-warmup", type=int, default=500)
     p.add_argument("--nuts-draws", type=int, default=500)
-    p.add_argument("--N", type=int, default=10, help="points per group")
-    p.add_argument("--D", type=int, default=2, help="dimensions")
-    p.add_argument("--seed", type=int, default=0, help="the methods' seed")
-    p.add_argument("--data-seed", type=int, default=0, help="the seed of the simulated data")
-    p.add_argument("--eval-groups", type=int, default=500,
-                   help="above this G, mu_g is evaluated on a fixed random subset of this many groups")
-    p.add_argument("--eval-draws", type=int, default=500, help="draws per evaluation of the pavi families")
-    p.add_argument("--eval-every", type=float, default=0.5, help="seconds of training between evaluations, at least")
-    p.add_argument("--eval-rel", type=float, default=0.1, help="and at least this share of the training time so far")
+    add_gre_options(p, "the methods' seed")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     p.add_argument("--replot", type=Path, metavar="JSON", help="only redo the table and the plot of an earlier peers.json")
     p.add_argument("--single", metavar="SPEC", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.levels = sorted(args.levels, reverse=True)
     return args
+
+
+def add_gre_options(p: argparse.ArgumentParser, seed_help: str) -> None:
+    """The options of GRE's data and of the error's evaluation, shared with distributed.py."""
+    p.add_argument("--N", type=int, default=10, help="points per group")
+    p.add_argument("--D", type=int, default=2, help="dimensions")
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+    p.add_argument("--data-seed", type=int, default=0, help="the seed of the simulated data")
+    p.add_argument("--eval-groups", type=int, default=500,
+                   help="above this G, mu_g is evaluated on a fixed random subset of this many groups")
+    p.add_argument("--eval-draws", type=int, default=500, help="draws per evaluation of the pavi families")
+    p.add_argument("--eval-every", type=float, default=0.5, help="seconds of training between evaluations, at least")
+    p.add_argument("--eval-rel", type=float, default=0.1, help="and at least this share of the training time so far")
+
+
+def finish(report: dict[str, Any], json_path: Path) -> None:
+    """The report's table, JSON and plot (:func:`harness.finish_report`)."""
+    finish_report(report, json_path, table, plot)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -783,8 +795,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     json_path = args.out / "peers.json"
-    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("single", "replot")}
-    settings["command"] = " ".join(["python", *(sys.argv if argv is None else [__file__, *argv])])
+    settings = command_settings(args, argv, __file__)
     report: dict[str, Any] = {
         "machine": machine_info(("torch", "pyro-ppl", "numpyro", "jax", "jaxlib")),
         "settings": settings, "children_env": CHILD_ENV, "runs": [], "best": {},

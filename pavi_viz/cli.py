@@ -217,10 +217,16 @@ def _add_fit(commands: Any, common: argparse.ArgumentParser) -> None:
             "  pavi-viz fit example:gre --option G=1000 --batch group=64 --steps 3000 --summary\n"
             "  pavi-viz fit example:radon --family mean-field --lr 0.003 --schedule cosine\n"
             "  pavi-viz fit model.json --steps 5000 --checkpoint run.pt --checkpoint-every 500\n"
-            "  pavi-viz fit model.json --steps 8000 --resume run.pt --checkpoint run.pt\n\n"
+            "  pavi-viz fit model.json --steps 8000 --resume run.pt --checkpoint run.pt\n"
+            "  pavi-viz fit example:gre --option G=100000 --nproc 2 --checkpoint run.pt\n"
+            "  torchrun --nnodes 2 --nproc-per-node 4 ... -m pavi_viz fit model.json --checkpoint run.pt\n\n"
             "--steps counts every step of the run: resuming a checkpoint saved at step 5000\n"
             "with --steps 8000 trains 3000 more. The family and its options come from the\n"
-            "checkpoint; give the other options as in the first run to continue it exactly."
+            "checkpoint; give the other options as in the first run to continue it exactly.\n\n"
+            "On several processes (--nproc, or any torchrun launch) each process trains on a\n"
+            "shard of the largest top-level plate (the batched one, if any) and they average\n"
+            "their gradients; rank 0 writes the checkpoint, the run store's record and the\n"
+            "posterior. A checkpoint resumes on any number of processes."
         ),
     )
     fit.add_argument("model", metavar="MODEL", help="a model JSON file, or example:NAME (see 'pavi-viz examples')")
@@ -239,6 +245,9 @@ def _add_fit(commands: Any, common: argparse.ArgumentParser) -> None:
     fit.add_argument("--summary", action="store_true",
                      help="print each variable's posterior mean, sd and 90%% interval at the end")
     fit.add_argument("--quiet", action="store_true", help="no progress bar and no start-up line")
+    fit.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                     help="train on N processes of this machine, data-parallel, through torchrun "
+                          "(default: %(default)s)")
     recording = fit.add_mutually_exclusive_group()
     _add_store_option(recording, "record the run in the run store FILE")
     recording.add_argument("--no-store", action="store_true", help="do not record the run in a run store")
@@ -431,6 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc's processes are given
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -454,7 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _error(args: argparse.Namespace, message: str) -> None:
-    print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
+    # One write: the processes of a data-parallel run share the terminal.
+    sys.stderr.write(f"{PROG} {args.command}: error: {message}\n")
+    sys.stderr.flush()
 
 
 def _one_line(err: BaseException) -> str:
@@ -514,19 +526,34 @@ def _describe(model: Any) -> str:
 def _run_fit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     _check_fit_arguments(args, out)
+    from pavi_viz.inference.distributed import ReplicaLost, Replicas, replica_device, world_size
+
+    if args.nproc > 1 and world_size() == 1:
+        return _launch_replicas(args)
     config, given = _fit_config(args)
     model = _load_model(args.model, args.option)
 
-    from pavi_viz.inference import CheckpointError, DivergenceError, Posterior, save_checkpoint
+    from pavi_viz.inference import CheckpointError, DivergenceError, Posterior
     from pavi_viz.inference.threads import use_threads
     from pavi_viz.inference.trainer import Trainer
     from pavi_viz.inference.training import ERROR, INTERRUPTED, ProgressBar
     from pavi_viz.model import ModelError
 
+    replicas = None
     try:
-        trainer = Trainer.create(model, config, resume=args.resume, family_given=bool(given & {"family", "family_options"}))
-    except (CheckpointError, ModelError, ValueError) as err:
+        if world_size() > 1:
+            config = config.copy(device=replica_device(config.device))
+            replicas = Replicas.join(config.device)
+            if not replicas.leader:  # rank 0 speaks for the run and writes its files
+                args.quiet, args.no_store, args.tensorboard = True, True, None
+        trainer = Trainer.create(model, config, resume=args.resume, family_given=bool(given & {"family", "family_options"}),
+                                 replicas=replicas)
+    except (CheckpointError, ModelError, ValueError, ReplicaLost) as err:
         raise CliError(_one_line(err)) from err
+    if replicas is not None and trainer.shard is not None:
+        shard = trainer.shard
+        print(f"rank {replicas.rank} of {replicas.size} (process {os.getpid()}): elements {shard.start} to "
+              f"{shard.stop - 1} of plate {shard.plate!r}", file=sys.stderr, flush=True)
     state, config = trainer.state, trainer.config
     first, trained_before = state.step, state.elapsed
     if not args.quiet:
@@ -548,23 +575,33 @@ def _run_fit(args: argparse.Namespace) -> int:
         print(f"\n{PROG} fit: stopping after step {state.step + 1} (Ctrl-C again to quit at once)",
               file=sys.stderr, flush=True)
 
+    def stopping() -> bool:
+        """Whether to stop before the next step: Ctrl-C here, or on any process of the run."""
+        if replicas is not None and replicas.ranks_where(bool(interrupted), state.step, state.model.device):
+            interrupted[:] = [True]  # every process stops after the same step
+        return bool(interrupted)
+
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         with use_threads(trainer.threads), ProgressBar(state, not args.quiet) as bar:
-            while not trainer.done and not interrupted:
+            while not trainer.done and not stopping():
                 trainer.step()
                 for sink in sinks:
                     sink.step(state)
                 bar.update(state)
                 if args.checkpoint_every and state.step % args.checkpoint_every == 0 and not trainer.done:
-                    save_checkpoint(args.checkpoint, state)
+                    trainer.save(args.checkpoint)
     except DivergenceError as err:
         saved = ""
         if trainer.restore_last_good() > first and args.checkpoint:
-            save_checkpoint(args.checkpoint, state)
+            trainer.save(args.checkpoint)
             saved = f" The last good state (step {state.step}) is saved in {args.checkpoint}."
         _end_logs(sinks, state, "diverged", err.reason)
         raise CliError(err.reason + saved, EXIT_FAILURE) from err
+    except ReplicaLost as err:
+        _end_logs(sinks, state, ERROR, str(err))
+        last = f"; the last checkpoint, {args.checkpoint}, stays loadable" if args.checkpoint else ""
+        raise CliError(f"{err}{last}", EXIT_FAILURE) from err
     except KeyboardInterrupt:
         _end_logs(sinks, state, INTERRUPTED, f"interrupted at step {state.step} (Ctrl-C twice)")
         last = ""
@@ -575,7 +612,11 @@ def _run_fit(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
     state.finished = True
     if args.checkpoint:
-        save_checkpoint(args.checkpoint, state)
+        trainer.save(args.checkpoint)
+    if replicas is not None:
+        replicas.leave()
+        if not replicas.leader:
+            return 0
 
     history = state.history
     if interrupted:
@@ -628,6 +669,22 @@ def _run_fit(args: argparse.Namespace) -> int:
     if args.summary:
         print(_summary_table(summary, out))
     return 0
+
+
+def _launch_replicas(args: argparse.Namespace) -> int:
+    """``--nproc N``: the same command on N processes of this machine, started and watched
+    by torchrun (PyTorch's launcher: a process that fails ends the others, and its report
+    names the rank)."""
+    # Without --nproc, which torchrun's parser would take for an abbreviation of its own.
+    argv = [a for i, a in enumerate(args.argv)
+            if not (a == "--nproc" or a.startswith("--nproc=") or (i and args.argv[i - 1] == "--nproc"))]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
+               f"--nproc-per-node={args.nproc}", "-m", "pavi_viz", *argv]
+    status = _run_passing_signals(command)
+    if status not in (0, EXIT_INTERRUPTED):
+        raise CliError(f"the run on {args.nproc} processes failed (exit status {status}): each process's error, "
+                       "and torchrun's report naming the rank that failed first, are above", EXIT_FAILURE)
+    return status
 
 
 def _open_log(args: argparse.Namespace, model: Any, state: Any) -> Any:

@@ -119,7 +119,7 @@ def start_server(
     command: Callable[[int], Sequence[str]],
     log_path: Path,
     path: str = "/dashboard",
-    timeout: float = 60,
+    timeout: float = 120,
 ) -> Served:
     """Start a server in a subprocess and wait for its first HTTP answer.
 

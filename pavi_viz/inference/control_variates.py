@@ -30,7 +30,10 @@ ended 0.16 and 1.7 sds off.
 
 It applies when exactly one top-level plate is batched (the one the tables are laid
 along); nested batched plates inside it are fine (an element's share is then itself an
-unbiased estimate).
+unbiased estimate). In a data-parallel run (:mod:`~pavi_viz.inference.distributed`)
+each process keeps the entries of its shard of the plate: its batch's terms, scaled by
+``w = replicas * shard / B``, estimate ``replicas`` times the shard's sum, so ``H_old``,
+the shard's sum, enters ``c`` ``replicas`` times.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from torch import Tensor
 from pavi_viz.inference.families.base import VariationalFamily
 from pavi_viz.inference.resolve import accumulation_dtype
 from pavi_viz.model.compiled import CompiledModel
-from pavi_viz.model.plates import Frame
+from pavi_viz.model.plates import Frame, Shard
 
 #: The ways a batch uses a global latent: its value in the model's densities, its
 #: unconstrained draw in the flows' contexts.
@@ -69,31 +72,38 @@ class GlobalGradientTables:
         shapes: the shape of each table's entries: ``event_shape`` for a ``"model"``
             use, ``(k,)`` (the unconstrained size) for a ``"context"`` one.
         tables: saved tables to go on from (shape ``(G, *shape)``; zeros when absent).
+        shard: this process's shard of ``plate`` in a data-parallel run: the entries
+            outside it stay zero.
     """
 
     def __init__(self, model: CompiledModel, plate: str, shapes: Mapping[Key, tuple[int, ...]],
-                 tables: Mapping[Key, Tensor] | None = None) -> None:
+                 tables: Mapping[Key, Tensor] | None = None, shard: Shard | None = None) -> None:
         size = model.plates[plate].size
         self.plate = plate
+        self.replicas = 1 if shard is None else shard.replicas
         dtype = accumulation_dtype(model.device)
         self.tables = {key: torch.zeros(size, *shape, dtype=dtype, device=model.device)
                        for key, shape in shapes.items()}
         for key, table in (tables or {}).items():
             self.tables[key].copy_(table)
+            if shard is not None:
+                self.tables[key][: shard.start] = 0
+                self.tables[key][shard.stop :] = 0
         self.sums = {key: table.sum(0) for key, table in self.tables.items()}
         self._offsets: dict[Key, Tensor] = {}
 
     @classmethod
     def for_run(cls, model: CompiledModel, batch_sizes: Mapping[str, int | None], family: VariationalFamily,
-                tables: Mapping[Key, Tensor] | None = None) -> GlobalGradientTables | None:
-        """Tables for a run that batches ``batch_sizes``; None where SAGA does not apply
-        (no global latent, or not exactly one batched top-level plate)."""
+                tables: Mapping[Key, Tensor] | None = None, shard: Shard | None = None) -> GlobalGradientTables | None:
+        """Tables for a run that batches ``batch_sizes`` (this process drawing from
+        ``shard``); None where SAGA does not apply (no global latent, or not exactly one
+        batched top-level plate)."""
         roots = [p for p in batch_sizes if model.plates[p].parent is None]
         globals_ = [name for name in model.latent_names if not model.plates_of(name)]
         if len(roots) != 1 or not globals_:
             return None
         shapes = {(name, use): entry_shape(family, name, use) for name in globals_ for use in USES}
-        return cls(model, roots[0], shapes, tables)
+        return cls(model, roots[0], shapes, tables, shard)
 
     def attach(self, frame: Frame, particles: int) -> None:
         """Give ``frame`` a zero offset per element of the batch for every table, whose
@@ -112,7 +122,7 @@ class GlobalGradientTables:
         total = torch.zeros((), device=indices.device)
         for (name, use), table in self.tables.items():
             drawn = (values if use == "model" else unconstrained)[name]
-            c = (self.sums[name, use] - weight * table[indices].sum(0)).to(drawn.dtype)
+            c = (self.replicas * self.sums[name, use] - weight * table[indices].sum(0)).to(drawn.dtype)
             total = total + (drawn * c).reshape(drawn.shape[0], -1).sum(-1).mean()
         return total
 

@@ -177,15 +177,16 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def resolve_threads(threads: int | str, step_numbers: int) -> int:
+def resolve_threads(threads: int | str, step_numbers: int, processes: int = 1) -> int:
     """The intra-op threads of a fit whose steps hold ``step_numbers`` numbers:
     ``threads`` itself, or for ``"auto"`` one per :data:`NUMBERS_PER_THREAD`, between 1
-    and one less than :func:`usable_cpus` (see the constant for why). The rule reads
-    sizes only, never the machine's load, so a seeded fit takes the same number of
-    threads (and sums in the same order) on every run of one machine."""
+    and one less than :func:`usable_cpus` (see the constant for why), shared by the
+    ``processes`` of a data-parallel run on this machine. The rule reads sizes only,
+    never the machine's load, so a seeded fit takes the same number of threads (and
+    sums in the same order) on every run of one machine."""
     if threads != "auto":
         return int(threads)
-    return max(1, min(usable_cpus() - 1, step_numbers // NUMBERS_PER_THREAD))
+    return max(1, min((usable_cpus() - 1) // processes, step_numbers // NUMBERS_PER_THREAD))
 
 
 def resolve_refresh_every(refresh_every: int | str, whole_numbers: int, step_numbers: int) -> int:

@@ -242,11 +242,13 @@ class DivergenceError(RuntimeError):
     Attributes:
         step: the step (counted from 1) that diverged. total: the steps the run aimed at.
         cause: what went non-finite: ``"draw"`` (a latent drawn from the family),
-            ``"elbo"`` (the ELBO estimate) or ``"gradient"`` (a parameter's gradient).
+            ``"elbo"`` (the ELBO estimate) or ``"gradient"`` (a parameter's gradient);
+            ``"replica"``: another process of a data-parallel run, whose own error says which.
         variable: the model variable at fault, when known.
         term: the value of that variable's ELBO term (log p - log q), for ``"elbo"``.
         parameter: the family parameter that is not finite (or whose gradient is not).
         value: the non-finite ELBO estimate, or gradient norm.
+        rank: in a data-parallel run, the process that diverged (``None``: a run of one).
         restored_step: the step whose state the family and optimizer were put back to
             (0: before training), once restored; ``None`` until then.
         result: the partial :class:`FitResult` (the
@@ -272,6 +274,7 @@ class DivergenceError(RuntimeError):
         self.step, self.total, self.cause = step, total, cause
         self.variable, self.term, self.value = variable, term, value
         self.parameter, self.parameter_role = parameter, parameter_role
+        self.rank: int | None = None
         self.restored_step: int | None = None
         self.result: FitResult | None = None
 
@@ -279,8 +282,12 @@ class DivergenceError(RuntimeError):
     def reason(self) -> str:
         """What diverged and where, with advice (one sentence, no word on restoring)."""
         where = f"training diverged at step {self.step} of {self.total}"
+        if self.rank is not None:
+            where += f" on rank {self.rank}"
         parameter = f"family parameter {self.parameter!r}{self.parameter_role or ''}"
-        if self.cause == "draw":
+        if self.cause == "replica":
+            because = "its draws or its ELBO estimate are not finite (that process's error says which)"
+        elif self.cause == "draw":
             because = f"the family's draws of variable {self.variable!r} are not finite"
             if self.parameter:
                 because += f" ({parameter} is not finite)"

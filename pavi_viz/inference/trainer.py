@@ -32,6 +32,12 @@ the step checks the ELBO estimate and the gradient's norm; the first that is not
 finite raises a :class:`~pavi_viz.inference.state.DivergenceError` naming the step,
 the variable and the parameter, before any parameter changes.
 
+Data-parallel runs: given its place among the processes of a run
+(:class:`~pavi_viz.inference.distributed.Replicas`), a trainer draws its batches from
+its shard of one plate, and agrees with the others on each step's estimate, divergence
+and gradient (see :mod:`pavi_viz.inference.distributed`); :meth:`Trainer.save` is then
+a step all of them take, whose file the leader writes.
+
 The last good state: before each Adam step whose ELBO and gradients are finite, the
 parameters and Adam's moments are copied into reused buffers (every step for
 families below :data:`SNAPSHOT_LIMIT` numbers, every :data:`SNAPSHOT_EVERY` steps
@@ -43,6 +49,7 @@ finite gradients. The step that led to the bad parameters is dropped with them.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import math
 import os
@@ -53,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from pavi_viz.inference.checkpoints import check_model, load_checkpoint, model_entry
+from pavi_viz.inference.checkpoints import check_model, load_checkpoint, model_entry, save_checkpoint
 from pavi_viz.inference.config import FitConfig
 from pavi_viz.inference.resolve import (
     accumulation_dtype,
@@ -66,6 +73,7 @@ from pavi_viz.inference.resolve import (
     unsupported_operator,
 )
 from pavi_viz.inference.control_variates import GlobalGradientTables
+from pavi_viz.inference.distributed import Replicas
 from pavi_viz.inference.objective import elbo
 from pavi_viz.inference.smoothing import smoothed_elbo, spike_bound
 from pavi_viz.inference.schedule import BATCHED_STAGES, ONE_STAGE, WHOLE_STAGES, Plateau, lr_factor
@@ -106,23 +114,46 @@ class Trainer:
         refresh_every: steps between two whole-data refreshes (``config.refresh_every`` resolved).
     """
 
-    def __init__(self, state: TrainingState, config: FitConfig) -> None:
+    def __init__(self, state: TrainingState, config: FitConfig, replicas: Replicas | None = None) -> None:
         model = state.model
         self.batch_sizes = batch_sizes(model, config.batch)  # unknown plates fail here, before any change
+        #: This process's place in a data-parallel run (``None``: a run of one process),
+        #: and its shard of the plate the run shares out.
+        self.replicas = replicas if replicas is not None and replicas.size > 1 else None
+        self.shard = None if self.replicas is None else self.replicas.shard(model, self.batch_sizes)
         self.state, self.config = state, config
         state.total_steps, state.settings, state.finished = config.steps, config.settings(), False
         step_numbers = data_numbers(model, self.batch_sizes)
         self.particles = resolve_particles(config.particles, step_numbers)
-        self.threads = resolve_threads(config.threads, step_numbers * self.particles)
+        if self.replicas is None:
+            self.threads = resolve_threads(config.threads, step_numbers * self.particles)
+        else:  # a process's share of the step, on CPUs shared with the run's other processes here
+            self.threads = resolve_threads(config.threads, step_numbers * self.particles // self.replicas.size,
+                                           self.replicas.local_size)
         self.refresh_every = resolve_refresh_every(config.refresh_every, data_numbers(model), step_numbers)
-        self.gradient_tables = GlobalGradientTables.for_run(model, self.batch_sizes, state.family, state.gradient_tables)
+        self.gradient_tables = GlobalGradientTables.for_run(model, self.batch_sizes, state.family, state.gradient_tables,
+                                                            shard=self.shard)
         state.gradient_tables = self.gradient_tables.tables if self.gradient_tables is not None else {}
+        self._draw_sizes = self.batch_sizes
+        if self.shard is not None:
+            self._join(config)
         self._params = [p for group in state.optimizer.param_groups for p in group["params"]]
         self._last_good = _LastGood(state.family, state.optimizer)
         self._plateau: Plateau | None = None
         self._scheduler = self._make_scheduler()
         self._durations: collections.deque[float] = collections.deque(maxlen=RATE_WINDOW)
         state.family.train()
+
+    def _join(self, config: FitConfig) -> None:
+        """Set up this process's part of a data-parallel run: its share of each step's
+        batch of the shared plate, its own random streams (seeded by the run's seed, its
+        rank and the step: a resumed run's are new), and the leader's parameters."""
+        replicas, shard, state = self.replicas, self.shard, self.state
+        if shard.plate in self.batch_sizes:
+            self._draw_sizes = {**self.batch_sizes, shard.plate: -(-self.batch_sizes[shard.plate] // replicas.size)}
+        for stream, generator in (("batches", state.generator), ("noise", state.noise_generator)):
+            generator.manual_seed(derived_seed(config.seed, f"{stream}-rank-{replicas.rank}-step-{state.step}"))
+        replicas.copy_from_leader(state.family, state.step)
 
     # -- set-up ------------------------------------------------------------------------
     @classmethod
@@ -134,6 +165,7 @@ class Trainer:
         resume: str | Path | TrainingState | None = None,
         *,
         family_given: bool = False,
+        replicas: Replicas | None = None,
     ) -> Trainer:
         """A trainer for a new run, or for one taken up again.
 
@@ -146,6 +178,9 @@ class Trainer:
             resume: a checkpoint file or a :class:`TrainingState` to continue from.
             family_given: whether the caller chose ``config.family`` and
                 ``config.family_options`` (then a resumed run must have the same).
+            replicas: this process's place in a data-parallel run
+                (:mod:`~pavi_viz.inference.distributed`); every process creates its
+                trainer with the same arguments.
 
         Raises:
             ValueError: a device, plate or family that does not fit, a family other
@@ -176,7 +211,7 @@ class Trainer:
             _check_resumed_family(state, config, family_given)
             seed = config.seed if config.seed is not None else state.settings.get("seed")
             config = config.copy(family=state.family_name, family_options=dict(state.family_options), seed=seed)
-        return cls(state, config)
+        return cls(state, config, replicas)
 
     def _make_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
         """The schedule of ``config.steps`` steps, at ``state.step`` (a resumed run's too:
@@ -310,37 +345,79 @@ class Trainer:
         with seeded(seed, state.model.device):
             generator = torch.Generator(state.model.device).manual_seed(seed)
             state.family.standardise_globals(generator)
+        if self.replicas is not None:  # the same seed gave the same switch; the leader's is the one
+            self.replicas.copy_from_leader(state.family, number)
         state.optimizer.state.clear()
 
     def _gradient(self, number: int) -> tuple[float, Tensor]:
         """Draw a batch, estimate the ELBO on it and back-propagate: the estimate and
         the gradient's norm, both finite (else a :class:`DivergenceError`)."""
         state, model, family = self.state, self.state.model, self.state.family
-        frame = model.frame(model.sample_batch(self.batch_sizes, state.generator))
+        frame = model.frame(model.sample_batch(self._draw_sizes, state.generator, self.shard), self.shard)
         tables = self.gradient_tables
         if tables is not None:
             tables.attach(frame, self.particles)
         state.optimizer.zero_grad(set_to_none=True)
+        bad: DivergenceError | None = None
         try:
             estimate = elbo(model, family, frame, self.particles, state.noise_generator)
-        except NonFiniteDraw as bad:
-            raise self._divergence(number, "draw", variable=bad.variable) from None
-        value = float(estimate.value.detach())
-        if not math.isfinite(value):
-            terms = estimate.terms
-            variable = next((name for name, t in terms.items() if not bool(torch.isfinite(t))), None)
-            term = None if variable is None else float(terms[variable])
-            raise self._divergence(number, "elbo", variable=variable, term=term, value=value)
+        except NonFiniteDraw as draw:
+            bad = self._divergence(number, "draw", variable=draw.variable)
+        else:
+            value = float(estimate.value.detach())
+            if not math.isfinite(value):
+                terms = estimate.terms
+                variable = next((name for name, t in terms.items() if not bool(torch.isfinite(t))), None)
+                term = None if variable is None else float(terms[variable])
+                bad = self._divergence(number, "elbo", variable=variable, term=term, value=value)
+        if self.replicas is not None:
+            value = self._agree(number, bad, None if bad else estimate.value.detach())
+        elif bad is not None:
+            raise bad
         objective = estimate.value
         if tables is not None:  # the global latents' gradient becomes SAGA's; the value stays
             objective = objective + tables.surrogate(frame, estimate.draw.values, estimate.draw.unconstrained)
         (-objective).backward()
+        if self.replicas is not None:
+            self.replicas.average_gradients(self._params, number)
         norm = _gradient_norm([p.grad for p in self._params if p.grad is not None], accumulation_dtype(model.device))
         if not bool(torch.isfinite(norm)):
             raise self._divergence(number, "gradient", value=float(norm))
         if tables is not None:
             tables.update(frame)
         return value, norm
+
+    def _agree(self, number: int, bad: DivergenceError | None, value: Tensor | None) -> float:
+        """A data-parallel step's agreement, in one all-reduce: the processes' average
+        ELBO estimate, or (any of them having diverged) the same error on every process,
+        naming the first that did."""
+        replicas = self.replicas
+        shared = torch.zeros(replicas.size + 1, dtype=torch.float64, device=self.state.model.device)
+        shared[replicas.rank] = float(bad is not None)
+        if value is not None:
+            shared[-1] = value.double()
+        shared = replicas.total([shared], number)[0]
+        diverged = [rank for rank in range(replicas.size) if shared[rank] > 0]
+        if diverged:
+            if bad is None:
+                bad = DivergenceError(number, self.state.total_steps, "replica")
+            bad.rank = replicas.rank if replicas.rank in diverged else diverged[0]
+            raise bad
+        return float(shared[-1]) / replicas.size
+
+    def save(self, path: str | Path) -> None:
+        """Save the run as a checkpoint at ``path`` (see :func:`~pavi_viz.inference.save_checkpoint`).
+        In a data-parallel run every process calls it, and the leader writes, with SAGA's
+        tables of all the processes' shards in one."""
+        state = self.state
+        if self.replicas is not None:
+            tables = state.gradient_tables
+            if tables:
+                summed = self.replicas.total(list(tables.values()), state.step)
+                state = dataclasses.replace(state, gradient_tables=dict(zip(tables, summed, strict=True)))
+            if not self.replicas.leader:
+                return
+        save_checkpoint(path, state)
 
     def restore_last_good(self) -> int:
         """Put the family, the optimizer, the history and the bookkeeping back to the

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from pavi_viz.inference.checkpoints import save_checkpoint
 from pavi_viz.inference.config import FitConfig
+from pavi_viz.inference.distributed import Replicas, replica_device, world_size
 from pavi_viz.inference.families import VariationalFamily
 from pavi_viz.inference.state import DivergenceError, FitResult, TrainingState
 from pavi_viz.inference.tensorboard import TensorBoardLog
@@ -162,6 +162,13 @@ def fit(
             its tags, its folder's name), all on disk before this returns. Needs the
             ``tensorboard`` package (``pip install 'pavi-viz[tensorboard]'``).
 
+    Under ``torchrun`` (``WORLD_SIZE`` above 1) each process of the launch trains on a
+    shard of the model's largest top-level plate, data-parallel
+    (:mod:`~pavi_viz.inference.distributed`); every process gets the same result, and
+    only rank 0 shows progress, records the run and writes TensorBoard's curves (the
+    checkpoint, too). The processes stay joined for the script's next fit; it leaves
+    with ``pavi_viz.inference.distributed.Replicas.leave()``.
+
     Returns:
         A :class:`FitResult`.
 
@@ -186,8 +193,14 @@ def fit(
         settings["device"] = str(settings["device"])
     family_given = "family" in settings or "family_options" in settings
     config = (config or FitConfig()).copy(**settings)
+    replicas = None
+    if world_size() > 1:  # a script that torchrun launched: one process of a data-parallel run
+        config = config.copy(device=replica_device(config.device))
+        replicas = Replicas.join(config.device)
+        if not replicas.leader:  # rank 0 reports and records the run
+            progress, store, tensorboard = False, None, None
 
-    trainer = Trainer.create(model, config, family=built, resume=resume, family_given=family_given)
+    trainer = Trainer.create(model, config, family=built, resume=resume, family_given=family_given, replicas=replicas)
     state = trainer.state
     trained_before = state.elapsed
     stop_reason = None
@@ -210,11 +223,14 @@ def fit(
                     bar.update(state)
                     if callbacks and (trainer.done or state.step % callback_every == 0):
                         state.finished = final_called = trainer.done
-                        if _stop_asked(callbacks, state):
+                        stop = _stop_asked(callbacks, state)
+                        if replicas is not None:  # every process stops after the same step
+                            stop = bool(replicas.ranks_where(stop, state.step, state.model.device))
+                        if stop:
                             stop_reason = "callback"
                             break
                     if checkpoint_every is not None and state.step % checkpoint_every == 0 and not trainer.done:
-                        save_checkpoint(checkpoint, state)
+                        trainer.save(checkpoint)
             except DivergenceError as err:
                 err.restored_step = trainer.restore_last_good()
                 state.finished = True
@@ -224,7 +240,7 @@ def fit(
         if callbacks and not final_called:
             _stop_asked(callbacks, state)
         if checkpoint is not None:
-            save_checkpoint(checkpoint, state)
+            trainer.save(checkpoint)
         if stop_reason is None:
             stop_reason = trainer.stop_reason
         ending = (stop_reason, "")

@@ -22,7 +22,7 @@ from torch.distributions import Distribution, Independent, Transform, biject_to
 from pavi_viz.model.distributions import DISTRIBUTIONS, DistributionInfo
 from pavi_viz.model.errors import ModelError
 from pavi_viz.model.expressions import Expression, Value
-from pavi_viz.model.plates import Frame, PlateBatch, PlateInfo, PlateStructure
+from pavi_viz.model.plates import Frame, PlateBatch, PlateInfo, PlateStructure, Shard
 
 if TYPE_CHECKING:
     from pavi_viz.model.spec import PlateModel
@@ -127,13 +127,15 @@ class CompiledModel:
         """The sizes of a variable's or covariate's plates: the leading dims of its whole value."""
         return tuple(self.plates[p].size for p in self._plates_of[name])
 
-    def frame(self, batch: PlateBatch | None = None) -> Frame:
-        """The view of the model through a batch of plate elements."""
-        return self.plates.frame(batch)
+    def frame(self, batch: PlateBatch | None = None, shard: Shard | None = None) -> Frame:
+        """The view of the model through a batch of plate elements (drawn from ``shard``)."""
+        return self.plates.frame(batch, shard)
 
-    def sample_batch(self, sizes: Mapping[str, int], generator: torch.Generator | None = None) -> PlateBatch:
+    def sample_batch(
+        self, sizes: Mapping[str, int], generator: torch.Generator | None = None, shard: Shard | None = None
+    ) -> PlateBatch:
         """A random batch; see :meth:`PlateStructure.sample_batch`."""
-        return self.plates.sample_batch(sizes, generator)
+        return self.plates.sample_batch(sizes, generator, shard)
 
     # -- distributions ---------------------------------------------------------
     def distribution(

@@ -30,6 +30,33 @@ PlateBatch = dict[str, Tensor]
 
 
 @dataclass(frozen=True)
+class Shard:
+    """One process's share of a top-level plate in data-parallel training: the elements
+    ``start`` to ``stop - 1`` of ``plate``, one of ``replicas`` shards that together
+    hold the plate (:func:`shard_of`).
+
+    A batch drawn from the shard estimates the sum over the shard; scaled by
+    ``replicas * (stop - start) / batch`` (:attr:`Frame.weights`), and averaged over
+    the processes, the processes' estimates are unbiased for the sum over the plate.
+    """
+
+    plate: str
+    start: int
+    stop: int
+    replicas: int
+
+
+def shard_of(plate: str, size: int, rank: int, replicas: int) -> Shard:
+    """Process ``rank``'s shard of ``plate`` (``size`` elements): contiguous, the
+    shards' sizes differing by one at most."""
+    if not 0 <= rank < replicas:
+        raise ValueError(f"rank {rank} is not one of 0..{replicas - 1}")
+    if size < replicas:
+        raise ValueError(f"plate {plate!r} has {size} elements, fewer than the {replicas} processes to share them")
+    return Shard(plate, rank * size // replicas, (rank + 1) * size // replicas, replicas)
+
+
+@dataclass(frozen=True)
 class PlateInfo:
     """A compiled plate.
 
@@ -145,6 +172,7 @@ class PlateStructure:
         self,
         sizes: Mapping[str, int],
         generator: torch.Generator | None = None,
+        shard: Shard | None = None,
     ) -> PlateBatch:
         """Draw a random batch, uniformly without replacement.
 
@@ -154,6 +182,9 @@ class PlateStructure:
                 outer plate is drawn first, then ``sizes[plate]`` members among the
                 members of the drawn outer elements (all of them when left out).
             generator: the random source.
+            shard: a range of one top-level plate's elements to draw that plate's
+                batch from (all of the range when it holds at most ``sizes[plate]``),
+                instead of the whole plate: a process's share of data-parallel training.
 
         Returns:
             The selected, sorted indices of each batched plate.
@@ -163,28 +194,34 @@ class PlateStructure:
             raise KeyError(f"batch sizes name unknown plates: {sorted(unknown)}")
         batch: PlateBatch = {}
         for plate in self:
+            offset = 0
             if plate.ragged and plate.parent in batch:
                 candidates = self._members[plate.name].of(batch[plate.parent])
+                pool = len(candidates)
+            elif shard is not None and plate.name == shard.plate:
+                candidates, offset, pool = None, shard.start, shard.stop - shard.start
             elif plate.name in sizes and sizes[plate.name] < plate.size:
-                candidates = None
+                candidates, pool = None, plate.size
             else:
                 continue
             wanted = sizes.get(plate.name)
-            pool = plate.size if candidates is None else len(candidates)
             if wanted is not None and wanted < pool:
                 if wanted < 1:
                     raise ValueError(f"batch size of plate {plate.name!r} must be at least 1")
                 pick = _choose(pool, wanted, generator, self.device)
-                chosen = pick if candidates is None else candidates[pick]
+                chosen = pick + offset if candidates is None else candidates[pick]
                 batch[plate.name] = torch.sort(chosen).values
             elif candidates is not None:
                 # Possibly empty: the drawn outer elements may have no members.
                 batch[plate.name] = candidates
+            else:  # the whole shard
+                batch[plate.name] = torch.arange(offset, offset + pool, device=self.device)
         return batch
 
-    def frame(self, batch: PlateBatch | None = None) -> Frame:
-        """The view of the model through ``batch`` (the whole model when ``None``)."""
-        return Frame(self, batch or {})
+    def frame(self, batch: PlateBatch | None = None, shard: Shard | None = None) -> Frame:
+        """The view of the model through ``batch`` (the whole model when ``None``),
+        drawn from ``shard`` when given (see :class:`Frame`)."""
+        return Frame(self, batch or {}, shard)
 
 
 def _choose(pool: int, wanted: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
@@ -211,12 +248,15 @@ class Frame:
         sizes: the batched size of each plate.
         weights: for each plate, (elements a term sums over in the full model) /
             (elements in the batch), given the batch of its outer plate; a term's
-            weight is the product over the plates it sits in.
+            weight is the product over the plates it sits in. A sharded plate's
+            batch stands for ``replicas`` times its shard (see :class:`Shard`).
+        shard: the process's share of a plate the batch was drawn from, or ``None``.
     """
 
-    def __init__(self, structure: PlateStructure, batch: PlateBatch) -> None:
+    def __init__(self, structure: PlateStructure, batch: PlateBatch, shard: Shard | None = None) -> None:
         self.structure = structure
         self.batch = batch
+        self.shard = shard
         unknown = set(batch) - set(structure.plates)
         if unknown:
             raise KeyError(f"the batch names unknown plates: {sorted(unknown)}")
@@ -258,7 +298,9 @@ class Frame:
             if idx is not None and len(idx) == 0:
                 raise ValueError(f"batch of plate {name!r} is empty")
             self.sizes[name] = plate.size if idx is None else len(idx)
-            self.weights[name] = plate.size / self.sizes[name]
+            shard = self.shard
+            stands_for = plate.size if shard is None or shard.plate != name else shard.replicas * (shard.stop - shard.start)
+            self.weights[name] = stands_for / self.sizes[name]
 
     def indices(self, plate: str) -> Tensor | None:
         """The selected elements of ``plate``, or ``None`` when it is whole."""

@@ -511,8 +511,8 @@ def test_a_large_plate_trains_on_bounded_batches():
     compiled = large.compile()
     original = compiled.sample_batch
 
-    def spy(request, generator=None):
-        batch = original(request, generator)
+    def spy(request, generator=None, shard=None):
+        batch = original(request, generator, shard)
         sizes.append(len(batch["group"]))
         return batch
 

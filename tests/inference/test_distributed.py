@@ -1,0 +1,219 @@
+"""Data-parallel PAVI (``pavi_viz.inference.distributed``): shards, and real runs of two
+processes over ``gloo`` on the CPU, launched as torchrun launches them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import xarray as xr
+
+import pavi_viz
+from benchmarks.accuracy import compare, passes
+from pavi_viz.inference import load_checkpoint
+from pavi_viz.inference.distributed import sharded_plate
+from pavi_viz.model.plates import shard_of
+
+HERE = Path(__file__).resolve().parent
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+# -- shards -----------------------------------------------------------------------------
+def test_shards_cover_the_plate_once_and_differ_by_one_element_at_most():
+    for size, replicas in [(10, 2), (11, 3), (7, 7), (1000, 4)]:
+        shards = [shard_of("group", size, rank, replicas) for rank in range(replicas)]
+        assert [s.start for s in shards] == [0] + [s.stop for s in shards[:-1]]
+        assert shards[-1].stop == size
+        lengths = {s.stop - s.start for s in shards}
+        assert max(lengths) - min(lengths) <= 1
+    with pytest.raises(ValueError, match="fewer than the 3 processes"):
+        shard_of("group", 2, 0, 3)
+    with pytest.raises(ValueError, match="rank 2 is not one of 0..1"):
+        shard_of("group", 10, 2, 2)
+
+
+def test_a_batch_drawn_from_a_shard_stays_in_it_and_is_weighted_for_the_whole_plate():
+    model = pavi_viz.examples.load("gre", G=30, N=4, D=2).compile()
+    shard = shard_of("group", 30, 1, 2)  # elements 15..29
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        batch = model.sample_batch({"group": 4}, generator, shard)["group"]
+        assert len(set(batch.tolist())) == 4 and all(15 <= i < 30 for i in batch.tolist())
+        assert torch.equal(batch, batch.sort().values)
+        # 2 shards of 15, 4 drawn: each element of the batch stands for 30 / 4 of the plate.
+        assert model.frame({"group": batch}, shard).weight(["group"]) == pytest.approx(30 / 4)
+    whole = model.sample_batch({}, generator, shard)["group"]
+    assert whole.tolist() == list(range(15, 30))
+    assert model.frame({"group": whole}, shard).weight(["group", "obs"]) == pytest.approx(2.0)
+
+
+def test_a_ragged_plate_is_drawn_with_the_members_of_its_shard():
+    model = pavi_viz.examples.load("radon").compile()
+    counties = model.plates["county"].size
+    shards = [shard_of("county", counties, rank, 2) for rank in range(2)]
+    houses = []
+    for shard in shards:
+        batch = model.sample_batch({"county": 10}, torch.Generator().manual_seed(0), shard)
+        county = batch["county"]
+        assert len(county) == 10 and all(shard.start <= c < shard.stop for c in county.tolist())
+        members = model.plates.frame(batch, shard).batch["house"]
+        assert len(members) > 0
+        whole = model.sample_batch({}, torch.Generator().manual_seed(0), shard)
+        houses.append(set(whole["house"].tolist()))
+    # Together the shards' houses are every house, once.
+    assert houses[0].isdisjoint(houses[1]) and len(houses[0] | houses[1]) == model.plates["house"].size
+
+
+def test_the_shared_plate_is_the_batched_one_else_the_largest():
+    gre = pavi_viz.examples.load("gre", G=30, N=40, D=2).compile()
+    assert sharded_plate(gre, {}) == "group"
+    radon = pavi_viz.examples.load("radon").compile()
+    assert sharded_plate(radon, {"county": 10}) == "county"
+
+
+# -- real processes ---------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(command: list[str], replicas: int) -> list[subprocess.Popen]:
+    """``command`` on ``replicas`` processes, with the environment torchrun gives them."""
+    port = str(free_port())
+    return [
+        subprocess.Popen(command, env={**os.environ, **ONE_THREAD, "RANK": str(rank), "LOCAL_RANK": str(rank),
+                                       "WORLD_SIZE": str(replicas), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
+                         stderr=subprocess.PIPE, text=True)
+        for rank in range(replicas)
+    ]
+
+
+@pytest.mark.timeout(300)
+def test_two_processes_estimate_the_elbo_and_its_gradient_as_one_does(tmp_path):
+    """Averaged over many draws (the family held fixed), the two processes' agreed ELBO
+    estimate and gradient equal one process's, within Monte Carlo error."""
+    draws = 600
+    script = [sys.executable, str(HERE / "distributed_estimates.py")]
+    processes = launch([*script, str(tmp_path / "two.pt"), str(draws)], 2)
+    single = subprocess.run([*script, str(tmp_path / "one.pt"), str(draws)], env={**os.environ, **ONE_THREAD},
+                            capture_output=True, text=True, timeout=240)
+    assert single.returncode == 0, single.stderr
+    for p in processes:
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+    one, two = torch.load(tmp_path / "one.pt", weights_only=True), torch.load(tmp_path / "two.pt", weights_only=True)
+    for key in ("values", "grads"):
+        a, b = one[key], two[key]
+        assert a.shape == b.shape and a.shape[0] == draws
+        error = (a.mean(0) - b.mean(0)).abs()
+        standard = (a.var(0) / draws + b.var(0) / draws).sqrt()
+        moving = standard > 0  # parameters that the estimates move
+        z = error[moving] / standard[moving]
+        # Four standard errors, but for a few of the thousands of gradient coordinates.
+        assert z.numel() > 0 and float((z > 4).float().mean()) < 0.01, (key, float(z.max()))
+        assert float(z.mean()) < 1.2, (key, float(z.mean()))  # |N(0, 1)| averages 0.8
+        if key == "grads":
+            assert torch.equal(error[~moving], torch.zeros_like(error[~moving]))
+
+
+def fit_command(*options: str) -> list[str]:
+    return [sys.executable, "-m", "pavi_viz", "fit", "example:gre", "--no-store", "--threads", "1", *options]
+
+
+def run(command: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, env={**os.environ, **ONE_THREAD}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.timeout(400)
+def test_nproc_trains_on_two_processes_and_its_checkpoint_resumes_on_one(tmp_path):
+    small = ["--option", "G=40", "--option", "N=5", "--quiet"]
+    two = run(fit_command(*small, "--nproc", "2", "--steps", "120", "--schedule", "cosine",
+                          "--checkpoint", "two.pt", "--out", "two.nc"), tmp_path)
+    assert two.returncode == 0, two.stderr
+    assert "rank 0 of 2" in two.stderr and "rank 1 of 2" in two.stderr
+    assert "elements 0 to 19 of plate 'group'" in two.stderr and "elements 20 to 39" in two.stderr
+    model = pavi_viz.examples.load("gre", G=40, N=5)
+    state = load_checkpoint(tmp_path / "two.pt", model)
+    assert state.step == 120 and len(state.history.elbo) == 120
+    posterior = xr.open_datatree(tmp_path / "two.nc")["posterior"]
+    assert posterior["mu_g"].sizes["group"] == 40
+    # On one process, from the two processes' checkpoint; and back on two from one's.
+    one = run(fit_command(*small, "--resume", "two.pt", "--steps", "150", "--schedule", "cosine",
+                          "--checkpoint", "one.pt", "--out", "one.nc"), tmp_path)
+    assert one.returncode == 0, one.stderr
+    assert load_checkpoint(tmp_path / "one.pt", model).step == 150
+    again = run(fit_command(*small, "--nproc", "2", "--resume", "one.pt", "--steps", "170", "--schedule", "cosine",
+                            "--checkpoint", "again.pt", "--out", "again.nc"), tmp_path)
+    assert again.returncode == 0, again.stderr
+    resumed = load_checkpoint(tmp_path / "again.pt", model)
+    assert resumed.step == 170 and resumed.history.elbo[:150] == load_checkpoint(tmp_path / "one.pt", model).history.elbo
+
+
+@pytest.mark.timeout(300)
+def test_a_process_that_diverges_ends_the_run_on_every_process_naming_its_rank(tmp_path):
+    done = run(fit_command("--option", "G=40", "--option", "N=5", "--quiet", "--nproc", "2", "--steps", "300",
+                           "--lr", "1e5", "--clip", "none"), tmp_path)
+    assert done.returncode == 1, done.stderr
+    # Each process says so, with the step and the rank; none writes a posterior.
+    errors = [line for line in done.stderr.splitlines() if line.startswith("pavi-viz fit: error: training diverged")]
+    assert len(errors) == 2 and all(" on rank " in line for line in errors), done.stderr
+    assert len({line.split(" on rank ")[0] for line in errors}) == 1  # the same step
+    assert not (tmp_path / "posterior.nc").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_two_process_fit_of_gre_meets_the_accuracy_bar_as_one_does(tmp_path):
+    """``fit``'s defaults on two processes meet the bar that one process meets against
+    GRE's exact posterior (tests/inference/test_accuracy_gre.py)."""
+    from tests.inference.test_accuracy_gre import _exact_summary
+
+    done = run(fit_command("--option", "G=300", "--option", "N=10", "--quiet", "--nproc", "2", "--draws", "1000",
+                           "--out", "two.nc"), tmp_path, timeout=500)
+    assert done.returncode == 0, done.stderr
+    posterior = xr.open_datatree(tmp_path / "two.nc")["posterior"].to_dataset()
+    stats = xr.concat([posterior.mean(("chain", "draw")), posterior.std(("chain", "draw"), ddof=1)],
+                      dim=xr.DataArray(["mean", "sd"], dims="stat", name="stat"))
+    latents = compare(stats, _exact_summary(pavi_viz.examples.load("gre", G=300, N=10, D=2), stats))
+    assert set(latents) == {"mu", "mu_g"} and passes(latents), latents
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_process_ends_the_run_naming_its_rank_and_the_checkpoint_stays_loadable(tmp_path):
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        launcher = subprocess.Popen(
+            fit_command("--option", "G=40", "--option", "N=5", "--quiet", "--nproc", "2", "--steps", "1000000",
+                        "--schedule", "cosine", "--checkpoint", "run.pt", "--checkpoint-every", "20"),
+            cwd=tmp_path, env={**os.environ, **ONE_THREAD}, stderr=stderr, stdout=subprocess.DEVNULL,
+            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 200
+        victim = None
+        while time.monotonic() < deadline and (victim is None or not (tmp_path / "run.pt").is_file()):
+            for line in log.read_text().splitlines():
+                if line.startswith("rank 1 of 2 (process "):
+                    victim = int(line.split("(process ")[1].split(")")[0])
+            assert launcher.poll() is None, log.read_text()
+            time.sleep(0.2)
+        assert victim is not None and (tmp_path / "run.pt").is_file(), log.read_text()
+        os.kill(victim, signal.SIGKILL)
+        status = launcher.wait(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert status != 0, text
+    assert "rank      : 1" in text and "Signal 9 (SIGKILL)" in text, text  # torchrun's report
+    assert "the run on 2 processes failed" in text, text
+    state = load_checkpoint(tmp_path / "run.pt", pavi_viz.examples.load("gre", G=40, N=5))
+    assert state.step > 0 and state.step % 20 == 0

@@ -680,8 +680,11 @@ def _launch_replicas(args: argparse.Namespace) -> int:
             if not (a == "--nproc" or a.startswith("--nproc=") or (i and args.argv[i - 1] == "--nproc"))]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1",
                f"--nproc-per-node={args.nproc}", "-m", "pavi_viz", *argv]
-    status = _run_passing_signals(command)
-    if status not in (0, EXIT_INTERRUPTED):
+    received: set[int] = set()
+    status = _run_passing_signals(command, received=received)
+    if status != 0 and received:  # Ctrl-C: each process stopped after the same step and said so
+        return EXIT_INTERRUPTED
+    if status != 0:
         raise CliError(f"the run on {args.nproc} processes failed (exit status {status}): each process's error, "
                        "and torchrun's report naming the rank that failed first, are above", EXIT_FAILURE)
     return status
@@ -959,8 +962,10 @@ _KILL = getattr(signal, "SIGKILL", signal.SIGTERM)
 _GROUP_GRACE_SECONDS = 15.0
 
 
-def _run_passing_signals(command: list[str], env: dict[str, str] | None = None) -> int:
-    """Run ``command``, passing SIGINT, SIGTERM and SIGHUP on to it; its exit status.
+def _run_passing_signals(command: list[str], env: dict[str, str] | None = None,
+                         received: set[int] | None = None) -> int:
+    """Run ``command``, passing SIGINT, SIGTERM and SIGHUP on to it; its exit status
+    (and, in ``received``, the signals passed on).
 
     On POSIX the child runs in a session of its own, so that a terminal's Ctrl-C
     reaches it once, through this process, as a ``kill`` of this process does; the
@@ -973,7 +978,7 @@ def _run_passing_signals(command: list[str], env: dict[str, str] | None = None) 
     posix = os.name == "posix"
     running: list[subprocess.Popen] = []
     pending: list[int] = []
-    received: set[int] = set()
+    received = set() if received is None else received
 
     def forward(signum: int, frame: Any) -> None:
         if not running:  # not started yet: passed on once it is

@@ -3,14 +3,18 @@ processes over ``gloo`` on the CPU, launched as torchrun launches them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 import torch
 import xarray as xr
@@ -124,13 +128,33 @@ def test_two_processes_estimate_the_elbo_and_its_gradient_as_one_does(tmp_path):
             assert torch.equal(error[~moving], torch.zeros_like(error[~moving]))
 
 
+@contextlib.contextmanager
+def launched(command: list[str], cwd: Path, **popen: Any) -> Iterator[subprocess.Popen]:
+    """``pavi-viz fit --nproc`` started as from a terminal (SIGINT as by default, even
+    where the suite runs with it ignored, as a background job does); on leaving, every
+    process it started and left behind is killed (torchrun starts each worker in a
+    session of its own)."""
+    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **ONE_THREAD},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **popen)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            family = [process, *psutil.Process(process.pid).children(recursive=True)]
+            for member in family:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    member.kill()
+            psutil.wait_procs(family, timeout=30)
+
+
 def fit_command(*options: str) -> list[str]:
     return [sys.executable, "-m", "pavi_viz", "fit", "example:gre", "--no-store", "--threads", "1", *options]
 
 
 def run(command: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(command, cwd=cwd, env={**os.environ, **ONE_THREAD}, capture_output=True, text=True,
-                          timeout=timeout)
+    with launched(command, cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 @pytest.mark.timeout(400)
@@ -194,13 +218,9 @@ def test_a_two_process_fit_of_gre_is_as_accurate_as_a_one_process_fit(tmp_path):
 @pytest.mark.timeout(300)
 def test_a_killed_process_ends_the_run_naming_its_rank_and_the_checkpoint_stays_loadable(tmp_path):
     log = tmp_path / "stderr.txt"
-    with log.open("w") as stderr:
-        launcher = subprocess.Popen(
-            fit_command("--option", "G=40", "--option", "N=5", "--quiet", "--nproc", "2", "--steps", "1000000",
-                        "--schedule", "cosine", "--checkpoint", "run.pt", "--checkpoint-every", "20"),
-            cwd=tmp_path, env={**os.environ, **ONE_THREAD}, stderr=stderr, stdout=subprocess.DEVNULL,
-            start_new_session=True)
-    try:
+    command = fit_command("--option", "G=40", "--option", "N=5", "--quiet", "--nproc", "2", "--steps", "1000000",
+                          "--schedule", "cosine", "--checkpoint", "run.pt", "--checkpoint-every", "20")
+    with log.open("w") as stderr, launched(command, tmp_path, stderr=stderr, stdout=subprocess.DEVNULL) as launcher:
         deadline = time.monotonic() + 200
         victim = None
         while time.monotonic() < deadline and (victim is None or not (tmp_path / "run.pt").is_file()):
@@ -212,9 +232,6 @@ def test_a_killed_process_ends_the_run_naming_its_rank_and_the_checkpoint_stays_
         assert victim is not None and (tmp_path / "run.pt").is_file(), log.read_text()
         os.kill(victim, signal.SIGKILL)
         status = launcher.wait(timeout=120)
-    finally:
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
     text = log.read_text()
     assert status != 0, text
     assert "rank      : 1" in text and "Signal 9 (SIGKILL)" in text, text  # torchrun's report
@@ -225,21 +242,15 @@ def test_a_killed_process_ends_the_run_naming_its_rank_and_the_checkpoint_stays_
 
 @pytest.mark.timeout(300)
 def test_ctrl_c_stops_every_process_after_the_same_step_and_saves_the_checkpoint(tmp_path):
-    launcher = subprocess.Popen(
-        fit_command("--option", "G=40", "--option", "N=5", "--quiet", "--nproc", "2", "--steps", "1000000",
-                    "--schedule", "cosine", "--checkpoint", "run.pt", "--checkpoint-every", "10", "--out", "never.nc"),
-        cwd=tmp_path, env={**os.environ, **ONE_THREAD}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    command = fit_command("--option", "G=40", "--option", "N=5", "--quiet", "--nproc", "2", "--steps", "1000000",
+                          "--schedule", "cosine", "--checkpoint", "run.pt", "--checkpoint-every", "10", "--out", "never.nc")
+    with launched(command, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as launcher:
         deadline = time.monotonic() + 200
         while not (tmp_path / "run.pt").is_file() and launcher.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert (tmp_path / "run.pt").is_file(), launcher.communicate(timeout=60)
         launcher.send_signal(signal.SIGINT)
         _, stderr = launcher.communicate(timeout=120)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
     assert launcher.returncode == 130, stderr
     stopped = [line for line in stderr.splitlines() if line.startswith("pavi-viz fit: stopping after step")]
     assert len(stopped) == 2, stderr  # each process heard it; rank 0 then says how to resume

@@ -57,7 +57,7 @@ from harness import (  # noqa: E402
     load_average,
     machine_info,
     rss_bytes,
-    write_report,
+    run_report,
 )
 from peers import (  # noqa: E402
     LEVELS,
@@ -522,10 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(("torch",)), "args": settings,
         "children_env": child_env(), "note": NOTE, "runs": [],
     }
-    started = time.perf_counter()
-    run_all(args, report, lambda: write_report(report, json_path, started))
-    finish(report, json_path)
-    return 0
+    return run_report(args, report, json_path, run_all, finish)
 
 
 if __name__ == "__main__":

@@ -282,6 +282,17 @@ def command_settings(args: Any, argv: Sequence[str] | None, script: str) -> dict
     return settings
 
 
+def run_report(args: Any, report: dict[str, Any], json_path: Path,
+               run_all: Callable[[Any, dict[str, Any], Callable[[], None]], None],
+               finish: Callable[[dict[str, Any], Path], None]) -> int:
+    """Run a benchmark's launches (``run_all``, saving the report after each), then write
+    its table, JSON and plot (``finish``); the exit status."""
+    started = time.perf_counter()
+    run_all(args, report, lambda: write_report(report, json_path, started))
+    finish(report, json_path)
+    return 0
+
+
 def emit(result: dict[str, Any]) -> None:
     """Print a child's result for :func:`launch` to find."""
     print(RESULT_MARK + json.dumps(result), flush=True)

@@ -54,7 +54,7 @@ from harness import (  # noqa: E402
     launch,
     load_average,
     machine_info,
-    write_report,
+    run_report,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -800,10 +800,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(("torch", "pyro-ppl", "numpyro", "jax", "jaxlib")),
         "settings": settings, "children_env": CHILD_ENV, "runs": [], "best": {},
     }
-    started = time.perf_counter()
-    run_all(args, report, lambda: write_report(report, json_path, started))
-    finish(report, json_path)
-    return 0
+    return run_report(args, report, json_path, run_all, finish)
 
 
 if __name__ == "__main__":

@@ -129,12 +129,7 @@ class Replicas:
 
     def average(self, tensors: Sequence[Tensor], step: int) -> list[Tensor]:
         """The processes' average of each of ``tensors`` (all-reduced at once, flattened)."""
-        if not tensors:
-            return []
-        flat = _flatten_dense_tensors(list(tensors))
-        self._all_reduce([flat], step)
-        flat /= self.size
-        return list(_unflatten_dense_tensors(flat, list(tensors)))
+        return [total / self.size for total in self.total(tensors, step)]
 
     def average_gradients(self, params: Sequence[nn.Parameter], step: int) -> None:
         """Replace each parameter's gradient by the processes' average (a parameter

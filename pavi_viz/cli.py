@@ -893,15 +893,17 @@ def _run_serve(args: argparse.Namespace) -> int:
     # Bokeh lets browsers in from localhost:PORT alone unless told otherwise; on this
     # machine, 127.0.0.1:PORT is the same page.
     origins = args.allow_websocket_origin or ([f"localhost:{port}", f"127.0.0.1:{port}"] if local else [])
-    for origin in origins:
-        command += ["--allow-websocket-origin", origin]
+    # Values joined to their flags: a value that starts with "-" (a password, a random
+    # secret: one in 64 does) would be read as a flag of its own.
+    command += [f"--allow-websocket-origin={origin}" for origin in origins]
     # Session ids signed with a secret of this server's: a link carrying an id someone
     # chose (to join the session it opens) is refused.
     command += ["--session-ids", "signed"]
     env = {**os.environ, "BOKEH_SECRET_KEY": os.environ.get("BOKEH_SECRET_KEY") or secrets.token_urlsafe(32)}
     if args.basic_auth:
-        command += ["--basic-auth", args.basic_auth,
-                    "--cookie-secret", os.environ.get("BOKEH_COOKIE_SECRET") or secrets.token_urlsafe(32)]
+        command.append(f"--basic-auth={args.basic_auth}")
+        if not os.environ.get("BOKEH_COOKIE_SECRET"):  # Bokeh reads that one itself, and refuses both
+            command.append(f"--cookie-secret={secrets.token_urlsafe(32)}")
     env.update(_serve_limits(args).to_environment())
     # Pages are built for the hosts whose websockets are let in (Bokeh's default one alone
     # where none was named).

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from pavi_viz.model.compiled import CompiledModel
-from pavi_viz.model.plates import Frame, PlateInfo, PlateStructure
+from pavi_viz.model.plates import Frame, PlateInfo, PlateStructure, Shard, Total
 
 #: A pooled summary's key: the observed variable it summarises and the plates it is laid out on.
 Level = tuple[str, tuple[str, ...]]
@@ -223,19 +223,31 @@ class DataEncoder(nn.Module):
             self._gather(out, key, self._pooled_statistics(observed, plate, frame), frame, share)
         return out[key]
 
-    def _chunks(self, observed: str, chunk_elements: int) -> Iterator[tuple[Frame, float]]:
-        """Frames over consecutive chunks of ``observed``'s outermost plate, each holding
-        about ``chunk_elements`` of its data, with each chunk's share of that plate; one
-        frame of the whole data where its plates cross (no single plate to chunk over)."""
+    def _along(self, level: tuple[str, ...], plate: str) -> bool:
+        """Whether a summary at ``level`` lies along top-level ``plate`` (on it or inside it)."""
+        return any(self.model.plates.root(p) == plate for p in level)
+
+    def _chunked_plate(self, observed: str) -> str | None:
+        """The plate :meth:`_chunks` cuts ``observed``'s data along: the one top-level
+        plate above all its plates; ``None`` where its plates cross."""
         roots = {self.model.plates.root(p) for p in self.model.plates_of(observed)}
-        if len(roots) != 1:
+        return roots.pop() if len(roots) == 1 else None
+
+    def _chunks(self, observed: str, chunk_elements: int, within: Shard | None = None) -> Iterator[tuple[Frame, float]]:
+        """Frames over consecutive chunks of ``observed``'s outermost plate (of its
+        elements in ``within``, if given), each holding about ``chunk_elements`` of its
+        data, with each chunk's share of that plate; one frame of the whole data where
+        its plates cross (no single plate to chunk over)."""
+        chunked = self._chunked_plate(observed)
+        if chunked is None:
             yield self.model.frame(), 1.0
             return
-        root = self.model.plates[roots.pop()]
+        root = self.model.plates[chunked]
         per_element = max(1, self.model.data[observed].numel() // root.size)
         step = max(1, chunk_elements // per_element)
-        for start in range(0, root.size, step):
-            chunk = torch.arange(start, min(root.size, start + step), device=self.model.device)
+        first, stop = (0, root.size) if within is None else (within.start, within.stop)
+        for start in range(first, stop, step):
+            chunk = torch.arange(start, min(stop, start + step), device=self.model.device)
             yield self.model.frame({root.name: chunk}), len(chunk) / root.size
 
     def forward(self, frame: Frame, full: Mapping[Level, Tensor] | None = None) -> dict[str, Tensor]:
@@ -258,24 +270,40 @@ class DataEncoder(nn.Module):
         return out
 
     @torch.no_grad()
-    def full_summaries(self, chunk_elements: int = 2**18) -> dict[Level, Tensor]:
+    def full_summaries(
+        self, chunk_elements: int = 2**18, shard: Shard | None = None, total: Total | None = None
+    ) -> dict[Level, Tensor]:
         """Every pooled summary of the whole data, for batches that see only part of it.
 
         Computed chunk by chunk over the outermost plate of each observed variable
         (:meth:`_chunks`). A summary that still lies along that plate is written back at
         the chunk's positions; the one that averages over it is the chunks' average
         weighted by their numbers of elements.
+
+        In a data-parallel run, with this process's ``shard`` and ``total`` (the sum of
+        tensors over the processes, a collective), each process pools only the chunks of
+        its shard of the data below ``shard.plate``, at ``1 / shard.replicas`` of the
+        cost. A summary laid out along that plate holds the shard's elements only (zero
+        at the others': a process's training draws stay in its shard); one averaged over
+        it is the sum of the processes' shares, which ``total`` adds up (a few numbers,
+        not a number per element).
         """
         out: dict[Level, Tensor] = {}
+        shared: list[Level] = []
         for o in self.model.observed_names:
             own = (o, self.model.plates_of(o))
-            for frame, share in self._chunks(o, chunk_elements):
+            within = shard if shard is not None and self._chunked_plate(o) == shard.plate else None
+            for frame, share in self._chunks(o, chunk_elements, within):
                 pooled: dict[Level, Tensor] = {}
                 for target in self.orders[o]:
                     self._pool(o, target, frame, pooled, None)
                 pooled.pop(own, None)  # a summary of each datum: never averaged over
                 for key, value in pooled.items():
                     self._gather(out, key, value, frame, share)
+            if within is not None:  # the averages over the shard's plate
+                shared.extend(key for key in out if key[0] == o and not self._along(key[1], shard.plate))
+        if shared:
+            out.update(zip(shared, total([out[key] for key in shared]), strict=True))
         return out
 
     def _gather(self, out: dict[Level, Tensor], key: Level, value: Tensor, frame: Frame, share: float) -> None:

@@ -54,6 +54,7 @@ import itertools
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,15 +146,21 @@ class Trainer:
         state.family.train()
 
     def _join(self, config: FitConfig) -> None:
-        """Set up this process's part of a data-parallel run: its share of each step's
+        """Set up this process's part of a data-parallel run: the family's whole-data
+        summaries pooled per shard and added up, its share of each step's
         batch of the shared plate, its own random streams (seeded by the run's seed, its
         rank and the step: a resumed run's are new), and the leader's parameters."""
         replicas, shard, state = self.replicas, self.shard, self.state
+        state.family.share_out(shard, self._total_over_replicas)
         if shard.plate in self.batch_sizes:
             self._draw_sizes = {**self.batch_sizes, shard.plate: -(-self.batch_sizes[shard.plate] // replicas.size)}
         for stream, generator in (("batches", state.generator), ("noise", state.noise_generator)):
             generator.manual_seed(derived_seed(config.seed, f"{stream}-rank-{replicas.rank}-step-{state.step}"))
         replicas.copy_from_leader(state.family, state.step)
+
+    def _total_over_replicas(self, tensors: Sequence[Tensor]) -> list[Tensor]:
+        """The processes' sum of each of ``tensors``, within the step being taken."""
+        return self.replicas.total(tensors, self.state.step + 1)
 
     # -- set-up ------------------------------------------------------------------------
     @classmethod

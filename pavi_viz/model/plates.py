@@ -18,7 +18,7 @@ elements.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +44,11 @@ class Shard:
     start: int
     stop: int
     replicas: int
+
+
+#: The sum of each tensor over the processes of a data-parallel run: a collective, which
+#: every process calls at the same point of its run.
+Total = Callable[[Sequence[Tensor]], list[Tensor]]
 
 
 def shard_of(plate: str, size: int, rank: int, replicas: int) -> Shard:

@@ -26,7 +26,7 @@ from torch.distributions import Normal, Transform
 
 from pavi_viz.inference.families.structure import drawn_scale, prior_loc_scale
 from pavi_viz.model.compiled import CompiledModel, sum_over_plates
-from pavi_viz.model.plates import Frame
+from pavi_viz.model.plates import Frame, Shard, Total
 
 
 #: The share of an importance pool's draws that take a funnel's ground variables from
@@ -131,6 +131,12 @@ class VariationalFamily(nn.Module):
     def refresh(self) -> None:
         """Recompute, before the next training draw, what the family derives from the
         whole data (the trainer calls it every ``refresh_every`` steps); nothing here."""
+
+    def share_out(self, shard: Shard, total: Total) -> None:
+        """Take part in a data-parallel run as the process that holds ``shard``: what the
+        family derives from the whole data for its training draws, it derives from the
+        shard's part and adds up the processes' parts with ``total`` (so every process
+        must take the same training draws); nothing here."""
 
     @property
     def standardisable(self) -> bool:

@@ -29,7 +29,7 @@ from pavi_viz.inference.families.base import Draw, VariationalFamily
 from pavi_viz.inference.families.structure import conditioning, drawn_scale, joint_blocks, prior_loc_scale
 from pavi_viz.inference.flows import make_flow, reset_to_identity, rsample_and_log_prob
 from pavi_viz.model.compiled import CompiledModel, CompiledVariable
-from pavi_viz.model.plates import Frame
+from pavi_viz.model.plates import Frame, Shard, Total
 
 
 class PlateAmortizedFamily(VariationalFamily):
@@ -290,7 +290,10 @@ class PaviE(PlateAmortizedFamily):
     ``refresh_every`` steps: a cadence counted in steps, so a seeded fit is
     reproducible), lagging a little behind the encoder's weights in between. A draw
     without gradients (a posterior summary) uses summaries made with the current
-    weights, kept apart so that evaluating never changes training.
+    weights, kept apart so that evaluating never changes training. In a data-parallel
+    run (:meth:`share_out`), each process pools the training summaries over its shard
+    only, and one sum over the processes makes them whole; a draw without gradients
+    (made by one process alone) pools the whole data itself.
 
     Args:
         model: the compiled model.
@@ -308,6 +311,9 @@ class PaviE(PlateAmortizedFamily):
         # threads at once: a posterior summary next to another one).
         self._encoded: dict[int, tuple[Frame, dict[str, Tensor]]] = {}
         self._training_summaries: dict | None = None
+        # A data-parallel run's shard of this process and the sum over processes
+        # (:meth:`share_out`): training summaries are pooled per shard and added up.
+        self._shard_and_total: tuple[Shard, Total] | tuple[None, None] = (None, None)
         # Training draws so far, and the summaries for draws without gradients with
         # the count of training draws they were made after.
         self._training_draws = 0
@@ -315,6 +321,9 @@ class PaviE(PlateAmortizedFamily):
 
     def refresh(self) -> None:
         self._training_summaries = None  # made anew by the next training draw that needs them
+
+    def share_out(self, shard: Shard, total: Total) -> None:
+        self._shard_and_total = (shard, total)
 
     def encodings(self, var: CompiledVariable, frame: Frame) -> Tensor:
         # All latents of one draw share the frame: encode its data once.
@@ -330,7 +339,8 @@ class PaviE(PlateAmortizedFamily):
             return None
         if torch.is_grad_enabled():
             if self._training_summaries is None:
-                self._training_summaries = self.encoder.full_summaries()
+                shard, total = self._shard_and_total
+                self._training_summaries = self.encoder.full_summaries(shard=shard, total=total)
             return self._training_summaries
         made = self._evaluation_summaries
         if made is None or made[0] != self._training_draws:

@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.accuracy import run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.accuracy]
 
 
 @pytest.mark.timeout(300)

@@ -102,10 +102,10 @@ class StoreFollower:
                                       total_steps=run.total_steps, device="", torch_threads=0,
                                       settings=dict(run.settings), truth=None, observed=None))
             self.run = run
+            # State changes read first and published last: a run commits its points and
+            # its last summary before the change that ends it, so a reader that sees
+            # "stopped" has the points and the summary that came before it.
             changes = self.store.transitions(self.run_id)
-            for change in changes[self._transitions:]:
-                self._publish_state(change)
-            self._transitions = len(changes)
             for point in self.store.points(self.run_id, after_step=self._step):
                 self.hub.publish(point)
                 self._step = point.step
@@ -114,6 +114,9 @@ class StoreFollower:
                 if summary is not None:
                     self.hub.publish(summary)
                     self._summary_step = summary.step
+            for change in changes[self._transitions:]:
+                self._publish_state(change)
+            self._transitions = len(changes)
             if run.state != self._state:  # seen by readers only: interrupted
                 self._publish_state(StateChange(run=run.name, state=run.state, time=run.updated,
                                                 message=f"its process {run.pid} on {run.hostname} ended while "

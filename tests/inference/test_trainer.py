@@ -177,9 +177,9 @@ def test_pavi_e_refreshes_its_summaries_on_a_cadence_of_steps():
     made = []
     original = family.encoder.full_summaries
 
-    def counted():
+    def counted(*args, **kwargs):
         made.append(trainer.state.step)
-        return original()
+        return original(*args, **kwargs)
 
     family.encoder.full_summaries = counted
     while not trainer.done:

@@ -33,12 +33,12 @@ STAMP := $(VENV)/.install-stamp
 # Playwright at /usr/bin/chromium) and a font for its pages.
 DEBIAN_PACKAGES ?= chromium fonts-dejavu-core
 
-.PHONY: help install test test-accuracy app docs clean system-deps python-check torch-check
+.PHONY: help install test test-long app docs clean system-deps python-check torch-check
 
 help:
 	@echo "make app          install into $(VENV) and serve the dashboard at http://localhost:$(PORT)/dashboard"
 	@echo "make test         install into $(VENV) and run the test suite (PYTEST_ARGS='...' to pass options)"
-	@echo "make test-accuracy  run the accuracy tier: fits with the defaults against reference posteriors (~10 min)"
+	@echo "make test-long    run the long tier: the defaults' accuracy fits, the notebooks, the benchmarks (~20 min)"
 	@echo "make install      only create $(VENV) and install the package with its app and test extras"
 	@echo "                  (TORCH=cpu|cuda|auto picks the PyTorch build; default auto: $(TORCH_BUILD) here)"
 	@echo "make docs         write the API reference (HTML, from the docstrings) to docs/api/"
@@ -89,9 +89,10 @@ install: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# The defaults' accuracy against reference posteriors: long fits, kept out of `make test`.
-test-accuracy: $(STAMP)
-	$(BIN)/python -m pytest -m accuracy $(PYTEST_ARGS)
+# The long tier, kept out of `make test`: the defaults' accuracy against reference
+# posteriors, the notebooks executed top to bottom, the benchmarks end to end.
+test-long: $(STAMP) system-deps
+	$(BIN)/python -m pytest -m long $(PYTEST_ARGS)
 
 app: $(STAMP)
 	$(BIN)/pavi-viz serve --port $(PORT)

@@ -21,6 +21,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "distributed.py"
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(400)
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="needs matplotlib (the bench extra)")
 def test_quick_distributed_benchmark_runs_two_ranks(tmp_path):

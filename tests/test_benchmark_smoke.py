@@ -47,6 +47,7 @@ def test_the_exact_posterior_has_no_error_against_itself():
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("pyro", "numpyro", "matplotlib")),
@@ -83,6 +84,7 @@ THREADS_SCRIPT = SCRIPT.parent / "threads.py"
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="needs matplotlib (the bench extra)")
 def test_quick_threads_benchmark_writes_every_setting_and_condition(tmp_path):
@@ -119,6 +121,7 @@ def test_quick_threads_benchmark_writes_every_setting_and_condition(tmp_path):
 ACCURACY_SCRIPT = SCRIPT.parent / "accuracy.py"
 
 
+@pytest.mark.long
 @pytest.mark.timeout(120)
 def test_accuracy_benchmark_compares_every_latent_with_the_reference(tmp_path):
     from pavi_viz import examples
@@ -142,6 +145,7 @@ def test_accuracy_benchmark_compares_every_latent_with_the_reference(tmp_path):
 PARETO_K_SCRIPT = SCRIPT.parent / "pareto_k.py"
 
 
+@pytest.mark.long
 @pytest.mark.timeout(120)
 def test_pareto_k_benchmark_checks_an_example_and_the_glmm_before_and_after(tmp_path):
     cmd = [sys.executable, str(PARETO_K_SCRIPT), "--examples", "eight_schools", "--setting", "steps=20",

@@ -250,6 +250,7 @@ def test_exercises_have_hidden_solutions(name: str):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     "executed",
@@ -267,6 +268,7 @@ def test_notebook_runs(executed: Executed):
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.ui
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("executed", DASHBOARD_NOTEBOOKS, ids=_ids, indirect=True)
@@ -279,6 +281,7 @@ def test_dashboard_outputs_render_offline(executed: Executed, offline_page: Offl
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.ui
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("executed", DASHBOARD_NOTEBOOKS, ids=_ids, indirect=True)

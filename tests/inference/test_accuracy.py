@@ -15,13 +15,11 @@ import pytest
 
 from benchmarks.accuracy import run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 
-# Eight schools stays in `make test`: one default fit against a NUTS reference that
-# every change is checked with; the others are in the accuracy tier (make test-accuracy).
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("name", ["eight_schools", pytest.param("spikes", marks=pytest.mark.accuracy)])
+@pytest.mark.parametrize("name", ["eight_schools", "spikes"])
 def test_defaults_meet_the_bar(name: str) -> None:
     # spikes: 4 animals, so sigma_animal's posterior reaches down to 0.016 (5% quantile),
     # a funnel's neck that q alone stops short of; importance resampling from a pool

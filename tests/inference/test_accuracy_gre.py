@@ -14,7 +14,7 @@ import pavi_viz
 from benchmarks.accuracy import compare, passes
 from pavi_viz.examples.gre import analytic_posterior
 
-pytestmark = [pytest.mark.slow, pytest.mark.accuracy]
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 
 def _exact_summary(model: pavi_viz.PlateModel, like: xr.Dataset) -> xr.Dataset:

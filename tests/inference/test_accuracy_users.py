@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks.accuracy import run
 
-pytestmark = [pytest.mark.slow, pytest.mark.accuracy]
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 
 @pytest.mark.timeout(300)

@@ -214,7 +214,7 @@ def test_a_process_that_diverges_ends_the_run_on_every_process_naming_its_rank(t
     assert not (tmp_path / "posterior.nc").exists()
 
 
-@pytest.mark.accuracy
+@pytest.mark.long
 @pytest.mark.timeout(300)
 def test_a_two_process_fit_of_gre_is_as_accurate_as_a_one_process_fit(tmp_path):
     """The same short fit (tests/test_cli.py's, on 40 groups) on one and on two processes:

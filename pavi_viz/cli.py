@@ -565,13 +565,17 @@ def _run_fit(args: argparse.Namespace) -> int:
     sinks = [sink for sink in (board, log) if sink is not None]
 
     # Ctrl-C ends the loop after the current step (the run's state is then whole, and
-    # the checkpoint is saved); a second Ctrl-C quits at once.
-    interrupted: list[bool] = []
+    # the checkpoint is saved); a second Ctrl-C quits at once. In a run of several
+    # processes, one that heard it stops them all; another's own Ctrl-C, which torchrun
+    # passes on a moment later, is then its first, not its second.
+    heard: list[bool] = []  # this process's Ctrl-C
+    interrupted: list[bool] = []  # this one's or another process's
 
     def on_interrupt(signum: int, frame: Any) -> None:
-        if interrupted:
+        if heard:
             raise KeyboardInterrupt
-        interrupted.append(True)
+        heard.append(True)
+        interrupted[:] = [True]
         print(f"\n{PROG} fit: stopping after step {state.step + 1} (Ctrl-C again to quit at once)",
               file=sys.stderr, flush=True)
 

@@ -276,7 +276,7 @@ def test_ctrl_c_stops_every_process_after_the_same_step_and_saves_the_checkpoint
     assert launcher.returncode == 130, stderr
     stopped = [line for line in stderr.splitlines() if line.startswith("pavi-viz fit: stopping after step")]
     assert len(stopped) == 2, stderr  # each process heard it; rank 0 then says how to resume
-    assert "--resume run.pt" in stderr and "the run on 2 processes failed" not in stderr
+    assert "--resume run.pt" in stderr and "the run on 2 processes failed" not in stderr, stderr
     state = load_checkpoint(tmp_path / "run.pt", pavi_viz.examples.load("gre", G=40, N=5))
     assert f"interrupted at step {state.step} of 1000000" in stderr
     assert not (tmp_path / "never.nc").exists()

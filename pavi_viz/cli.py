@@ -586,6 +586,10 @@ def _run_fit(args: argparse.Namespace) -> int:
         return bool(interrupted)
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
+    if replicas is not None:
+        # A system call that the signal lands in (a collective's socket read) resumes,
+        # rather than failing as interrupted: only the handler's flag stops the run.
+        signal.siginterrupt(signal.SIGINT, False)
     try:
         with use_threads(trainer.threads), ProgressBar(state, not args.quiet) as bar:
             while not trainer.done and not stopping():

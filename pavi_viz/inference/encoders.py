@@ -28,7 +28,7 @@ and the variables above the batch (the global ones) from the batch's summaries.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -271,14 +271,24 @@ class DataEncoder(nn.Module):
 
     @torch.no_grad()
     def full_summaries(
-        self, chunk_elements: int = 2**18, shard: Shard | None = None, total: Total | None = None
+        self,
+        chunk_elements: int = 2**18,
+        shard: Shard | None = None,
+        total: Total | None = None,
+        averaged_over: Collection[str] | None = None,
     ) -> dict[Level, Tensor]:
-        """Every pooled summary of the whole data, for batches that see only part of it.
+        """The pooled summaries of the whole data, for batches that see only part of it.
 
         Computed chunk by chunk over the outermost plate of each observed variable
         (:meth:`_chunks`). A summary that still lies along that plate is written back at
         the chunk's positions; the one that averages over it is the chunks' average
         weighted by their numbers of elements.
+
+        With ``averaged_over``, only the summaries made by averaging over one of those
+        plates are kept: the only ones a batch that holds part of just those plates
+        reads (:meth:`partial_plates`). The others can be as large as the data (GRE's
+        summary per group, at G = 10^6 122 MB of the 600 a fit takes) and a batch
+        computes them itself.
 
         In a data-parallel run, with this process's ``shard`` and ``total`` (the sum of
         tensors over the processes, a collective), each process pools only the chunks of
@@ -291,15 +301,14 @@ class DataEncoder(nn.Module):
         out: dict[Level, Tensor] = {}
         shared: list[Level] = []
         for o in self.model.observed_names:
-            own = (o, self.model.plates_of(o))
+            kept = self._averaged_levels(o, averaged_over)
             within = shard if shard is not None and self._chunked_plate(o) == shard.plate else None
-            for frame, share in self._chunks(o, chunk_elements, within):
+            for frame, share in self._chunks(o, chunk_elements, within) if kept else ():
                 pooled: dict[Level, Tensor] = {}
                 for target in self.orders[o]:
                     self._pool(o, target, frame, pooled, None)
-                pooled.pop(own, None)  # a summary of each datum: never averaged over
-                for key, value in pooled.items():
-                    self._gather(out, key, value, frame, share)
+                for key in kept & pooled.keys():
+                    self._gather(out, key, pooled[key], frame, share)
             if within is not None:  # the averages over the shard's plate
                 shared.extend(key for key in out if key[0] == o and not self._along(key[1], shard.plate))
         if shared:
@@ -320,9 +329,23 @@ class DataEncoder(nn.Module):
             out[key] = value.new_zeros(shape)
         out[key].index_copy_(dim, frame.indices(level[dim]), value)
 
-    def partial(self, frame: Frame) -> bool:
-        """Whether some summary averages over plate elements that ``frame`` leaves out."""
-        return any(not _complete(self.model.plates[p], frame) for p in frame.batch)
+    def partial_plates(self, frame: Frame) -> frozenset[str]:
+        """The plates some of whose elements ``frame`` leaves out, below its batched
+        outer elements: a summary that averages over one of them needs the whole data's."""
+        return frozenset(p for p in frame.batch if not _complete(self.model.plates[p], frame))
+
+    def _averaged_levels(self, observed: str, plates: Collection[str] | None) -> set[Level]:
+        """The levels of ``observed``'s summaries that :meth:`_pool` may take from the
+        whole data's: those made by averaging over one of ``plates`` (any plate: ``None``),
+        the first plate of a summarised variable aside (its statistics are the whole data's)."""
+        levels = set()
+        for order in self.orders[observed].values():
+            level = self.model.plates_of(observed)
+            for position, name in enumerate(order):
+                level = _pooled(self.model.plates, level, level.index(name))
+                if (plates is None or name in plates) and not (position == 0 and observed in self.summarised):
+                    levels.add((observed, level))
+        return levels
 
     def _pool(
         self,

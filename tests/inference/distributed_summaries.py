@@ -13,17 +13,26 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import torch
 
-import pavi_viz
-from pavi_viz.inference.config import FitConfig
-from pavi_viz.inference.distributed import Replicas
-from pavi_viz.inference.trainer import Trainer
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository's root: its benchmarks
 
-#: A regular plate batched (so its shard is drawn in parts) and a ragged one (radon's
-#: houses, shared out with their counties).
-MODELS = {"gre": ("gre", {"G": 24, "N": 4, "D": 2}, {"group": 6}), "radon": ("radon", {}, {"county": 20})}
+import pavi_viz  # noqa: E402
+from benchmarks.models import build_nested  # noqa: E402
+from pavi_viz.inference.config import FitConfig  # noqa: E402
+from pavi_viz.inference.distributed import Replicas  # noqa: E402
+from pavi_viz.inference.trainer import Trainer  # noqa: E402
+
+#: A regular plate batched (so its shard is drawn in parts), a ragged one (radon's
+#: houses, shared out with their counties), and two ragged levels whose per-school
+#: summary (students averaged, then classes) lies along the shared plate.
+MODELS = {
+    "gre": (lambda: pavi_viz.examples.load("gre", G=24, N=4, D=2), {"group": 6}),
+    "radon": (lambda: pavi_viz.examples.load("radon"), {"county": 20}),
+    "nested": (build_nested, {"school": 3}),
+}
 #: Small chunks, so that each shard is pooled in several.
 CHUNK_ELEMENTS = 40
 
@@ -31,8 +40,8 @@ CHUNK_ELEMENTS = 40
 def summaries(replicas: Replicas) -> dict[str, torch.Tensor]:
     """For each model and summary: the one pooled per shard and the one pooled whole."""
     out = {}
-    for label, (example, options, batch) in MODELS.items():
-        trainer = Trainer.create(pavi_viz.examples.load(example, **options),
+    for label, (build, batch) in MODELS.items():
+        trainer = Trainer.create(build(),
                                  FitConfig(family="pavi-e", batch=batch, seed=1, threads=1), replicas=replicas)
         shard, encoder = trainer.shard, trainer.state.family.encoder
         shared = encoder.full_summaries(CHUNK_ELEMENTS, shard, trainer._total_over_replicas)

@@ -9,6 +9,7 @@ import torch
 from torch.distributions import Normal
 
 import pavi_viz
+from benchmarks.models import build_nested
 from pavi_viz.inference import FAMILIES, elbo, make_family
 from pavi_viz.inference.families import base as family_base
 from pavi_viz.inference.families import MeanField, PaviF
@@ -208,6 +209,34 @@ def test_pavi_e_encodings_of_a_fixed_state_do_not_depend_on_the_batch() -> None:
         batched = fam.encoder(frame, fam.encoder.full_summaries())
     torch.testing.assert_close(batched["mu"], whole["mu"])
     torch.testing.assert_close(batched["mu_g"], frame.select(whole["mu_g"], ["group"]))
+
+
+@pytest.mark.parametrize(
+    ("build", "sizes"),
+    [
+        (lambda: pavi_viz.examples.load("gre", G=12, N=6, D=2), {"group": 4}),
+        (lambda: pavi_viz.examples.load("radon"), {"county": 10}),  # houses: all of the counties drawn
+        (lambda: pavi_viz.examples.load("radon"), {"county": 10, "house": 30}),  # and some of them
+        (build_nested, {"school": 4, "class": 6}),
+    ],
+)
+def test_pavi_e_keeps_only_the_whole_data_summaries_that_a_batch_reads(build, sizes) -> None:
+    """The summaries averaged over the plates a batch holds part of are all that its
+    encodings read: with only those, they are the encodings of the whole data's."""
+    model = build().compile()
+    torch.manual_seed(0)
+    encoder = make_family("pavi-e", model).encoder
+    frame = model.frame(model.sample_batch(sizes, torch.Generator().manual_seed(0)))
+    every = encoder.full_summaries()
+    partial = encoder.partial_plates(frame)
+    kept = encoder.full_summaries(averaged_over=partial)
+    assert partial and kept and kept.keys() <= every.keys()
+    with torch.no_grad():
+        encodings = encoder(frame, kept)
+        for name, value in encoder(frame, every).items():
+            torch.testing.assert_close(encodings[name], value)
+    if model.name == "gre":  # not the summary per group, as large as the data, which no batch reads
+        assert list(kept) == [("x", ())]
 
 
 def test_unknown_family_is_named() -> None:

@@ -19,12 +19,13 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from zuko.distributions import NormalizingFlow
 
-from pavi_viz.inference.encoders import DataEncoder
+from pavi_viz.inference.encoders import DataEncoder, Level
 from pavi_viz.inference.families.base import Draw, VariationalFamily
 from pavi_viz.inference.families.structure import conditioning, drawn_scale, joint_blocks, prior_loc_scale
 from pavi_viz.inference.flows import make_flow, reset_to_identity, rsample_and_log_prob
@@ -278,6 +279,16 @@ class PaviF(PlateAmortizedFamily):
         return frame.select(self.free_encodings[var.name], var.plates)
 
 
+@dataclass(frozen=True)
+class _Summaries:
+    """Whole-data summaries that :class:`PaviE` keeps: those averaged over ``plates``
+    (:meth:`DataEncoder.full_summaries`), made after ``draws`` training draws."""
+
+    plates: frozenset[str]
+    values: dict[Level, Tensor]
+    draws: int = 0
+
+
 class PaviE(PlateAmortizedFamily):
     """PAVI with encodings computed from the data by a set encoder.
 
@@ -310,14 +321,14 @@ class PaviE(PlateAmortizedFamily):
         # The frame being drawn and its encodings, per thread (draws may run in several
         # threads at once: a posterior summary next to another one).
         self._encoded: dict[int, tuple[Frame, dict[str, Tensor]]] = {}
-        self._training_summaries: dict | None = None
+        self._training_summaries: _Summaries | None = None
         # A data-parallel run's shard of this process and the sum over processes
         # (:meth:`share_out`): training summaries are pooled per shard and added up.
         self._shard_and_total: tuple[Shard, Total] | tuple[None, None] = (None, None)
         # Training draws so far, and the summaries for draws without gradients with
         # the count of training draws they were made after.
         self._training_draws = 0
-        self._evaluation_summaries: tuple[int, dict] | None = None
+        self._evaluation_summaries: _Summaries | None = None
 
     def refresh(self) -> None:
         self._training_summaries = None  # made anew by the next training draw that needs them
@@ -334,18 +345,30 @@ class PaviE(PlateAmortizedFamily):
         return cached[1][var.name]
 
     def _whole_data_summaries(self, frame: Frame) -> dict | None:
-        """The whole data's summaries, when ``frame`` needs them (see the class's docstring)."""
-        if not self.encoder.partial(frame):
+        """The whole data's summaries, when ``frame`` needs them (see the class's docstring):
+        those averaged over the plates that ``frame`` (or a frame before it, since they
+        were made) holds only part of."""
+        partial = self.encoder.partial_plates(frame)
+        if not partial:
             return None
         if torch.is_grad_enabled():
-            if self._training_summaries is None:
-                shard, total = self._shard_and_total
-                self._training_summaries = self.encoder.full_summaries(shard=shard, total=total)
-            return self._training_summaries
+            shard, total = self._shard_and_total
+            if shard is not None:
+                # Every process must make them at the same steps (their sum is a collective),
+                # so by the plates every frame batches, not by those this one holds part of.
+                partial = frozenset(frame.batch)
+            made = self._training_summaries
+            if made is None or not partial <= made.plates:
+                plates = partial if made is None else partial | made.plates
+                made = self._training_summaries = _Summaries(
+                    plates, self.encoder.full_summaries(shard=shard, total=total, averaged_over=plates))
+            return made.values
         made = self._evaluation_summaries
-        if made is None or made[0] != self._training_draws:
-            made = self._evaluation_summaries = (self._training_draws, self.encoder.full_summaries())
-        return made[1]
+        if made is None or made.draws != self._training_draws or not partial <= made.plates:
+            plates = partial if made is None or made.draws != self._training_draws else partial | made.plates
+            made = self._evaluation_summaries = _Summaries(
+                plates, self.encoder.full_summaries(averaged_over=plates), self._training_draws)
+        return made.values
 
     def sample(
         self,

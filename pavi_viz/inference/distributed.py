@@ -1,9 +1,15 @@
 """Data-parallel training on ``torch.distributed``: each process fits on a shard of one plate.
 
 A run on several processes (launched by ``torchrun``, or by ``pavi-viz fit --nproc N``,
-which sets the same environment) has each process hold the whole model and a replica
-of the family, and one :class:`~pavi_viz.model.plates.Shard` of one top-level plate
-(:func:`sharded_plate`: the batched one, else the largest). A step on each process:
+which sets the same environment) has each process hold a replica of the family and one
+:class:`~pavi_viz.model.plates.Shard` of one top-level plate (:func:`sharded_plate`: the
+batched one, else the largest). The leader (rank 0) holds the whole model: it evaluates
+the run and draws the posterior. Every other process holds its shard of the data alone
+(:func:`~pavi_viz.model.sharding.compile_part`: the shard's elements and everything
+nested in them) where its family trains so
+(:meth:`~pavi_viz.inference.families.base.VariationalFamily.trains_on_a_part`: PAVI-E,
+unless a summarised variable's statistics average over the shared plate itself, or its
+data cross it), and the whole model otherwise. A step on each process:
 
 1. draws its share of the step's batch from its shard, everything nested in those
    elements included (ragged plates too), and estimates the ELBO on it, the shard's
@@ -18,9 +24,11 @@ of the family, and one :class:`~pavi_viz.model.plates.Shard` of one top-level pl
 
 So the expected estimate and gradient are the single-process ones, and every process
 keeps the same parameters, history, schedule and stopping decisions. PAVI-E's
-whole-data summaries are computed by each process from the whole data, which each
-holds. SAGA's tables (:mod:`~pavi_viz.inference.control_variates`) are kept per
-process for its shard's elements, and summed into one table for a checkpoint.
+whole-data summaries are pooled by each process over its shard and added up; what the
+family derives from the whole data once (the data's mean and sd, the statistics'
+standardisation) comes with the leader's parameters (:meth:`Replicas.copy_from_leader`).
+SAGA's tables (:mod:`~pavi_viz.inference.control_variates`) are kept per process for
+its shard's elements, and summed into one table for a checkpoint.
 
 A process that dies makes the others' next collective fail: they end with a
 :class:`ReplicaLost` naming the step.
@@ -29,6 +37,7 @@ A process that dies makes the others' next collective fail: they end with a
 from __future__ import annotations
 
 import datetime
+import importlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,6 +114,12 @@ class Replicas:
             raise ValueError(f"WORLD_SIZE is {world_size()} but {', '.join(missing)} is not set: "
                              "launch with torchrun or pavi-viz fit --nproc N")
         if not dist.is_initialized():
+            # Loaded after the group exists (by the first torch.optim optimizer), torch._dynamo
+            # keeps a reference to it: leave() then leaves the group's threads running into
+            # the interpreter's exit, where one of them takes the GIL and aborts the process
+            # ("terminate called without an active exception"; one two-process run in ten
+            # here). Loaded before, it holds none.
+            importlib.import_module("torch._dynamo")
             backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=TIMEOUT_SECONDS))
         size = dist.get_world_size()
@@ -147,17 +162,21 @@ class Replicas:
         return list(_unflatten_dense_tensors(flat, list(tensors)))
 
     def copy_from_leader(self, module: nn.Module, step: int) -> None:
-        """Make ``module``'s parameters and buffers the leader's (rank 0's)."""
-        tensors = [t.data for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()]
-        if not tensors:
+        """Make ``module``'s state (its ``state_dict``: parameters and saved buffers) the
+        leader's (rank 0's). It is loaded with ``load_state_dict``, so that a module
+        computes again what it derives from that state and its own data (PAVI-E's
+        statistics of a shard's data, standardised as the whole data's)."""
+        state = module.state_dict()
+        names = [name for name, t in state.items() if t.is_floating_point()]
+        if not names:
             return
+        tensors = [state[name] for name in names]
         flat = _flatten_dense_tensors(tensors)
         try:
             dist.broadcast(flat, 0)
         except RuntimeError as err:
             raise ReplicaLost(self.rank, step, err) from err
-        for t, value in zip(tensors, _unflatten_dense_tensors(flat, tensors), strict=True):
-            t.copy_(value)
+        module.load_state_dict({**state, **dict(zip(names, _unflatten_dense_tensors(flat, tensors), strict=True))})
 
     def _all_reduce(self, tensors: list[Tensor], step: int) -> None:
         try:

@@ -29,6 +29,7 @@ and the variables above the batch (the global ones) from the batch's summaries.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -73,18 +74,19 @@ def _statistics_size(features: int) -> int:
     return features + features * (features + 1) // 2 + 1
 
 
-def _standardised(statistics: Tensor) -> Tensor:
-    """Each column of ``statistics`` (shape ``(..., k)``) centred and scaled over all its
-    entries; a constant column becomes zeros."""
+def _standardisation(statistics: Tensor) -> tuple[Tensor, Tensor]:
+    """The centre and scale of each column of ``statistics`` (shape ``(..., k)``) over
+    all its entries, shape ``(k,)`` each: its mean and sd, the sd infinite for a constant
+    column (which then becomes zeros)."""
     rows = statistics.reshape(-1, statistics.shape[-1])
     sd = rows.std(0, correction=0)
-    scale = torch.where(sd > 1e-5 * (1 + rows.mean(0).abs()), sd, torch.inf)
-    return (statistics - rows.mean(0)) / scale
+    return rows.mean(0), torch.where(sd > 1e-5 * (1 + rows.mean(0).abs()), sd, torch.inf)
 
 
-def _statistics_buffer(observed: str, plate: str) -> str:
-    """The name of the buffer of ``observed``'s statistics pooled over ``plate``."""
-    return f"statistics:{observed}:{plate}"  # no variable or plate name holds a colon
+def _statistics_buffer(observed: str, plate: str, part: str = "") -> str:
+    """The name of the buffer of ``observed``'s statistics pooled over ``plate``, or of
+    their ``part`` (``"centre"``, ``"scale"``: their standardisation)."""
+    return f"statistics:{observed}:{plate}" + (f":{part}" if part else "")  # no name holds a colon
 
 
 def pooling_order(plates: PlateStructure, level: tuple[str, ...], target: tuple[str, ...]) -> list[str]:
@@ -96,6 +98,51 @@ def pooling_order(plates: PlateStructure, level: tuple[str, ...], target: tuple[
         order.append(level[i])
         level = _pooled(plates, level, i)
     return order
+
+
+def _closures(model: CompiledModel) -> dict[str, set[str]]:
+    """Each variable's and covariate's plates, with the ragged ancestors they sit in."""
+    return {name: set(model.plates.closure(model.plates_of(name))) for name in model._plates_of}
+
+
+def encoded_sources(model: CompiledModel) -> dict[str, list[str]]:
+    """The observed variables each latent variable's encoding reads: those that sit in
+    all of its plates."""
+    closure = _closures(model)
+    return {v: [o for o in model.observed_names if closure[v] <= closure[o]] for v in model.latent_names}
+
+
+def pooling_orders(model: CompiledModel) -> dict[str, dict[tuple[str, ...], list[str]]]:
+    """For each observed variable, the plates averaged (:func:`pooling_order`) from its
+    level to the level of each latent variable that reads it."""
+    return {
+        o: {
+            model.plates_of(v): pooling_order(model.plates, model.plates_of(o), model.plates_of(v))
+            for v, sources in encoded_sources(model).items()
+            if o in sources
+        }
+        for o in model.observed_names
+    }
+
+
+def encodes_per_shard(model: CompiledModel, plate: str) -> bool:
+    """Whether a :class:`DataEncoder` built on a shard of top-level ``plate`` (a model of
+    :func:`~pavi_viz.model.sharding.compile_part`), given the whole data's constants by
+    :meth:`~torch.nn.Module.load_state_dict`, encodes the shard's elements as one built
+    on the whole model: every observed variable below ``plate`` sits below it alone (its
+    data are cut along the plate, never across it), and none is summarised by
+    statistics averaged over ``plate`` itself (they would be the shard's average)."""
+    orders = pooling_orders(model)
+    for o in model.observed_names:
+        roots = {model.plates.root(p) for p in model.plates_of(o)}
+        if plate not in roots:
+            continue
+        if len(roots) > 1:
+            return False
+        summarised = model.variables[o].info.summarised_by_moments
+        if summarised and any(order[:1] == [plate] for order in orders[o].values()):
+            return False
+    return True
 
 
 def _pooled(plates: PlateStructure, level: tuple[str, ...], i: int) -> tuple[str, ...]:
@@ -117,29 +164,22 @@ class DataEncoder(nn.Module):
         super().__init__()
         self.model = model
         self.encoding_size = encoding_size
-        closure = {name: set(model.plates.closure(model.plates_of(name))) for name in model._plates_of}
+        closure = _closures(model)
         # The data each observed variable's features are made of: itself and the
         # covariates whose plates it sits in.
         self.features = {
             o: [o] + [c for c in model.data if c not in model.variables and closure[c] <= closure[o]]
             for o in model.observed_names
         }
-        self.sources = {
-            v: [o for o in model.observed_names if closure[v] <= closure[o]] for v in model.latent_names
-        }
+        self.sources = encoded_sources(model)
         #: The plates averaged, in order, from each observed variable's level to each
         #: level that a latent reads it at.
-        self.orders = {
-            o: {
-                model.plates_of(v): pooling_order(model.plates, model.plates_of(o), model.plates_of(v))
-                for v, sources in self.sources.items()
-                if o in sources
-            }
-            for o in model.observed_names
-        }
+        self.orders = pooling_orders(model)
         #: The observed variables whose first plate is pooled with fixed statistics.
         self.summarised = {o for o in model.observed_names if model.variables[o].info.summarised_by_moments}
         full = model.frame()
+        #: The (observed, plate) of each statistics buffer.
+        self._statistics: list[tuple[str, str]] = []
         self.embed = nn.ModuleDict()
         self.steps = nn.ModuleDict()
         for o in model.observed_names:
@@ -150,9 +190,13 @@ class DataEncoder(nn.Module):
             if o in self.summarised:
                 self.embed[o] = _mlp(_statistics_size(raw.shape[-1]), hidden)
                 for plate in sorted({order[0] for order in orders if order}):
+                    statistics = self._whole_data_statistics(o, plate)
+                    for part, value in zip(("centre", "scale"), _standardisation(statistics), strict=True):
+                        self.register_buffer(_statistics_buffer(o, plate, part), value)
                     # Computed again from the data (not saved): the data are the model's.
-                    statistics = _standardised(self._whole_data_statistics(o, plate))
-                    self.register_buffer(_statistics_buffer(o, plate), statistics, persistent=False)
+                    self.register_buffer(_statistics_buffer(o, plate), self._standardised(statistics, o, plate),
+                                         persistent=False)
+                    self._statistics.append((o, plate))
                 stepped = {p for order in orders for p in order[1:]}
             else:
                 self.embed[o] = _mlp(raw.shape[-1], hidden)
@@ -165,6 +209,42 @@ class DataEncoder(nn.Module):
         self.constant = nn.ParameterDict(
             {v: nn.Parameter(torch.zeros(encoding_size)) for v, sources in self.sources.items() if not sources}
         )
+        self._constants_used = self._constants()
+        self.register_load_state_dict_post_hook(lambda module, keys: module._restandardise())
+
+    def _constants(self) -> Tensor:
+        """The data's constants that the statistics are computed with, in one vector."""
+        return torch.cat([getattr(self, f"{kind}_{o}").flatten() for o in self.model.observed_names
+                          for kind in ("mean", "scale")]
+                         + [getattr(self, _statistics_buffer(o, plate, part)).flatten()
+                            for o, plate in self._statistics for part in ("centre", "scale")])
+
+    def _standardised(self, statistics: Tensor, observed: str, plate: str) -> Tensor:
+        """``statistics`` centred and scaled by their saved standardisation."""
+        centre = getattr(self, _statistics_buffer(observed, plate, "centre"))
+        return (statistics - centre) / getattr(self, _statistics_buffer(observed, plate, "scale"))
+
+    def _restandardise(self) -> None:
+        """Compute the statistics again with the constants just loaded (the data's mean
+        and sd, the statistics' standardisation): they are the whole data's, also where
+        this encoder's model holds only a shard of it (one process's of a data-parallel
+        run, given the others' constants by :meth:`load_state_dict`)."""
+        constants = self._constants()
+        if torch.equal(constants, self._constants_used):
+            return
+        self._constants_used = constants
+        for observed, plate in self._statistics:
+            setattr(self, _statistics_buffer(observed, plate),
+                    self._standardised(self._whole_data_statistics(observed, plate), observed, plate))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # Checkpoints made before the statistics' standardisation was saved lack it: it is
+        # the one computed from the same data, kept.
+        for observed, plate in self._statistics:
+            for part in ("centre", "scale"):
+                name = _statistics_buffer(observed, plate, part)
+                state_dict.setdefault(prefix + name, getattr(self, name))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def _raw_features(self, observed: str, frame: Frame) -> Tensor:
         """The features of ``observed``'s batched data, shape ``(*batch_shape, features)``."""
@@ -236,8 +316,8 @@ class DataEncoder(nn.Module):
     def _chunks(self, observed: str, chunk_elements: int, within: Shard | None = None) -> Iterator[tuple[Frame, float]]:
         """Frames over consecutive chunks of ``observed``'s outermost plate (of its
         elements in ``within``, if given), each holding about ``chunk_elements`` of its
-        data, with each chunk's share of that plate; one frame of the whole data where
-        its plates cross (no single plate to chunk over)."""
+        data, with each chunk's share of the elements they go over; one frame of the
+        whole data where its plates cross (no single plate to chunk over)."""
         chunked = self._chunked_plate(observed)
         if chunked is None:
             yield self.model.frame(), 1.0
@@ -248,7 +328,7 @@ class DataEncoder(nn.Module):
         first, stop = (0, root.size) if within is None else (within.start, within.stop)
         for start in range(first, stop, step):
             chunk = torch.arange(start, min(stop, start + step), device=self.model.device)
-            yield self.model.frame({root.name: chunk}), len(chunk) / root.size
+            yield self.model.frame({root.name: chunk}), len(chunk) / (stop - first)
 
     def forward(self, frame: Frame, full: Mapping[Level, Tensor] | None = None) -> dict[str, Tensor]:
         """Each latent variable's encodings in the batch, shape ``(*batch_shape, encoding_size)``.
@@ -295,8 +375,9 @@ class DataEncoder(nn.Module):
         its shard of the data below ``shard.plate``, at ``1 / shard.replicas`` of the
         cost. A summary laid out along that plate holds the shard's elements only (zero
         at the others': a process's training draws stay in its shard); one averaged over
-        it is the sum of the processes' shares, which ``total`` adds up (a few numbers,
-        not a number per element).
+        it is the processes' averages over their shards, weighted by their sizes, which
+        ``total`` adds up (a few numbers, not a number per element). The model may hold
+        the shard alone (:attr:`~pavi_viz.model.compiled.CompiledModel.part`).
         """
         out: dict[Level, Tensor] = {}
         shared: list[Level] = []
@@ -312,7 +393,9 @@ class DataEncoder(nn.Module):
             if within is not None:  # the averages over the shard's plate
                 shared.extend(key for key in out if key[0] == o and not self._along(key[1], shard.plate))
         if shared:
-            out.update(zip(shared, total([out[key] for key in shared]), strict=True))
+            size = torch.tensor(float(shard.stop - shard.start), device=self.model.device)
+            *sums, elements = total([size * out[key] for key in shared] + [size])
+            out.update((key, value / elements) for key, value in zip(shared, sums, strict=True))
         return out
 
     def _gather(self, out: dict[Level, Tensor], key: Level, value: Tensor, frame: Frame, share: float) -> None:

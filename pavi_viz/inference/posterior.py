@@ -263,6 +263,12 @@ class Posterior:
                 f"the family was built for a model with latents {family.model.latent_names}, "
                 f"not {model.latent_names}"
             )
+        if model.part is not None:
+            raise ValueError(
+                f"this process holds elements {model.part.start} to {model.part.stop - 1} of plate "
+                f"{model.part.plate!r} of model {model.name!r} only (its shard of a data-parallel run): "
+                "the posterior is drawn by rank 0, which holds the whole model"
+            )
         clash = [p for p in model.plates.plates if p in RESERVED_DIMS]
         if clash:
             raise ValueError(f"plates may not be called {clash}: the results use these dim names")

@@ -36,7 +36,9 @@ Data-parallel runs: given its place among the processes of a run
 (:class:`~pavi_viz.inference.distributed.Replicas`), a trainer draws its batches from
 its shard of one plate, and agrees with the others on each step's estimate, divergence
 and gradient (see :mod:`pavi_viz.inference.distributed`); :meth:`Trainer.save` is then
-a step all of them take, whose file the leader writes.
+a step all of them take, whose file the leader writes. :meth:`Trainer.create` gives a
+process other than the leader a model of its shard alone where it can; the batch
+sizes, particles and refreshes still follow the whole model, as every process's must.
 
 The last good state: before each Adam step whose ELBO and gradients are finite, the
 parameters and Adam's moments are copied into reused buffers (every step for
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import itertools
 import math
 import os
@@ -78,9 +81,10 @@ from pavi_viz.inference.distributed import Replicas
 from pavi_viz.inference.objective import elbo
 from pavi_viz.inference.smoothing import smoothed_elbo, spike_bound
 from pavi_viz.inference.schedule import BATCHED_STAGES, ONE_STAGE, WHOLE_STAGES, Plateau, lr_factor
-from pavi_viz.inference.families import NonFiniteDraw, VariationalFamily, make_family
+from pavi_viz.inference.families import FAMILIES, NonFiniteDraw, VariationalFamily, make_family
 from pavi_viz.inference.state import DivergenceError, StepRecord, TrainingState, derived_seed, make_optimizer
 from pavi_viz.model.compiled import CompiledModel, seeded
+from pavi_viz.model.sharding import compile_part
 
 if TYPE_CHECKING:
     from pavi_viz.model.spec import PlateModel
@@ -115,25 +119,41 @@ class Trainer:
         refresh_every: steps between two whole-data refreshes (``config.refresh_every`` resolved).
     """
 
-    def __init__(self, state: TrainingState, config: FitConfig, replicas: Replicas | None = None) -> None:
+    def __init__(
+        self, state: TrainingState, config: FitConfig, replicas: Replicas | None = None,
+        whole: CompiledModel | None = None,
+    ) -> None:
         model = state.model
-        self.batch_sizes = batch_sizes(model, config.batch)  # unknown plates fail here, before any change
+        if model.part is not None and whole is None:
+            raise ValueError(f"this state's model holds elements {model.part.start} to {model.part.stop - 1} of plate "
+                             f"{model.part.plate!r} only (one process's of a data-parallel run): continue the run "
+                             "from its checkpoint file")
+        # What every process must agree on (batches, particles, refreshes) follows the
+        # whole model, also in a process that holds a shard of it alone.
+        whole = model if whole is None else whole
+        self.batch_sizes = batch_sizes(whole, config.batch)  # unknown plates fail here, before any change
         #: This process's place in a data-parallel run (``None``: a run of one process),
-        #: and its shard of the plate the run shares out.
+        #: and its shard of the plate the run shares out (in the whole model's elements).
         self.replicas = replicas if replicas is not None and replicas.size > 1 else None
-        self.shard = None if self.replicas is None else self.replicas.shard(model, self.batch_sizes)
+        self.shard = None if self.replicas is None else self.replicas.shard(whole, self.batch_sizes)
+        # The shard in the elements of the model this process holds: all of it where that
+        # is the shard alone (:func:`~pavi_viz.model.sharding.compile_part`).
+        self._drawn_shard = self.shard
+        if self.shard is not None and model.part is not None:
+            self._drawn_shard = dataclasses.replace(self.shard, start=0, stop=self.shard.stop - self.shard.start)
+        self._whole_size = None if self.shard is None else whole.plates[self.shard.plate].size
         self.state, self.config = state, config
         state.total_steps, state.settings, state.finished = config.steps, config.settings(), False
-        step_numbers = data_numbers(model, self.batch_sizes)
+        step_numbers = data_numbers(whole, self.batch_sizes)
         self.particles = resolve_particles(config.particles, step_numbers)
         if self.replicas is None:
             self.threads = resolve_threads(config.threads, step_numbers * self.particles)
         else:  # a process's share of the step, on CPUs shared with the run's other processes here
             self.threads = resolve_threads(config.threads, step_numbers * self.particles // self.replicas.size,
                                            self.replicas.local_size)
-        self.refresh_every = resolve_refresh_every(config.refresh_every, data_numbers(model), step_numbers)
+        self.refresh_every = resolve_refresh_every(config.refresh_every, data_numbers(whole), step_numbers)
         self.gradient_tables = GlobalGradientTables.for_run(model, self.batch_sizes, state.family, state.gradient_tables,
-                                                            shard=self.shard)
+                                                            shard=self._drawn_shard)
         state.gradient_tables = self.gradient_tables.tables if self.gradient_tables is not None else {}
         self._draw_sizes = self.batch_sizes
         if self.shard is not None:
@@ -150,7 +170,7 @@ class Trainer:
         summaries pooled per shard and added up, its share of each step's
         batch of the shared plate, its own random streams (seeded by the run's seed, its
         rank and the step: a resumed run's are new), and the leader's parameters."""
-        replicas, shard, state = self.replicas, self.shard, self.state
+        replicas, shard, state = self.replicas, self._drawn_shard, self.state
         state.family.share_out(shard, self._total_over_replicas)
         if shard.plate in self.batch_sizes:
             self._draw_sizes = {**self.batch_sizes, shard.plate: -(-self.batch_sizes[shard.plate] // replicas.size)}
@@ -195,17 +215,25 @@ class Trainer:
             CheckpointError: ``resume`` names a checkpoint made for another model.
         """
         compiled = _compiled_model(model, config.device, family, resume)
+        # A process of a data-parallel run other than the leader holds only its shard of
+        # the data where it can (a family it builds, of a model given whole); the leader
+        # holds the whole model, which it evaluates (the posterior, the run's record).
+        part_for = None
+        if replicas is not None and not replicas.leader and family is None and not isinstance(model, CompiledModel):
+            part_for = functools.partial(_part, model, compiled, config, replicas)
+        part = None
         if resume is None:
             seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
             config = config.copy(seed=seed)
             if family is None:
+                part = part_for(config.family) if part_for is not None else None
                 # The initial weights come from torch's global generator: seed it, one fit at a time.
                 with seeded(seed, compiled.device):
-                    family = make_family(config.family, compiled, **config.family_options)
+                    family = make_family(config.family, part or compiled, **config.family_options)
             else:
                 config = config.copy(family=family.name)
             state = TrainingState(
-                model=compiled,
+                model=part or compiled,
                 family=family,
                 family_name=family.name,
                 family_options=dict(config.family_options),
@@ -218,7 +246,10 @@ class Trainer:
             _check_resumed_family(state, config, family_given)
             seed = config.seed if config.seed is not None else state.settings.get("seed")
             config = config.copy(family=state.family_name, family_options=dict(state.family_options), seed=seed)
-        return cls(state, config, replicas)
+            part = part_for(state.family_name) if part_for is not None and isinstance(resume, (str, Path)) else None
+            if part is not None:
+                state = _moved_to_part(state, part)
+        return cls(state, config, replicas, whole=compiled if part is not None else None)
 
     def _make_scheduler(self) -> torch.optim.lr_scheduler.LambdaLR:
         """The schedule of ``config.steps`` steps, at ``state.step`` (a resumed run's too:
@@ -360,7 +391,7 @@ class Trainer:
         """Draw a batch, estimate the ELBO on it and back-propagate: the estimate and
         the gradient's norm, both finite (else a :class:`DivergenceError`)."""
         state, model, family = self.state, self.state.model, self.state.family
-        frame = model.frame(model.sample_batch(self._draw_sizes, state.generator, self.shard), self.shard)
+        frame = model.frame(model.sample_batch(self._draw_sizes, state.generator, self._drawn_shard), self._drawn_shard)
         tables = self.gradient_tables
         if tables is not None:
             tables.attach(frame, self.particles)
@@ -420,11 +451,20 @@ class Trainer:
         if self.replicas is not None:
             tables = state.gradient_tables
             if tables:
-                summed = self.replicas.total(list(tables.values()), state.step)
+                summed = self.replicas.total([self._along_whole_plate(table) for table in tables.values()], state.step)
                 state = dataclasses.replace(state, gradient_tables=dict(zip(tables, summed, strict=True)))
             if not self.replicas.leader:
                 return
         save_checkpoint(path, state)
+
+    def _along_whole_plate(self, table: Tensor) -> Tensor:
+        """A table of this process's shard laid out along the whole plate (zero outside
+        the shard), where the model it holds is the shard alone."""
+        if self.state.model.part is None:
+            return table
+        whole = table.new_zeros(self._whole_size, *table.shape[1:])
+        whole[self.shard.start : self.shard.stop] = table
+        return whole
 
     def restore_last_good(self) -> int:
         """Put the family, the optimizer, the history and the bookkeeping back to the
@@ -526,6 +566,34 @@ def _compiled_model(
     if not hasattr(model, "compile"):
         raise TypeError(f"fit needs a PlateModel or a CompiledModel, got {type(model).__name__}")
     return model.compile(device=resolve_device(device))
+
+
+def _part(model: PlateModel, compiled: CompiledModel, config: FitConfig, replicas: Replicas,
+          family_name: str) -> CompiledModel | None:
+    """This process's shard of ``model`` alone, compiled (``compiled`` is the whole
+    model), where a ``family_name`` family trains on it as on the whole model; else
+    ``None`` (the process holds the whole model)."""
+    sizes = batch_sizes(compiled, config.batch)
+    shard = replicas.shard(compiled, sizes)
+    if not FAMILIES[family_name].trains_on_a_part(compiled, shard.plate):
+        return None
+    try:
+        return compile_part(model, shard, compiled.device)
+    except ValueError:  # a model that cannot be cut to the shard (the message says why): held whole
+        return None
+
+
+def _moved_to_part(state: TrainingState, part: CompiledModel) -> TrainingState:
+    """A resumed ``state`` of the whole model, its family rebuilt on ``part``, a shard
+    of it, with the same state (the optimizer's too) and SAGA's tables of the shard."""
+    with seeded(0, part.device):  # initial weights, replaced by the saved ones
+        family = make_family(state.family_name, part, **state.family_options)
+    family.load_state_dict(state.family.state_dict())
+    optimizer = make_optimizer(family, state.optimizer.param_groups[0]["lr"])
+    optimizer.load_state_dict(state.optimizer.state_dict())
+    shard = part.part
+    tables = {key: table[shard.start : shard.stop].clone() for key, table in state.gradient_tables.items()}
+    return dataclasses.replace(state, model=part, family=family, optimizer=optimizer, gradient_tables=tables)
 
 
 def _resumed_state(

@@ -164,10 +164,13 @@ def fit(
 
     Under ``torchrun`` (``WORLD_SIZE`` above 1) each process of the launch trains on a
     shard of the model's largest top-level plate, data-parallel
-    (:mod:`~pavi_viz.inference.distributed`); every process gets the same result, and
-    only rank 0 shows progress, records the run and writes TensorBoard's curves (the
-    checkpoint, too). The processes stay joined for the script's next fit; it leaves
-    with ``pavi_viz.inference.distributed.Replicas.leave()``.
+    (:mod:`~pavi_viz.inference.distributed`); every process gets the same family and
+    history, and only rank 0 shows progress, records the run and writes TensorBoard's
+    curves (the checkpoint, too). Rank 0 holds the whole model, and its result's
+    posterior is the run's; the other processes hold their shard of the data alone where
+    the family allows (PAVI-E, a model given as a ``PlateModel``), and their result's
+    ``posterior`` then says so. The processes stay joined for the script's next fit; it
+    leaves with ``pavi_viz.inference.distributed.Replicas.leave()``.
 
     Returns:
         A :class:`FitResult`.

@@ -64,6 +64,9 @@ class CompiledModel:
         plates: the plate structure.
         data: observed values and covariates on the device, full size.
         truth: the latent values that simulated the data, when known.
+        part: where this model holds one shard of a larger model's top-level plate
+            (one process's, in a data-parallel run: :func:`~pavi_viz.model.sharding.compile_part`),
+            that shard, in the larger model's elements; ``None`` for a whole model.
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class CompiledModel:
         self.variables: dict[str, CompiledVariable] = _topological(unordered)
         self.data = {k: v.to(self.device, self.dtype) for k, v in (model.data or {}).items()}
         self.truth = None if model.truth is None else {k: v.to(self.device, self.dtype) for k, v in model.truth.items()}
+        self.part: Shard | None = None
 
     # -- structure ---------------------------------------------------------------
     @property

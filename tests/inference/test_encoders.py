@@ -64,7 +64,7 @@ def test_a_ragged_groups_encoding_depends_on_its_number_of_data() -> None:
 
 def test_the_encoders_cost_does_not_grow_with_the_data_per_group() -> None:
     # Its parameters do not depend on N, and neither do the statistics it keeps: one row
-    # per group.
+    # per group, and their standardisation (a centre and a scale per column).
     sizes = {}
     for n in (5, 500):
         compiled = pavi_viz.examples.load("gre", G=20, N=n, D=2).compile()
@@ -74,7 +74,8 @@ def test_the_encoders_cost_does_not_grow_with_the_data_per_group() -> None:
             sorted(b.shape for name, b in encoder.named_buffers() if name.startswith("statistics")),
         )
     assert sizes[5] == sizes[500]
-    assert sizes[5][1] == [torch.Size([20, 2 + 3 + 1])]  # 2 features, their 3 products, a count
+    columns = 2 + 3 + 1  # 2 features, their 3 products, a count
+    assert sizes[5][1] == [torch.Size([columns]), torch.Size([columns]), torch.Size([20, columns])]
 
 
 def test_plates_are_pooled_innermost_first() -> None:

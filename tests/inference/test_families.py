@@ -13,6 +13,8 @@ from benchmarks.models import build_nested
 from pavi_viz.inference import FAMILIES, elbo, make_family
 from pavi_viz.inference.families import base as family_base
 from pavi_viz.inference.families import MeanField, PaviF
+from pavi_viz.model.plates import Shard
+from pavi_viz.model.sharding import compile_part
 
 EXAMPLES = {
     "gre": {"G": 6, "N": 4, "D": 2},
@@ -291,3 +293,45 @@ def test_a_family_that_grows_with_the_plates_is_refused_before_it_is_allocated(m
     with pytest.raises(ValueError, match=r"the mean-field family of model 'gre' would hold 404 means and scales"):
         make_family("mean-field", model)
     assert make_family("pavi-e", model).parameter_count() > 400
+
+
+def test_a_pavi_e_family_built_on_a_shard_encodes_its_elements_as_the_whole_models_does() -> None:
+    """Given the whole model's family's state, a family of one process's shard of the data
+    alone keeps the whole data's statistics at the shard's groups (standardised by the
+    whole data's constants, not its own) and gives their ground variables the same
+    encodings; its own constants, before, were the shard's."""
+    whole_model = pavi_viz.examples.load("gre", G=16, N=5, D=2)
+    compiled = whole_model.compile()
+    torch.manual_seed(0)
+    whole = make_family("pavi-e", compiled)
+    part = make_family("pavi-e", compile_part(whole_model, Shard("group", 5, 12, 2)))
+    statistics = "statistics:x:obs"
+    assert not torch.allclose(part.encoder.mean_x, whole.encoder.mean_x)
+    part.load_state_dict(whole.state_dict())
+    torch.testing.assert_close(getattr(part.encoder, statistics), getattr(whole.encoder, statistics)[5:12])
+    frame = compiled.frame({"group": torch.arange(5, 12)})
+    with torch.no_grad():
+        expected = whole.encoder(frame, whole.encoder.full_summaries())["mu_g"]
+        torch.testing.assert_close(part.encoder(part.model.frame())["mu_g"], expected)
+
+
+def test_which_families_train_on_a_shard_of_the_data_alone() -> None:
+    gre = pavi_viz.examples.load("gre", G=16, N=5, D=2).compile()
+    assert FAMILIES["pavi-e"].trains_on_a_part(gre, "group")
+    assert not FAMILIES["pavi-f"].trains_on_a_part(gre, "group")  # an encoding of each group's own
+    assert not FAMILIES["mean-field"].trains_on_a_part(gre, "group")
+    # Eight schools' scores are summarised by statistics averaged over the schools themselves.
+    assert not FAMILIES["pavi-e"].trains_on_a_part(pavi_viz.examples.load("eight_schools").compile(), "school")
+
+
+def test_a_pavi_e_state_saved_without_the_statistics_standardisation_still_loads() -> None:
+    # Checkpoints made before the standardisation was saved: it is the one computed from
+    # the same data.
+    model = pavi_viz.examples.load("gre", G=16, N=5, D=2).compile()
+    saved = make_family("pavi-e", model).state_dict()
+    old = {name: value for name, value in saved.items() if not name.endswith((":centre", ":scale"))}
+    assert len(old) == len(saved) - 2
+    family = make_family("pavi-e", model)
+    family.load_state_dict(old)
+    for name, value in saved.items():
+        torch.testing.assert_close(family.state_dict()[name], value)

@@ -138,6 +138,16 @@ class VariationalFamily(nn.Module):
         shard's part and adds up the processes' parts with ``total`` (so every process
         must take the same training draws); nothing here."""
 
+    @classmethod
+    def trains_on_a_part(cls, model: CompiledModel, plate: str) -> bool:
+        """Whether a family of this kind can be built on one process's shard of ``model``'s
+        top-level ``plate`` alone (:func:`~pavi_viz.model.sharding.compile_part`) and
+        train as one built on the whole model: its parameters do not grow with the plate,
+        and once it has loaded the whole model's family's state
+        (:meth:`~torch.nn.Module.load_state_dict`) it draws the shard's elements as that
+        family does. No: this family."""
+        return False
+
     @property
     def standardisable(self) -> bool:
         """Whether :meth:`standardise_globals` does anything (no: this family)."""

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from zuko.distributions import NormalizingFlow
 
-from pavi_viz.inference.encoders import DataEncoder, Level
+from pavi_viz.inference.encoders import DataEncoder, Level, encodes_per_shard
 from pavi_viz.inference.families.base import Draw, VariationalFamily
 from pavi_viz.inference.families.structure import conditioning, drawn_scale, joint_blocks, prior_loc_scale
 from pavi_viz.inference.flows import make_flow, reset_to_identity, rsample_and_log_prob
@@ -329,6 +329,10 @@ class PaviE(PlateAmortizedFamily):
         # the count of training draws they were made after.
         self._training_draws = 0
         self._evaluation_summaries: _Summaries | None = None
+
+    @classmethod
+    def trains_on_a_part(cls, model: CompiledModel, plate: str) -> bool:
+        return encodes_per_shard(model, plate)
 
     def refresh(self) -> None:
         self._training_summaries = None  # made anew by the next training draw that needs them

@@ -17,8 +17,9 @@ each process trains on a shard of the groups, :mod:`pavi_viz.inference.distribut
   process's peak RSS.
 * **Memory per process** (``--memory-sizes``, ``--memory-steps``): every process builds
   the model, fits ``--memory-steps`` steps, and reports its RSS after building the model
-  (its data) and its peak RSS. Each process holds the whole data set (only its steps
-  are sharded), so the data's memory does not fall with R.
+  (its data) and its peak RSS. Each process builds the whole model (as a script of
+  ``pavi_viz.fit`` does); rank 0 trains on it, every other rank on its shard of it alone
+  (what the family derives per group, and SAGA's tables, are the shard's).
 
 Commands::
 
@@ -75,8 +76,9 @@ from peers import (  # noqa: E402
 
 #: The plate GRE's processes share out (its only top-level plate).
 PLATE = "group"
-NOTE = ("Each process builds the whole model and holds the whole data set (every group's x): "
-        "only the steps are sharded, so the data's memory is paid once per process.")
+NOTE = ("Each process builds the whole model (every group's x). Rank 0 trains on it; every other rank "
+        "trains on its shard of it alone, so what the family derives per group and SAGA's tables are "
+        "the shard's there.")
 #: ``--quick``: the options a smoke test overrides.
 QUICK = {"sizes": [2000], "budget": 5.0, "memory_sizes": [20000], "memory_steps": 3}
 

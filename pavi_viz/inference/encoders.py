@@ -177,29 +177,28 @@ class DataEncoder(nn.Module):
         self.orders = pooling_orders(model)
         #: The observed variables whose first plate is pooled with fixed statistics.
         self.summarised = {o for o in model.observed_names if model.variables[o].info.summarised_by_moments}
-        full = model.frame()
         #: The (observed, plate) of each statistics buffer.
         self._statistics: list[tuple[str, str]] = []
         self.embed = nn.ModuleDict()
         self.steps = nn.ModuleDict()
         for o in model.observed_names:
-            raw = self._raw_features(o, full)
-            self.register_buffer(f"mean_{o}", raw.reshape(-1, raw.shape[-1]).mean(0))
-            self.register_buffer(f"scale_{o}", raw.reshape(-1, raw.shape[-1]).std(0, correction=0).clamp(min=1e-6))
+            mean, sd = self._feature_moments(o)
+            self.register_buffer(f"mean_{o}", mean)
+            self.register_buffer(f"scale_{o}", sd.clamp(min=1e-6))
             orders = self.orders[o].values()
             if o in self.summarised:
-                self.embed[o] = _mlp(_statistics_size(raw.shape[-1]), hidden)
+                self.embed[o] = _mlp(_statistics_size(len(mean)), hidden)
                 for plate in sorted({order[0] for order in orders if order}):
                     statistics = self._whole_data_statistics(o, plate)
                     for part, value in zip(("centre", "scale"), _standardisation(statistics), strict=True):
                         self.register_buffer(_statistics_buffer(o, plate, part), value)
                     # Computed again from the data (not saved): the data are the model's.
-                    self.register_buffer(_statistics_buffer(o, plate), self._standardised(statistics, o, plate),
+                    self.register_buffer(_statistics_buffer(o, plate), self._standardise(statistics, o, plate),
                                          persistent=False)
                     self._statistics.append((o, plate))
                 stepped = {p for order in orders for p in order[1:]}
             else:
-                self.embed[o] = _mlp(raw.shape[-1], hidden)
+                self.embed[o] = _mlp(len(mean), hidden)
                 stepped = {p for order in orders for p in order}
             self.steps[o] = nn.ModuleDict({plate: _mlp(hidden, hidden) for plate in sorted(stepped)})
         self.readout = nn.ModuleDict(
@@ -219,10 +218,33 @@ class DataEncoder(nn.Module):
                          + [getattr(self, _statistics_buffer(o, plate, part)).flatten()
                             for o, plate in self._statistics for part in ("centre", "scale")])
 
-    def _standardised(self, statistics: Tensor, observed: str, plate: str) -> Tensor:
-        """``statistics`` centred and scaled by their saved standardisation."""
+    def _feature_moments(self, observed: str, chunk_elements: int = 2**18) -> tuple[Tensor, Tensor]:
+        """The mean and sd of each of ``observed``'s raw features over all its data,
+        shape ``(features,)`` each: chunk by chunk (:meth:`_chunks`), so that no more than
+        a chunk's features are held at once, the chunks' moments joined exactly (Chan,
+        Golub and LeVeque, 1983, "Algorithms for computing the sample variance")."""
+        count, mean, squares = 0, None, None
+        for frame, _ in self._chunks(observed, chunk_elements):
+            raw = self._raw_features(observed, frame)
+            rows = raw.reshape(-1, raw.shape[-1]).double()
+            if not len(rows):  # outer elements without members
+                continue
+            n, chunk_mean = len(rows), rows.mean(0)
+            chunk_squares = ((rows - chunk_mean) ** 2).sum(0)
+            if mean is None:
+                count, mean, squares = n, chunk_mean, chunk_squares
+                continue
+            delta, total = chunk_mean - mean, count + n
+            mean = mean + delta * (n / total)
+            squares = squares + chunk_squares + delta**2 * (count * n / total)
+            count = total
+        dtype = self.model.dtype
+        return mean.to(dtype), (squares / count).sqrt().to(dtype)
+
+    def _standardise(self, statistics: Tensor, observed: str, plate: str) -> Tensor:
+        """``statistics`` centred and scaled by their saved standardisation, in place."""
         centre = getattr(self, _statistics_buffer(observed, plate, "centre"))
-        return (statistics - centre) / getattr(self, _statistics_buffer(observed, plate, "scale"))
+        return statistics.sub_(centre).div_(getattr(self, _statistics_buffer(observed, plate, "scale")))
 
     def _restandardise(self) -> None:
         """Compute the statistics again with the constants just loaded (the data's mean
@@ -234,8 +256,9 @@ class DataEncoder(nn.Module):
             return
         self._constants_used = constants
         for observed, plate in self._statistics:
-            setattr(self, _statistics_buffer(observed, plate),
-                    self._standardised(self._whole_data_statistics(observed, plate), observed, plate))
+            name = _statistics_buffer(observed, plate)
+            setattr(self, name, None)  # the old ones go before the new are made: one copy at a time
+            setattr(self, name, self._standardise(self._whole_data_statistics(observed, plate), observed, plate))
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         # Checkpoints made before the statistics' standardisation was saved lack it: it is

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 import pavi_viz
@@ -83,3 +84,18 @@ def test_plates_are_pooled_innermost_first() -> None:
     assert pooling_order(plates, ("house",), ()) == ["house", "county"]
     assert pooling_order(plates, ("house",), ("county",)) == ["house"]
     assert pooling_order(plates, ("house",), ("house",)) == []
+
+
+@pytest.mark.parametrize(("example", "options"), [("gre", {"G": 30, "N": 4, "D": 2}), ("radon", {})])
+def test_the_datas_mean_and_sd_are_the_same_taken_chunk_by_chunk(example, options) -> None:
+    """The encoder standardises the features by their mean and sd over all the data,
+    taken a chunk at a time (so that the whole data's features are never held at once)."""
+    model = pavi_viz.examples.load(example, **options).compile()
+    encoder = make_family("pavi-e", model).encoder
+    for observed in model.observed_names:
+        raw = encoder._raw_features(observed, model.frame())
+        rows = raw.reshape(-1, raw.shape[-1]).double()
+        for chunk_elements in (7, 10**9):  # several outer elements a chunk, or all of them
+            mean, sd = encoder._feature_moments(observed, chunk_elements)
+            torch.testing.assert_close(mean, rows.mean(0).to(mean.dtype))
+            torch.testing.assert_close(sd, rows.std(0, correction=0).to(sd.dtype))

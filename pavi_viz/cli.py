@@ -554,6 +554,8 @@ def _run_fit(args: argparse.Namespace) -> int:
         shard = trainer.shard
         print(f"rank {replicas.rank} of {replicas.size} (process {os.getpid()}): elements {shard.start} to "
               f"{shard.stop - 1} of plate {shard.plate!r}", file=sys.stderr, flush=True)
+    if trainer.state.model.part is not None:
+        model = None  # the whole data go: this process trains on its shard, and writes nothing
     state, config = trainer.state, trainer.config
     first, trained_before = state.step, state.elapsed
     if not args.quiet:

@@ -233,6 +233,7 @@ def run_memory(spec: dict[str, Any]) -> dict[str, Any] | None:
     sampled = memory.stop()
     mine = {
         "rank": rank, "steps": fitted.steps_done, "stop_reason": fitted.stop_reason,
+        "trained_on_its_shard_alone": fitted.model.part is not None,
         "build_seconds": build_seconds, "fit_seconds": fit_seconds,
         "rss_start_mb": started / 2**20, "rss_after_model_mb": after_model / 2**20,
         "data_mb": (after_model - started) / 2**20,

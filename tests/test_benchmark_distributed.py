@@ -53,7 +53,9 @@ def test_quick_distributed_benchmark_runs_two_ranks(tmp_path):
     assert [r["rank"] for r in memory[2]["per_rank"]] == [0, 1]
     for r in memory[2]["per_rank"]:
         assert r["steps"] == 3 and r["peak_rss_mb"] > 0 and r["data_mb"] > 0
-    assert "whole data" in memory[2]["note"]
+    # Rank 0 trains on the whole model; rank 1 on its shard of the data alone.
+    assert [r["trained_on_its_shard_alone"] for r in memory[2]["per_rank"]] == [False, True]
+    assert "shard" in memory[2]["note"]
 
     assert report["machine"]["cpu_count"] and report["args"]["quick"] is True
     assert report["table"] in proc.stdout and "| 2,000 | 2 |" in report["table"]

@@ -221,22 +221,22 @@ class DataEncoder(nn.Module):
     def _feature_moments(self, observed: str, chunk_elements: int = 2**18) -> tuple[Tensor, Tensor]:
         """The mean and sd of each of ``observed``'s raw features over all its data,
         shape ``(features,)`` each: chunk by chunk (:meth:`_chunks`), so that no more than
-        a chunk's features are held at once, the chunks' moments joined exactly (Chan,
-        Golub and LeVeque, 1983, "Algorithms for computing the sample variance")."""
-        count, mean, squares = 0, None, None
+        a chunk's features are held at once, the chunks' moments joined exactly in
+        float64 (Chan, Golub and LeVeque, 1983, "Algorithms for computing the sample
+        variance"). Data that fit one chunk get torch's own ``mean`` and ``std``."""
+        moments = []  # each chunk's count, mean and sd
         for frame, _ in self._chunks(observed, chunk_elements):
             raw = self._raw_features(observed, frame)
-            rows = raw.reshape(-1, raw.shape[-1]).double()
-            if not len(rows):  # outer elements without members
-                continue
-            n, chunk_mean = len(rows), rows.mean(0)
-            chunk_squares = ((rows - chunk_mean) ** 2).sum(0)
-            if mean is None:
-                count, mean, squares = n, chunk_mean, chunk_squares
-                continue
-            delta, total = chunk_mean - mean, count + n
+            rows = raw.reshape(-1, raw.shape[-1])
+            if len(rows):  # else outer elements without members
+                moments.append((len(rows), rows.mean(0), rows.std(0, correction=0)))
+        if len(moments) == 1:
+            return moments[0][1:]
+        count, mean, squares = 0, 0.0, 0.0
+        for n, chunk_mean, chunk_sd in moments:
+            delta, total = chunk_mean.double() - mean, count + n
             mean = mean + delta * (n / total)
-            squares = squares + chunk_squares + delta**2 * (count * n / total)
+            squares = squares + n * chunk_sd.double() ** 2 + delta**2 * (count * n / total)
             count = total
         dtype = self.model.dtype
         return mean.to(dtype), (squares / count).sqrt().to(dtype)

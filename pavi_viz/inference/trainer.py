@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import functools
 import itertools
 import math
 import os
@@ -218,15 +217,13 @@ class Trainer:
         # A process of a data-parallel run other than the leader holds only its shard of
         # the data where it can (a family it builds, of a model given whole); the leader
         # holds the whole model, which it evaluates (the posterior, the run's record).
-        part_for = None
-        if replicas is not None and not replicas.leader and family is None and not isinstance(model, CompiledModel):
-            part_for = functools.partial(_part, model, compiled, config, replicas)
+        partable = replicas is not None and not replicas.leader and family is None and not isinstance(model, CompiledModel)
         part = None
         if resume is None:
             seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
             config = config.copy(seed=seed)
             if family is None:
-                part = part_for(config.family) if part_for is not None else None
+                part = _part(model, compiled, config, replicas, config.family) if partable else None
                 # The initial weights come from torch's global generator: seed it, one fit at a time.
                 with seeded(seed, compiled.device):
                     family = make_family(config.family, part or compiled, **config.family_options)
@@ -246,7 +243,8 @@ class Trainer:
             _check_resumed_family(state, config, family_given)
             seed = config.seed if config.seed is not None else state.settings.get("seed")
             config = config.copy(family=state.family_name, family_options=dict(state.family_options), seed=seed)
-            part = part_for(state.family_name) if part_for is not None and isinstance(resume, (str, Path)) else None
+            if partable and isinstance(resume, (str, Path)):
+                part = _part(model, compiled, config, replicas, state.family_name)
             if part is not None:
                 state = _moved_to_part(state, part)
         return cls(state, config, replicas, whole=compiled if part is not None else None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -289,6 +289,19 @@ class _Summaries:
     draws: int = 0
 
 
+def _kept(
+    made: _Summaries | None, plates: frozenset[str], draws: int, make: Callable[[frozenset[str]], dict[Level, Tensor]]
+) -> _Summaries:
+    """``made``, where it holds the summaries averaged over ``plates`` and was made after
+    ``draws`` training draws; else new ones, by ``make``, over ``plates`` and those that
+    ``made`` holds (then after the same draws)."""
+    if made is not None and made.draws == draws:
+        if plates <= made.plates:
+            return made
+        plates = plates | made.plates
+    return _Summaries(plates, make(plates), draws)
+
+
 class PaviE(PlateAmortizedFamily):
     """PAVI with encodings computed from the data by a set encoder.
 
@@ -361,17 +374,13 @@ class PaviE(PlateAmortizedFamily):
                 # Every process must make them at the same steps (their sum is a collective),
                 # so by the plates every frame batches, not by those this one holds part of.
                 partial = frozenset(frame.batch)
-            made = self._training_summaries
-            if made is None or not partial <= made.plates:
-                plates = partial if made is None else partial | made.plates
-                made = self._training_summaries = _Summaries(
-                    plates, self.encoder.full_summaries(shard=shard, total=total, averaged_over=plates))
-            return made.values
-        made = self._evaluation_summaries
-        if made is None or made.draws != self._training_draws or not partial <= made.plates:
-            plates = partial if made is None or made.draws != self._training_draws else partial | made.plates
-            made = self._evaluation_summaries = _Summaries(
-                plates, self.encoder.full_summaries(averaged_over=plates), self._training_draws)
+            made = self._training_summaries = _kept(
+                self._training_summaries, partial, 0,
+                lambda plates: self.encoder.full_summaries(shard=shard, total=total, averaged_over=plates))
+        else:
+            made = self._evaluation_summaries = _kept(
+                self._evaluation_summaries, partial, self._training_draws,
+                lambda plates: self.encoder.full_summaries(averaged_over=plates))
         return made.values
 
     def sample(

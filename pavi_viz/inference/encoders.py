@@ -115,14 +115,20 @@ def encoded_sources(model: CompiledModel) -> dict[str, list[str]]:
 def pooling_orders(model: CompiledModel) -> dict[str, dict[tuple[str, ...], list[str]]]:
     """For each observed variable, the plates averaged (:func:`pooling_order`) from its
     level to the level of each latent variable that reads it."""
+    sources = encoded_sources(model)
     return {
         o: {
             model.plates_of(v): pooling_order(model.plates, model.plates_of(o), model.plates_of(v))
-            for v, sources in encoded_sources(model).items()
-            if o in sources
+            for v, read in sources.items()
+            if o in read
         }
         for o in model.observed_names
     }
+
+
+def _roots(model: CompiledModel, observed: str) -> set[str]:
+    """The top-level plates that ``observed``'s plates sit in (more than one where they cross)."""
+    return {model.plates.root(p) for p in model.plates_of(observed)}
 
 
 def encodes_per_shard(model: CompiledModel, plate: str) -> bool:
@@ -134,7 +140,7 @@ def encodes_per_shard(model: CompiledModel, plate: str) -> bool:
     statistics averaged over ``plate`` itself (they would be the shard's average)."""
     orders = pooling_orders(model)
     for o in model.observed_names:
-        roots = {model.plates.root(p) for p in model.plates_of(o)}
+        roots = _roots(model, o)
         if plate not in roots:
             continue
         if len(roots) > 1:
@@ -333,7 +339,7 @@ class DataEncoder(nn.Module):
     def _chunked_plate(self, observed: str) -> str | None:
         """The plate :meth:`_chunks` cuts ``observed``'s data along: the one top-level
         plate above all its plates; ``None`` where its plates cross."""
-        roots = {self.model.plates.root(p) for p in self.model.plates_of(observed)}
+        roots = _roots(self.model, observed)
         return roots.pop() if len(roots) == 1 else None
 
     def _chunks(self, observed: str, chunk_elements: int, within: Shard | None = None) -> Iterator[tuple[Frame, float]]:

@@ -15,15 +15,19 @@ each process trains on a shard of the groups, :mod:`pavi_viz.inference.distribut
   every process stop after the same step). Recorded: steps, steps/s, elements (groups)
   per second over all processes, the time to each level, the final error and each
   process's peak RSS.
-* **Memory per process** (``--memory-sizes``, ``--memory-steps``): every process builds
-  the model, fits ``--memory-steps`` steps, and reports its RSS after building the model
-  (its data) and its peak RSS. Each process builds the whole model (as a script of
-  ``pavi_viz.fit`` does); rank 0 trains on it, every other rank on its shard of it alone
-  (what the family derives per group, and SAGA's tables, are the shard's).
+* **Memory per process** (``--memory-sizes``, ``--memory-steps``, ``--memory-sources``):
+  every process gets the model, fits ``--memory-steps`` steps, and reports its RSS after
+  getting the model and its peak RSS. Two sources of the data: ``example``, every
+  process builds the whole model (as a script of ``pavi_viz.fit`` does), and rank 0
+  trains on it, every other rank on its shard of it alone (what the family derives per
+  group, and SAGA's tables, are the shard's); ``file``, the data are written once to a
+  NetCDF file before the launch, and every process passes it to ``fit``
+  (:class:`~pavi_viz.model.datafile.DataFile`): rank 0 reads it whole, every other rank
+  its shard alone.
 
 Commands::
 
-    # the full benchmark (two throughput launches of up to 120 s, four memory launches)
+    # the full benchmark (two throughput launches of up to 120 s, eight memory launches)
     python benchmarks/distributed.py --ranks 1 2 --sizes 10000 --budget 120
     # a smoke test (G = 2000, 5 s budgets, memory at G = 20000 for 3 steps)
     python benchmarks/distributed.py --quick --out /tmp/distributed
@@ -43,6 +47,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -79,6 +84,11 @@ PLATE = "group"
 NOTE = ("Each process builds the whole model (every group's x). Rank 0 trains on it; every other rank "
         "trains on its shard of it alone, so what the family derives per group and SAGA's tables are "
         "the shard's there.")
+#: How each memory launch's processes get the data (``--memory-sources``).
+SOURCES = {
+    "example": NOTE,
+    "file": "the data in a NetCDF file, passed to fit: rank 0 reads it whole, every other rank its shard alone",
+}
 #: ``--quick``: the options a smoke test overrides.
 QUICK = {"sizes": [2000], "budget": 5.0, "memory_sizes": [20000], "memory_steps": 3}
 
@@ -223,7 +233,12 @@ def run_memory(spec: dict[str, Any]) -> dict[str, Any] | None:
     torch.set_num_threads(1)
     started = rss_bytes()
     began = time.perf_counter()
-    model = gre.build(G=spec["G"], N=spec["N"], D=spec["D"], seed=spec["data_seed"])
+    if spec.get("source") == "file":  # opened: its arrays are read by fit
+        from pavi_viz.model.datafile import DataFile
+
+        model = DataFile.open(gre.build(G=1, N=spec["N"], D=spec["D"]), spec["data_file"])
+    else:
+        model = gre.build(G=spec["G"], N=spec["N"], D=spec["D"], seed=spec["data_seed"])
     build_seconds = time.perf_counter() - began
     after_model = rss_bytes()
     memory = MemoryMonitor()  # its baseline: the RSS with the model built
@@ -244,7 +259,7 @@ def run_memory(spec: dict[str, Any]) -> dict[str, Any] | None:
     _leave()
     if rank != 0:
         return None
-    return {**spec, "note": NOTE, "per_rank": per_rank,
+    return {**spec, "note": SOURCES[spec.get("source", "example")], "per_rank": per_rank,
             "memory_measure": "rss_after_model - rss_start: the model and its data; fit_rss_peak: RSS sampled "
                               "every 10 ms during fit; peak_rss: ru_maxrss, the process's whole life"}
 
@@ -303,7 +318,7 @@ def describe(run: dict[str, Any], levels: Sequence[float]) -> str:
     if run.get("failed"):
         return "failed: " + run["failed"].splitlines()[-1]
     if run["kind"] == "memory":
-        return "; ".join(f"rank {r['rank']}: model {r['data_mb']:.0f} MB, peak {r['peak_rss_mb']:.0f} MB"
+        return f"{_source(run)}: " + "; ".join(f"rank {r['rank']}: model {r['data_mb']:.0f} MB, peak {r['peak_rss_mb']:.0f} MB"
                          for r in run["per_rank"])
     hits = ", ".join(f"<{lv:g} {_seconds(first_below(run, lv))}" for lv in levels)
     return (f"{hits}; final error {_error(run)} after {run['train_seconds']:.1f} s, {run['steps']} steps "
@@ -312,21 +327,45 @@ def describe(run: dict[str, Any], levels: Sequence[float]) -> str:
             + " / ".join(f"{mb:.0f}" for mb in run["peak_rss_mb_per_rank"]) + " MB")
 
 
+def write_data_file(G: int, args: argparse.Namespace, folder: Path) -> Path:
+    """The memory runs' GRE data at ``G`` groups, written to a NetCDF file in ``folder``."""
+    from pavi_viz.examples import gre
+    from pavi_viz.model.tables import NETCDF_ENGINE, model_to_dataset
+
+    path = folder / f"gre-G{G}.nc"
+    if not path.exists():
+        model = gre.build(G=G, N=args.memory_N, D=args.memory_D, seed=args.data_seed)
+        model_to_dataset(model).to_netcdf(path, engine=NETCDF_ENGINE)
+    return path
+
+
 def run_all(args: argparse.Namespace, report: dict[str, Any], save: Callable[[], None]) -> None:
     """The throughput launches, then the memory launches, one at a time."""
     started = time.perf_counter()
-    plan = [("throughput", G, R) for G in sorted(set(args.sizes)) for R in args.ranks]
-    plan += [("memory", G, R) for G in sorted(set(args.memory_sizes)) for R in args.ranks]
-    for kind, G, R in plan:
-        spec = spec_of(kind, G, R, args)
-        timeout = 4 * args.budget + 300 if kind == "throughput" else args.memory_timeout
-        run = launch_torchrun(spec, R, timeout)
-        if kind == "throughput" and not run.get("failed"):
-            add_levels(run, args.levels)
-        report["runs"].append(run)
-        print(f"[{time.perf_counter() - started:7.1f} s] {kind:<10} G={G:<9} ranks={R}  {describe(run, args.levels)}",
-              flush=True)
-        save()
+    plan = [("throughput", G, R, None) for G in sorted(set(args.sizes)) for R in args.ranks]
+    plan += [("memory", G, R, source) for G in sorted(set(args.memory_sizes)) for source in args.memory_sources
+             for R in args.ranks]
+    with tempfile.TemporaryDirectory(prefix="distributed-data-") as folder:
+        for kind, G, R, source in plan:
+            spec = spec_of(kind, G, R, args)
+            if source is not None:
+                spec["source"] = source
+                if source == "file":
+                    spec["data_file"] = str(write_data_file(G, args, Path(folder)))
+            run_launch(spec, args, report, started)
+            save()
+
+
+def run_launch(spec: dict[str, Any], args: argparse.Namespace, report: dict[str, Any], started: float) -> None:
+    """One launch, its run added to the report and a line printed."""
+    kind, G, R = spec["kind"], spec["G"], spec["ranks"]
+    timeout = 4 * args.budget + 300 if kind == "throughput" else args.memory_timeout
+    run = launch_torchrun(spec, R, timeout)
+    if kind == "throughput" and not run.get("failed"):
+        add_levels(run, args.levels)
+    report["runs"].append(run)
+    print(f"[{time.perf_counter() - started:7.1f} s] {kind:<10} G={G:<9} ranks={R}  {describe(run, args.levels)}",
+          flush=True)
 
 
 # -- the table and the plot ---------------------------------------------------------------
@@ -340,6 +379,11 @@ def _seconds(hit: dict[str, Any] | None) -> str:
 
 def _error(run: dict[str, Any]) -> str:
     return "none" if run.get("final_error") is None else f"{run['final_error']:.3f}"
+
+
+def _source(run: dict[str, Any]) -> str:
+    """How a memory launch's processes got the data (runs before sources were recorded: example)."""
+    return run.get("source", "example")
 
 
 def _ok(run: dict[str, Any], kind: str) -> bool:
@@ -383,17 +427,18 @@ def table(report: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     memory = [r for r in runs if r.get("kind") == "memory"]
     if memory:
-        mhead = ["G", "ranks", "model + data MB per rank", "peak RSS MB per rank (fit)", "peak RSS MB per rank (life)",
-                 "sum of peaks MB"]
-        lines += ["", f"Memory per rank ({report['args']['memory_steps']} steps of fit). {NOTE}", "",
+        mhead = ["G", "data", "ranks", "model + data MB per rank", "peak RSS MB per rank (fit)",
+                 "peak RSS MB per rank (life)", "sum of peaks MB"]
+        sources = " ".join(f"{name}: {what}" for name, what in SOURCES.items())
+        lines += ["", f"Memory per rank ({report['args']['memory_steps']} steps of fit). Data: {sources}.", "",
                   "| " + " | ".join(mhead) + " |", "|" + "---|" * len(mhead)]
-        for run in sorted(memory, key=lambda r: (r["G"], r["ranks"])):
+        for run in sorted(memory, key=lambda r: (r["G"], _source(r), r["ranks"])):
             if run.get("failed"):
                 why = "failed: " + run["failed"].splitlines()[-1][:80]
-                lines.append(f"| {run['G']:,} | {run['ranks']} | {why} |" + " |" * (len(mhead) - 3))
+                lines.append(f"| {run['G']:,} | {_source(run)} | {run['ranks']} | {why} |" + " |" * (len(mhead) - 4))
                 continue
             ranks = run["per_rank"]
-            cells = [f"{run['G']:,}", str(run["ranks"]),
+            cells = [f"{run['G']:,}", _source(run), str(run["ranks"]),
                      " / ".join(f"{r['data_mb']:.0f}" for r in ranks),
                      " / ".join(f"{r['fit_rss_peak_mb']:.0f}" for r in ranks),
                      " / ".join(f"{r['peak_rss_mb']:.0f}" for r in ranks),
@@ -450,18 +495,19 @@ def plot(report: dict[str, Any], path: Path) -> None:
     axes[1].set_ylabel("rank 0's training seconds (evaluation excluded)")
     axes[1].set_title(f"time until the error < {tight:g} exact sd (hatched: not reached)", fontsize=10)
     ax = axes[2]
-    for R in all_ranks:
-        mine = sorted((r for r in memory if r["ranks"] == R), key=lambda r: r["G"])
-        for rank in range(R):
-            points = [(r["G"], r["per_rank"][rank]["peak_rss_mb"]) for r in mine if len(r["per_rank"]) > rank]
-            if points:
-                ax.plot(*zip(*points), marker="o", color=colors[R], linestyle="--" if rank else "-",
-                        label=f"{R} rank{'s' if R > 1 else ''}: rank {rank}")
+    for source, marker in zip(SOURCES, "os"):
+        for R in all_ranks:
+            mine = sorted((r for r in memory if r["ranks"] == R and _source(r) == source), key=lambda r: r["G"])
+            for rank in range(R):
+                points = [(r["G"], r["per_rank"][rank]["peak_rss_mb"]) for r in mine if len(r["per_rank"]) > rank]
+                if points:
+                    ax.plot(*zip(*points), marker=marker, color=colors[R], linestyle="--" if rank else "-",
+                            label=f"{source}, {R} rank{'s' if R > 1 else ''}: rank {rank}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("G (groups)")
     ax.set_ylabel("peak RSS per rank (MB, whole process life)")
-    ax.set_title("memory per rank (each rank holds the whole data)", fontsize=10)
+    ax.set_title("memory per rank (rank 0 holds the whole data)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     if memory:
         ax.legend(fontsize=8)
@@ -486,6 +532,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="G of the memory runs (none: skip them)")
     p.add_argument("--memory-steps", type=int, default=20, help="steps of fit in a memory run (default 20)")
     p.add_argument("--memory-timeout", type=float, default=1800.0, help="seconds a memory launch may take")
+    p.add_argument("--memory-sources", nargs="+", choices=list(SOURCES), default=list(SOURCES),
+                   help="how the memory runs' processes get the data (default: both): example, every process "
+                        "builds the whole model; file, from a NetCDF file that rank 0 reads whole and every "
+                        "other rank reads its shard of")
     p.add_argument("--levels", type=float, nargs="+", default=list(LEVELS), help="the error levels (default 0.5 0.2 0.1)")
     add_gre_options(p, "fit's seed")
     p.add_argument("--batch", type=int, default=None,

@@ -214,6 +214,7 @@ def _add_fit(commands: Any, common: argparse.ArgumentParser) -> None:
         epilog=(
             "examples:\n"
             "  pavi-viz fit model.json --steps 2000 --out posterior.nc\n"
+            "  pavi-viz fit model.json --data study.nc --out posterior.nc\n"
             "  pavi-viz fit example:gre --option G=1000 --batch group=64 --steps 3000 --summary\n"
             "  pavi-viz fit example:radon --family mean-field --lr 0.003 --schedule cosine\n"
             "  pavi-viz fit model.json --steps 5000 --checkpoint run.pt --checkpoint-every 500\n"
@@ -226,12 +227,19 @@ def _add_fit(commands: Any, common: argparse.ArgumentParser) -> None:
             "On several processes (--nproc, or any torchrun launch) each process trains on a\n"
             "shard of the largest top-level plate (the batched one, if any) and they average\n"
             "their gradients; rank 0 writes the checkpoint, the run store's record and the\n"
-            "posterior. A checkpoint resumes on any number of processes."
+            "posterior. A checkpoint resumes on any number of processes. With --data FILE.nc,\n"
+            "every process but rank 0 reads its shard of the file alone (where its family\n"
+            "trains on a shard: pavi-e's does)."
         ),
     )
     fit.add_argument("model", metavar="MODEL", help="a model JSON file, or example:NAME (see 'pavi-viz examples')")
     fit.add_argument("--option", action="append", type=_option_entry, default=[], metavar="KEY=VALUE",
                      help="an option of the example (example:NAME only; repeatable), e.g. G=200")
+    fit.add_argument("--data", default=None, metavar="FILE",
+                     help="the data to fit: a CSV or NetCDF (.nc) file whose columns or variables are named "
+                          "like the model's plates, observed variables and covariates; it sizes the plates and "
+                          "replaces the model's own data. On several processes, each but rank 0 reads its shard "
+                          "of a NetCDF file alone")
     _add_fit_settings(fit)
     fit.add_argument("--checkpoint", default=None, metavar="FILE",
                      help="save the training state to FILE at the end (and on Ctrl-C)")
@@ -517,6 +525,17 @@ def _load_model(source: str, options: Sequence[tuple[str, str]]) -> Any:
         raise CliError(f"model file {source!r}: {_one_line(err)}") from err
 
 
+def _open_data(path: str, model: Any) -> Any:
+    """The data file of --data, opened for ``model`` (a NetCDF file's arrays stay on disk)."""
+    from pavi_viz.model import ModelError
+    from pavi_viz.model.datafile import DataFile
+
+    try:
+        return DataFile.open(model, path)
+    except ModelError as err:
+        raise CliError(f"--data: {_one_line(err)}") from err
+
+
 def _describe(model: Any) -> str:
     plates = ", ".join(f"{p.name}: {p.size}" for p in model.plates)
     return f"model {model.name!r} ({plates})" if plates else f"model {model.name!r}"
@@ -532,6 +551,7 @@ def _run_fit(args: argparse.Namespace) -> int:
         return _launch_replicas(args)
     config, given = _fit_config(args)
     model = _load_model(args.model, args.option)
+    data = _open_data(args.data, model) if args.data else None
 
     from pavi_viz.inference import CheckpointError, DivergenceError, Posterior
     from pavi_viz.inference.threads import use_threads
@@ -540,21 +560,34 @@ def _run_fit(args: argparse.Namespace) -> int:
     from pavi_viz.model import ModelError
 
     replicas = None
+    labels = None  # the data file's labels of the plates' elements
     try:
         if world_size() > 1:
             config = config.copy(device=replica_device(config.device))
             replicas = Replicas.join(config.device)
             if not replicas.leader:  # rank 0 speaks for the run and writes its files
                 args.quiet, args.no_store, args.tensorboard = True, True, None
-        trainer = Trainer.create(model, config, resume=args.resume, family_given=bool(given & {"family", "family_options"}),
-                                 replicas=replicas)
+        source = model
+        if data is not None:
+            if replicas is None or replicas.leader:  # it evaluates the whole model: it reads the whole file
+                attached = data.attach()
+                source = model = attached.model
+                labels = attached.labels
+            else:
+                source = data
+        trainer = Trainer.create(source, config, resume=args.resume,
+                                 family_given=bool(given & {"family", "family_options"}), replicas=replicas)
     except (CheckpointError, ModelError, ValueError, ReplicaLost) as err:
         raise CliError(_one_line(err)) from err
+    part = trainer.state.model.part
     if replicas is not None and trainer.shard is not None:
         shard = trainer.shard
+        held = ""
+        if part is not None:
+            held = f", read alone from {args.data}" if data is not None else ", held alone"
         print(f"rank {replicas.rank} of {replicas.size} (process {os.getpid()}): elements {shard.start} to "
-              f"{shard.stop - 1} of plate {shard.plate!r}", file=sys.stderr, flush=True)
-    if trainer.state.model.part is not None:
+              f"{shard.stop - 1} of plate {shard.plate!r}{held}", file=sys.stderr, flush=True)
+    if part is not None:
         model = None  # the whole data go: this process trains on its shard, and writes nothing
     state, config = trainer.state, trainer.config
     first, trained_before = state.step, state.elapsed
@@ -657,7 +690,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     if args.checkpoint:
         print(f"checkpoint: {args.checkpoint} (step {state.step})")
 
-    posterior = Posterior(state.model, state.family)
+    posterior = Posterior(state.model, state.family, coords=labels)
     try:
         posterior.to_netcdf(out, n=args.draws, seed=config.seed)
     except OSError as err:

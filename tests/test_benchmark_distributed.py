@@ -48,14 +48,17 @@ def test_quick_distributed_benchmark_runs_two_ranks(tmp_path):
         assert len(run["peak_rss_mb_per_rank"]) == ranks and all(mb > 0 for mb in run["peak_rss_mb_per_rank"])
     assert throughput[2]["sharded_plate"] == "group"
 
-    memory = {run["ranks"]: run for run in report["runs"] if run["kind"] == "memory"}
-    assert set(memory) == {2} and memory[2]["G"] == 20000
-    assert [r["rank"] for r in memory[2]["per_rank"]] == [0, 1]
-    for r in memory[2]["per_rank"]:
-        assert r["steps"] == 3 and r["peak_rss_mb"] > 0 and r["data_mb"] > 0
-    # Rank 0 trains on the whole model; rank 1 on its shard of the data alone.
-    assert [r["trained_on_its_shard_alone"] for r in memory[2]["per_rank"]] == [False, True]
-    assert "shard" in memory[2]["note"]
+    # Two sources of the data: the example built in every process, and a NetCDF file.
+    memory = {run["source"]: run for run in report["runs"] if run["kind"] == "memory"}
+    assert set(memory) == {"example", "file"}
+    for source, run in memory.items():
+        assert run["G"] == 20000 and run["ranks"] == 2
+        assert [r["rank"] for r in run["per_rank"]] == [0, 1]
+        for r in run["per_rank"]:
+            assert r["steps"] == 3 and r["peak_rss_mb"] > 0 and r["data_mb"] > 0
+        # Rank 0 trains on the whole model; rank 1 on its shard of the data alone.
+        assert [r["trained_on_its_shard_alone"] for r in run["per_rank"]] == [False, True], source
+    assert all("shard" in run["note"] for run in memory.values())
 
     assert report["machine"]["cpu_count"] and report["args"]["quick"] is True
     assert report["table"] in proc.stdout and "| 2,000 | 2 |" in report["table"]

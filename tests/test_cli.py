@@ -191,6 +191,25 @@ def test_ctrl_c_saves_the_checkpoint_and_says_how_to_resume(workdir, gre_file):
     assert not (workdir / "never.nc").exists()
 
 
+def test_fit_takes_its_data_from_a_data_file_that_sizes_the_plates_and_labels_them(workdir, gre_file):
+    import xarray as xr
+
+    import pavi_viz
+    from pavi_viz.model.tables import model_to_dataset
+
+    pavi_viz.PlateModel.from_json(gre_file).to_json(workdir / "structure.json", include_data=False)
+    study = pavi_viz.examples.load("gre", G=30, N=10)  # more groups than the model file's 20
+    subjects = [f"subject-{i:02d}" for i in range(30)]
+    model_to_dataset(study, labels={"group": subjects}).to_netcdf(workdir / "study.nc", engine="h5netcdf")
+    result = ok(cli("fit", "structure.json", "--data", "study.nc", "--steps", "30", "--threads", "1", "--quiet",
+                    "--no-store", "--draws", "10", "--out", "study-posterior.nc", cwd=workdir))
+    assert "study-posterior.nc" in result.stdout
+    with xr.open_datatree(workdir / "study-posterior.nc") as tree:
+        assert list(tree["posterior"]["group"].values) == subjects
+        observed = tree["observed_data"]["x"].values
+    np.testing.assert_allclose(observed, study.data["x"].numpy(), rtol=1e-6)
+
+
 # -- errors: one line naming the culprit, no traceback ------------------------------------
 @pytest.mark.parametrize(
     ("args", "culprit"),
@@ -200,8 +219,11 @@ def test_ctrl_c_saves_the_checkpoint_and_says_how_to_resume(workdir, gre_file):
         (["gre.json", "--family", "no-such-family"], "no-such-family"),
         (["gre.json", "--batch", "group:8"], "group:8"),
         (["gre.json", "--batch", "county=8"], "county"),
+        (["gre.json", "--data", "missing.nc"], "missing.nc"),
+        (["gre.json", "--data", "broken.json"], "broken.json"),
     ],
-    ids=["malformed-json", "missing-file", "unknown-family", "batch-syntax", "batch-plate"],
+    ids=["malformed-json", "missing-file", "unknown-family", "batch-syntax", "batch-plate", "missing-data-file",
+         "data-file-kind"],
 )
 def test_errors_are_one_line_naming_the_culprit(workdir, gre_file, args, culprit):
     (workdir / "broken.json").write_text('{"plates": [')

@@ -83,7 +83,7 @@ from pavi_viz.inference.schedule import BATCHED_STAGES, ONE_STAGE, WHOLE_STAGES,
 from pavi_viz.inference.families import FAMILIES, NonFiniteDraw, VariationalFamily, make_family
 from pavi_viz.inference.state import DivergenceError, StepRecord, TrainingState, derived_seed, make_optimizer
 from pavi_viz.model.compiled import CompiledModel, seeded
-from pavi_viz.model.sharding import compile_part
+from pavi_viz.model.sharding import InMemory, ModelSource, compile_part
 
 if TYPE_CHECKING:
     from pavi_viz.model.spec import PlateModel
@@ -185,7 +185,7 @@ class Trainer:
     @classmethod
     def create(
         cls,
-        model: PlateModel | CompiledModel,
+        model: PlateModel | CompiledModel | ModelSource,
         config: FitConfig,
         family: VariationalFamily | None = None,
         resume: str | Path | TrainingState | None = None,
@@ -197,7 +197,10 @@ class Trainer:
 
         Args:
             model: the model with its data (a :class:`PlateModel` is compiled on
-                ``config.device``; a compiled model, or a built family's, is used as it is).
+                ``config.device``; a compiled model, or a built family's, is used as it
+                is), or a :class:`~pavi_viz.model.sharding.ModelSource` of it (a data
+                file: :class:`~pavi_viz.model.datafile.DataFile`), from which a process
+                of a data-parallel run that can train on its shard alone reads that alone.
             config: the settings. A resumed run takes its family (name and options) from
                 the checkpoint, and a ``None`` seed from it too.
             family: a built family to train instead of building ``config.family``.
@@ -213,17 +216,24 @@ class Trainer:
                 than the resumed run's.
             CheckpointError: ``resume`` names a checkpoint made for another model.
         """
-        compiled = _compiled_model(model, config.device, family, resume)
         # A process of a data-parallel run other than the leader holds only its shard of
-        # the data where it can (a family it builds, of a model given whole); the leader
-        # holds the whole model, which it evaluates (the posterior, the run's record).
+        # the data where it can (a family it builds, of a model not yet compiled); the
+        # leader holds the whole model, which it evaluates (the posterior, the run's record).
         partable = replicas is not None and not replicas.leader and family is None and not isinstance(model, CompiledModel)
+        source = model if isinstance(model, ModelSource) else InMemory(model) if partable else None
         part = None
         if resume is None:
             seed = config.seed if config.seed is not None else int.from_bytes(os.urandom(8), "little") >> 1
             config = config.copy(seed=seed)
+        if partable and resume is None:
+            # A new run: the model's plates tell the shard, and the shard alone is read.
+            layout = source.layout().compile(device=resolve_device(config.device), require_data=False)
+            part = _part(source, layout, config, replicas, config.family)
+            compiled = layout if part is not None else _compiled_model(source.whole(), config.device, None, None)
+        else:
+            compiled = _compiled_model(source.whole() if source is not None else model, config.device, family, resume)
+        if resume is None:
             if family is None:
-                part = _part(model, compiled, config, replicas, config.family) if partable else None
                 # The initial weights come from torch's global generator: seed it, one fit at a time.
                 with seeded(seed, compiled.device):
                     family = make_family(config.family, part or compiled, **config.family_options)
@@ -244,7 +254,7 @@ class Trainer:
             seed = config.seed if config.seed is not None else state.settings.get("seed")
             config = config.copy(family=state.family_name, family_options=dict(state.family_options), seed=seed)
             if partable and isinstance(resume, (str, Path)):
-                part = _part(model, compiled, config, replicas, state.family_name)
+                part = _part(source, compiled, config, replicas, state.family_name)
             if part is not None:
                 state = _moved_to_part(state, part)
         return cls(state, config, replicas, whole=compiled if part is not None else None)
@@ -566,17 +576,17 @@ def _compiled_model(
     return model.compile(device=resolve_device(device))
 
 
-def _part(model: PlateModel, compiled: CompiledModel, config: FitConfig, replicas: Replicas,
+def _part(source: ModelSource, whole: CompiledModel, config: FitConfig, replicas: Replicas,
           family_name: str) -> CompiledModel | None:
-    """This process's shard of ``model`` alone, compiled (``compiled`` is the whole
-    model), where a ``family_name`` family trains on it as on the whole model; else
-    ``None`` (the process holds the whole model)."""
-    sizes = batch_sizes(compiled, config.batch)
-    shard = replicas.shard(compiled, sizes)
-    if not FAMILIES[family_name].trains_on_a_part(compiled, shard.plate):
+    """This process's shard of ``source``'s model alone, compiled (``whole`` is the whole
+    model, compiled, or its layout: its plates alone), where a ``family_name`` family
+    trains on it as on the whole model; else ``None`` (the process holds the whole model)."""
+    sizes = batch_sizes(whole, config.batch)
+    shard = replicas.shard(whole, sizes)
+    if not FAMILIES[family_name].trains_on_a_part(whole, shard.plate):
         return None
     try:
-        return compile_part(model, shard, compiled.device)
+        return compile_part(source, shard, whole.device)
     except ValueError:  # a model that cannot be cut to the shard (the message says why): held whole
         return None
 

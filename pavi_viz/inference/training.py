@@ -40,6 +40,7 @@ from pavi_viz.inference.tensorboard import TensorBoardLog
 from pavi_viz.inference.threads import use_threads
 from pavi_viz.inference.trainer import Trainer
 from pavi_viz.model.compiled import CompiledModel
+from pavi_viz.model.sharding import ModelSource
 
 if TYPE_CHECKING:
     from pavi_viz.model.spec import PlateModel
@@ -116,7 +117,7 @@ def _is_terminal(stream: Any) -> bool:
 
 
 def fit(
-    model: PlateModel | CompiledModel,
+    model: PlateModel | CompiledModel | ModelSource,
     family: str | VariationalFamily | None = None,
     config: FitConfig | None = None,
     *,
@@ -134,7 +135,10 @@ def fit(
 
     Args:
         model: the model, with its data (a :class:`PlateModel` is compiled once, on the
-            config's device).
+            config's device), or a :class:`~pavi_viz.model.sharding.ModelSource` of it:
+            a data file (:class:`~pavi_viz.model.datafile.DataFile`), read whole, or, on
+            a process of a data-parallel run that trains on a shard of it alone, that
+            shard alone.
         family: a family name (``"pavi-e"``, ``"pavi-f"``, ``"mean-field"``; default the
             config's) or a built family.
         config: the settings (:class:`~pavi_viz.inference.config.FitConfig`; default its
@@ -168,7 +172,7 @@ def fit(
     history, and only rank 0 shows progress, records the run and writes TensorBoard's
     curves (the checkpoint, too). Rank 0 holds the whole model, and its result's
     posterior is the run's; the other processes hold their shard of the data alone where
-    the family allows (PAVI-E, a model given as a ``PlateModel``), and their result's
+    the family allows (PAVI-E, a model given as a ``PlateModel`` or a data file), and their result's
     ``posterior`` then says so. The processes stay joined for the script's next fit; it
     leaves with ``pavi_viz.inference.distributed.Replicas.leave()``.
 
@@ -202,6 +206,8 @@ def fit(
         replicas = Replicas.join(config.device)
         if not replicas.leader:  # rank 0 reports and records the run
             progress, store, tensorboard = False, None, None
+    if isinstance(model, ModelSource) and (replicas is None or replicas.leader):
+        model = model.whole()  # evaluated (the posterior, the run's record) whole
 
     trainer = Trainer.create(model, config, family=built, resume=resume, family_given=family_given, replicas=replicas)
     state = trainer.state

@@ -414,7 +414,12 @@ def _as_tensors(values: Mapping[str, Any]) -> dict[str, Tensor]:
     out = {}
     for name, value in values.items():
         try:
-            array = value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value, dtype=float))
+            if isinstance(value, Tensor):
+                array = value
+            else:
+                # Float arrays go to torch as they are (float32 data are not copied to float64 first).
+                given = value if isinstance(value, np.ndarray) and value.dtype.kind == "f" else np.asarray(value, dtype=float)
+                array = torch.as_tensor(given)
         except (TypeError, ValueError, OverflowError) as err:
             raise ModelError(f"data {name!r} is not an array of numbers ({err})", culprit=name) from None
         out[name] = array.to(torch.get_default_dtype())

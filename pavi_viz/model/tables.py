@@ -45,6 +45,7 @@ import collections
 import csv
 import io
 import math
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -91,9 +92,11 @@ class Attached:
             ``data`` holding every observed variable and covariate, ``truth`` dropped.
         ignored_columns: the table's columns (or NetCDF variables) that were not used.
         labels: for each plate sized from the table, the label of each element: the id
-            in the file (``"AITKIN"``), or its position as text when the file gave none.
-            For a regularly nested plate, one label per position within its outer
-            element. Ready for :class:`~pavi_viz.inference.posterior.Posterior`'s ``coords``.
+            in the file (``"AITKIN"``), or its position as text when a CSV file gave
+            none. For a regularly nested plate, one label per position within its outer
+            element. A NetCDF dim without a coordinate, or whose coordinate is the
+            positions 0, 1, ..., has no labels here: its elements are their positions.
+            Ready for :class:`~pavi_viz.inference.posterior.Posterior`'s ``coords``.
     """
 
     model: PlateModel
@@ -122,7 +125,7 @@ def read_table(content: bytes, filename: str) -> Table:
                          f"{MAX_UPLOAD_BYTES // 2**20} MB are accepted", culprit=filename)
     suffix = filename.lower()
     if suffix.endswith(CSV_SUFFIXES):
-        table: Table = _read_csv(content, filename)
+        table: Table = read_csv(content, filename)
     elif suffix.endswith(NETCDF_SUFFIXES):
         table = _read_netcdf(content, filename)
     else:
@@ -131,7 +134,13 @@ def read_table(content: bytes, filename: str) -> Table:
     return table
 
 
-def _read_csv(content: bytes, filename: str) -> pd.DataFrame:
+def read_csv(content: bytes, filename: str) -> pd.DataFrame:
+    """The table of a CSV file's ``content``, every cell as text (checked when attached).
+
+    Raises:
+        ModelError: content that is not UTF-8, empty, over :data:`MAX_CSV_COLUMNS` columns
+            or :data:`MAX_CSV_CELLS` cells, or not a well-formed CSV table (culprit: ``filename``).
+    """
     try:
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -171,24 +180,33 @@ def _read_csv(content: bytes, filename: str) -> pd.DataFrame:
 
 
 def _read_netcdf(content: bytes, filename: str) -> xr.Dataset:
-    try:
-        source = xr.open_dataset(io.BytesIO(content), engine=NETCDF_ENGINE, decode_times=False)
-    except ImportError:
-        raise ModelError(f"reading {filename} needs the h5netcdf package: pip install 'pavi-viz[export]'",
-                         culprit=filename) from None
-    except Exception as err:  # noqa: BLE001 - the HDF5 readers raise many types for a damaged file
-        raise ModelError(f"{filename} is not a readable NetCDF-4 file ({type(err).__name__}: {err})",
-                         culprit=filename) from None
-    with source:
+    with open_netcdf(io.BytesIO(content), filename) as source:
         size = sum(v.size * v.dtype.itemsize for v in source.variables.values())
         if size > MAX_DATA_BYTES:
             raise ModelError(f"{filename} holds {size / 2**20:.0f} MB of data once uncompressed; up to "
                              f"{MAX_DATA_BYTES // 2**20} MB is accepted", culprit=filename)
         try:
             return source.load()
-        except Exception as err:  # noqa: BLE001 - as above
+        except Exception as err:  # noqa: BLE001 - the HDF5 readers raise many types for a damaged file
             raise ModelError(f"{filename}: its data could not be read ({type(err).__name__}: {err})",
                              culprit=filename) from None
+
+
+def open_netcdf(source: io.BytesIO | str | os.PathLike, filename: str) -> xr.Dataset:
+    """A NetCDF-4 file's Dataset, opened lazily: its arrays are read when used.
+
+    Raises:
+        ModelError: h5netcdf is missing, or the content is not a readable NetCDF-4 file
+            (culprit: ``filename``).
+    """
+    try:
+        return xr.open_dataset(source, engine=NETCDF_ENGINE, decode_times=False)
+    except ImportError:
+        raise ModelError(f"reading {filename} needs the h5netcdf package: pip install 'pavi-viz[export]'",
+                         culprit=filename) from None
+    except Exception as err:  # noqa: BLE001 - the HDF5 readers raise many types for a damaged file
+        raise ModelError(f"{filename} is not a readable NetCDF-4 file ({type(err).__name__}: {err})",
+                         culprit=filename) from None
 
 
 # -- attaching ----------------------------------------------------------------------------
@@ -245,7 +263,7 @@ def _make_ragged(model: PlateModel, name: str, outer: str) -> None:
     model.plates = sorted(model.plates, key=lambda p: depth[p.name])
 
 
-def _data_items(model: PlateModel) -> list[Covariate | Variable]:
+def data_items(model: PlateModel) -> list[Covariate | Variable]:
     """What the data holds: covariates, then observed variables."""
     return [*model.covariates, *(v for v in model.variables if v.observed)]
 
@@ -268,7 +286,7 @@ def _data_plates(model: PlateModel) -> dict[str, str]:
     """The plates the data lives in, each with an item living in it, checked to be known."""
     known = {p.name for p in model.plates}
     used: dict[str, str] = {}
-    for item in _data_items(model):
+    for item in data_items(model):
         for plate in item.plates:
             if plate not in known:
                 raise ModelError(f"{item.name!r} is in unknown plate {plate!r}", culprit=item.name)
@@ -320,7 +338,7 @@ def _attach_frame(model: PlateModel, frame: pd.DataFrame, made_ragged: Sequence[
     index = _RowIndex(model, frame, chain, source)
     used = set(chain)
     data = {}
-    for item in _data_items(model):
+    for item in data_items(model):
         names = _event_columns(item.name, item.event_shape)
         present = [columns.get(n) for n in names]
         if not any(present):
@@ -357,7 +375,7 @@ def _normalise_event_columns(frame: pd.DataFrame, source: str) -> dict[str, str]
 
 def _check_event_columns(model: PlateModel, columns: Mapping[str, str], source: str) -> None:
     """Refuse ``x[5]`` for an ``x`` of event shape (2,): a typo rather than a column to ignore."""
-    items = {item.name: item for item in _data_items(model)}
+    items = {item.name: item for item in data_items(model)}
     for key, column in columns.items():
         match = _EVENT_COLUMN.match(key)
         if match is None or match[1] not in items:
@@ -563,14 +581,26 @@ class _RowIndex:
 
 # -- NetCDF / Dataset ---------------------------------------------------------------------
 def _attach_dataset(model: PlateModel, dataset: xr.Dataset, made_ragged: Sequence[str]) -> Attached:
+    data = {item.name: dataset_values(dataset, item, model) for item in data_items(model)}
+    attached = attach_layout(model, dataset, made_ragged)
+    attached.model.with_data(data)
+    return attached
+
+
+def attach_layout(model: PlateModel, dataset: xr.Dataset, made_ragged: Sequence[str] = ()) -> Attached:
+    """``model`` (changed in place) with the sizes of its data's plates and the memberships of
+    the ragged ones among them (and of their outer plates) read from ``dataset``'s dims and
+    membership variables, none of its data arrays read: what :func:`attach_table` does
+    but for the data (``model``'s own data are dropped). The variables of the dataset
+    that are neither data nor memberships are reported as ignored.
+
+    Raises:
+        ModelError: a ragged plate whose membership the file does not give.
+    """
     source = dataset.attrs.get("filename", "the dataset")
     plates = {p.name: p for p in model.plates}
     pending = list(_data_plates(model))
-    used: set[str] = set()
-    data: dict[str, np.ndarray] = {}
-    for item in _data_items(model):
-        data[item.name] = _dataset_values(dataset, item, source, model)
-        used.add(item.name)
+    used = {item.name for item in data_items(model)}
     sizes: dict[str, int] = {}
     labels: dict[str, list[str]] = {}
     membership: dict[str, np.ndarray] = {}
@@ -582,7 +612,9 @@ def _attach_dataset(model: PlateModel, dataset: xr.Dataset, made_ragged: Sequenc
         done.add(name)
         if name in dataset.dims:
             sizes[name] = int(dataset.sizes[name])
-            labels[name] = _dim_labels(dataset, name)
+            named = _dim_labels(dataset, name)
+            if named is not None:
+                labels[name] = named
         plate = plates[name]
         if plate.membership is None:
             continue
@@ -591,8 +623,9 @@ def _attach_dataset(model: PlateModel, dataset: xr.Dataset, made_ragged: Sequenc
         if key in dataset.variables:
             used.add(key)
             membership[name], outer_labels = _dataset_membership(dataset, key, name, outer, source)
-            labels.setdefault(outer, outer_labels)
-            sizes.setdefault(outer, len(outer_labels))
+            if outer_labels is not None:
+                labels.setdefault(outer, outer_labels)
+            sizes.setdefault(outer, int(dataset.sizes[outer]) if outer in dataset.dims else len(outer_labels))
         elif name in made_ragged or len(plate.membership) != sizes.get(name, plate.size):
             raise ModelError(f"{source}: {name!r} is ragged in {outer!r}, so the file needs a variable "
                              f"{key!r} along dim {name!r} giving the {outer} of each {name}", culprit=name)
@@ -605,14 +638,21 @@ def _attach_dataset(model: PlateModel, dataset: xr.Dataset, made_ragged: Sequenc
         plates[name].size = size
     for name, members in membership.items():
         plates[name].membership = members
-    model.with_data(data)
-    ignored = [str(n) for n in [*dataset.data_vars, *dataset.coords]
-               if n not in used and n not in dataset.indexes]
+    model.with_data({})
+    ignored = [str(n) for n in [*dataset.data_vars, *dataset.coords] if n not in used and n not in dataset.indexes]
     return Attached(model, ignored, labels)
 
 
-def _dataset_values(dataset: xr.Dataset, item: Covariate | Variable, source: str, model: PlateModel) -> np.ndarray:
-    """The item's array, transposed to ``(*plates, *event dims)`` and checked."""
+def dataset_values(dataset: xr.Dataset, item: Covariate | Variable, model: PlateModel) -> np.ndarray:
+    """The array of ``item`` (an observed variable or a covariate of ``model``) in
+    ``dataset``, transposed to ``(*plates, *event dims)``, read and checked: floats as
+    the file stores them, integers and booleans as float64.
+
+    Raises:
+        ModelError: the dataset lacks it, or it has the wrong dims, non-numbers or
+            non-finite values (naming the first).
+    """
+    source = dataset.attrs.get("filename", "the dataset")
     name = item.name
     if name not in dataset.variables:
         kind = "observed variable" if item in model.variables else "covariate"
@@ -630,7 +670,9 @@ def _dataset_values(dataset: xr.Dataset, item: Covariate | Variable, source: str
                          f"its event shape is {list(item.event_shape)}", culprit=name)
     if array.dtype.kind not in "biuf":
         raise ModelError(f"{source}: {name!r} holds {array.dtype} values, not numbers", culprit=name)
-    values = np.asarray(array.values, dtype=np.float64)
+    values = array.values
+    if values.dtype.kind != "f":  # floats keep their precision (no float64 copy of float32 data)
+        values = values.astype(np.float64)
     bad = ~np.isfinite(values)
     if bad.any():
         where = ", ".join(f"{d} {i}" for d, i in zip(array.dims, np.argwhere(bad)[0], strict=True))
@@ -639,15 +681,19 @@ def _dataset_values(dataset: xr.Dataset, item: Covariate | Variable, source: str
     return values
 
 
-def _dim_labels(dataset: xr.Dataset, dim: str) -> list[str]:
-    if dim in dataset.indexes:
-        return [_label(v) for v in dataset.indexes[dim]]
-    return [str(i) for i in range(int(dataset.sizes[dim]))]
+def _dim_labels(dataset: xr.Dataset, dim: str) -> list[str] | None:
+    """The labels of a dim's elements, its coordinate's values as text; ``None`` where it
+    has no coordinate or its values are the positions 0, 1, ... (labels that say nothing,
+    and would take a string per element: 600 MB for 10^7 groups)."""
+    index = dataset.indexes.get(dim)
+    if index is None or (index.dtype.kind in "iu" and np.array_equal(index.to_numpy(), np.arange(len(index)))):
+        return None
+    return [_label(v) for v in index]
 
 
 def _dataset_membership(dataset: xr.Dataset, key: str, inner: str, outer: str,
-                        source: str) -> tuple[np.ndarray, list[str]]:
-    """The outer element of each inner one, and the outer plate's labels."""
+                        source: str) -> tuple[np.ndarray, list[str] | None]:
+    """The outer element of each inner one, and the outer plate's labels (``None``: its positions)."""
     ids = dataset[key]
     if ids.dims != (inner,):
         raise ModelError(f"{source}: {key!r} should have the one dim {inner!r}, not {ids.dims}", culprit=key)
@@ -655,8 +701,14 @@ def _dataset_membership(dataset: xr.Dataset, key: str, inner: str, outer: str,
     if outer not in dataset.dims:
         return _codes(column, key, source)
     outer_labels = _dim_labels(dataset, outer)
-    lookup = {label: i for i, label in enumerate(outer_labels)}
-    codes = np.array([lookup.get(_label(v), -1) for v in column], dtype=np.int64)
+    index = dataset.indexes.get(outer)
+    exact = index is not None and index.is_unique
+    codes = np.asarray(index.get_indexer(column) if exact else np.full(len(column), -1), dtype=np.int64)
+    missing = codes < 0
+    if missing.any():  # ids written otherwise than the coordinate (3.0 for 3, or no coordinate): as text
+        names = outer_labels if outer_labels is not None else [str(i) for i in range(int(dataset.sizes[outer]))]
+        lookup = {label: i for i, label in enumerate(names)}
+        codes[missing] = [lookup.get(_label(v), -1) for v in column[missing]]
     unknown = codes < 0
     if unknown.any():
         i = int(np.argmax(unknown))
@@ -699,7 +751,7 @@ def model_to_table(model: PlateModel, labels: Mapping[str, Sequence[str]] | None
     for name in chain:
         names = (labels or {}).get(name)
         columns[name] = positions[name] if names is None else np.asarray(names, dtype=object)[positions[name]]
-    for item in _data_items(model):
+    for item in data_items(model):
         if item.name not in model.data:
             continue
         array = model.data[item.name].detach().cpu().numpy().astype(np.float64)
@@ -724,7 +776,7 @@ def model_to_dataset(model: PlateModel, labels: Mapping[str, Sequence[str]] | No
     labels = labels or {}
     variables = {}
     plates: list[str] = []
-    for item in _data_items(model):
+    for item in data_items(model):
         if item.name in model.data:
             dims = (*item.plates, *(f"{item.name}_dim_{i}" for i in range(len(item.event_shape))))
             variables[item.name] = (dims, model.data[item.name].detach().cpu().numpy())

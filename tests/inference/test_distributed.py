@@ -242,6 +242,25 @@ def test_nproc_trains_on_two_processes_and_its_checkpoint_resumes_on_one(tmp_pat
 
 
 @pytest.mark.timeout(300)
+def test_nproc_with_a_netcdf_data_file_reads_each_shard_on_its_process(tmp_path):
+    from pavi_viz.model.tables import model_to_dataset
+
+    study = pavi_viz.examples.load("gre", G=40, N=5)
+    study.to_json(tmp_path / "structure.json", include_data=False)
+    model_to_dataset(study).to_netcdf(tmp_path / "study.nc", engine="h5netcdf")
+    command = [sys.executable, "-m", "pavi_viz", "fit", "structure.json", "--data", "study.nc", "--no-store",
+               "--threads", "1", "--quiet", "--nproc", "2", "--steps", "30", "--draws", "10", "--out", "two.nc"]
+    two = run(command, tmp_path)
+    assert two.returncode == 0, two.stderr
+    # Rank 0 reads the whole file (it writes the posterior); rank 1, its shard alone.
+    assert "elements 20 to 39 of plate 'group', read alone from study.nc" in two.stderr, two.stderr
+    assert "elements 0 to 19 of plate 'group'\n" in two.stderr, two.stderr
+    posterior = xr.open_datatree(tmp_path / "two.nc")
+    assert posterior["posterior"]["mu_g"].sizes["group"] == 40
+    assert posterior["observed_data"]["x"].shape == (40, 5, 2)
+
+
+@pytest.mark.timeout(300)
 def test_a_process_that_diverges_ends_the_run_on_every_process_naming_its_rank(tmp_path):
     done = run(fit_command("--option", "G=40", "--option", "N=5", "--quiet", "--nproc", "2", "--steps", "300",
                            "--lr", "1e5", "--clip", "none"), tmp_path)

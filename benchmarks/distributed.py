@@ -24,10 +24,18 @@ each process trains on a shard of the groups, :mod:`pavi_viz.inference.distribut
   NetCDF file before the launch, and every process passes it to ``fit``
   (:class:`~pavi_viz.model.datafile.DataFile`): rank 0 reads it whole, every other rank
   its shard alone.
+* **The posterior's file** (``--posterior-sizes``, ``--posterior-draws``): every process
+  builds the model and fits ``--memory-steps`` steps; then the run's posterior is written
+  to a NetCDF file as ``pavi-viz fit`` writes it, by all the processes together
+  (:func:`pavi_viz.inference.parallel_posterior.result_to_netcdf`; one process:
+  ``Posterior.to_netcdf``).
+  Recorded: each process's seconds from the start of the write to its end (rank 0's: the
+  whole write) and the file's size.
 
 Commands::
 
-    # the full benchmark (two throughput launches of up to 120 s, eight memory launches)
+    # the full benchmark (two throughput launches of up to 120 s, eight memory launches,
+    # two posterior launches)
     python benchmarks/distributed.py --ranks 1 2 --sizes 10000 --budget 120
     # a smoke test (G = 2000, 5 s budgets, memory at G = 20000 for 3 steps)
     python benchmarks/distributed.py --quick --out /tmp/distributed
@@ -90,7 +98,8 @@ SOURCES = {
     "file": "the data in a NetCDF file, passed to fit: rank 0 reads it whole, every other rank its shard alone",
 }
 #: ``--quick``: the options a smoke test overrides.
-QUICK = {"sizes": [2000], "budget": 5.0, "memory_sizes": [20000], "memory_steps": 3}
+QUICK = {"sizes": [2000], "budget": 5.0, "memory_sizes": [20000], "memory_steps": 3, "posterior_sizes": [20000],
+         "posterior_draws": 50}
 
 
 # -- one launch's processes -----------------------------------------------------------
@@ -264,9 +273,38 @@ def run_memory(spec: dict[str, Any]) -> dict[str, Any] | None:
                               "every 10 ms during fit; peak_rss: ru_maxrss, the process's whole life"}
 
 
+def run_posterior(spec: dict[str, Any]) -> dict[str, Any] | None:
+    """One process of a posterior launch; rank 0's result, every process's seconds in it."""
+    import torch
+
+    import pavi_viz
+    from pavi_viz.examples import gre
+    from pavi_viz.inference import Posterior
+    from pavi_viz.inference.parallel_posterior import result_to_netcdf
+
+    rank, size = _rank_and_size()
+    torch.set_num_threads(1)
+    model = gre.build(G=spec["G"], N=spec["N"], D=spec["D"], seed=spec["data_seed"])
+    fitted = pavi_viz.fit(model, seed=spec["seed"], steps=spec["memory_steps"])
+    with tempfile.TemporaryDirectory(prefix="posterior-") as folder:
+        path = Path(folder) / "posterior.nc"
+        began = time.perf_counter()
+        if size == 1:
+            Posterior(fitted.model, fitted.family).to_netcdf(path, n=spec["draws"], seed=spec["seed"])
+        else:
+            result_to_netcdf(path, fitted, n=spec["draws"], seed=spec["seed"])
+        seconds = time.perf_counter() - began
+        file_mb = path.stat().st_size / 2**20 if rank == 0 else None
+    per_rank = _gather({"rank": rank, "write_seconds": seconds, "held_a_part": fitted.model.part is not None})
+    _leave()
+    if rank != 0:
+        return None
+    return {**spec, "per_rank": per_rank, "write_seconds": seconds, "file_mb": file_mb}
+
+
 def run_single(spec: dict[str, Any]) -> None:
     """One process of a launch: rank 0 prints the launch's result."""
-    result = (run_throughput if spec["kind"] == "throughput" else run_memory)(spec)
+    result = {"throughput": run_throughput, "memory": run_memory, "posterior": run_posterior}[spec["kind"]](spec)
     if result is not None:
         emit(result)
 
@@ -309,6 +347,9 @@ def spec_of(kind: str, G: int, ranks: int, args: argparse.Namespace) -> dict[str
             "data_seed": args.data_seed}
     if kind == "memory":
         return {**spec, "N": args.memory_N, "D": args.memory_D, "memory_steps": args.memory_steps}
+    if kind == "posterior":
+        return {**spec, "N": args.memory_N, "D": args.memory_D, "memory_steps": args.memory_steps,
+                "draws": args.posterior_draws}
     return {**spec, "batch": args.batch, "budget": args.budget, "levels": list(args.levels), "eval_groups": args.eval_groups,
             "eval_draws": args.eval_draws, "eval_every": args.eval_every, "eval_rel": args.eval_rel}
 
@@ -317,6 +358,9 @@ def describe(run: dict[str, Any], levels: Sequence[float]) -> str:
     """One line of progress about a finished launch."""
     if run.get("failed"):
         return "failed: " + run["failed"].splitlines()[-1]
+    if run["kind"] == "posterior":
+        return (f"{run['draws']} draws written in {run['write_seconds']:.1f} s ({run['file_mb']:.0f} MB); per rank "
+                + " / ".join(f"{r['write_seconds']:.1f} s" for r in run["per_rank"]))
     if run["kind"] == "memory":
         return f"{_source(run)}: " + "; ".join(f"rank {r['rank']}: model {r['data_mb']:.0f} MB, peak {r['peak_rss_mb']:.0f} MB"
                          for r in run["per_rank"])
@@ -345,6 +389,7 @@ def run_all(args: argparse.Namespace, report: dict[str, Any], save: Callable[[],
     plan = [("throughput", G, R, None) for G in sorted(set(args.sizes)) for R in args.ranks]
     plan += [("memory", G, R, source) for G in sorted(set(args.memory_sizes)) for source in args.memory_sources
              for R in args.ranks]
+    plan += [("posterior", G, R, None) for G in sorted(set(args.posterior_sizes)) for R in args.ranks]
     with tempfile.TemporaryDirectory(prefix="distributed-data-") as folder:
         for kind, G, R, source in plan:
             spec = spec_of(kind, G, R, args)
@@ -359,7 +404,7 @@ def run_all(args: argparse.Namespace, report: dict[str, Any], save: Callable[[],
 def run_launch(spec: dict[str, Any], args: argparse.Namespace, report: dict[str, Any], started: float) -> None:
     """One launch, its run added to the report and a line printed."""
     kind, G, R = spec["kind"], spec["G"], spec["ranks"]
-    timeout = 4 * args.budget + 300 if kind == "throughput" else args.memory_timeout
+    timeout = 4 * args.budget + 300 if kind == "throughput" else args.memory_timeout  # memory: posterior's too
     run = launch_torchrun(spec, R, timeout)
     if kind == "throughput" and not run.get("failed"):
         add_levels(run, args.levels)
@@ -425,6 +470,23 @@ def table(report: dict[str, Any]) -> str:
                   _ratio(run.get("elements_per_second"), base.get("elements_per_second")),
                   _ratio(mine_hit and mine_hit["time"], base_hit and base_hit["time"])]
         lines.append("| " + " | ".join(cells) + " |")
+    posterior = [r for r in runs if r.get("kind") == "posterior"]
+    if posterior:
+        phead = ["G", "ranks", "draws", "file MB", "rank 0's write, s", "each rank's share, s", "write vs fewest ranks"]
+        lines += ["", "Writing the posterior's NetCDF file (all groups' draws, their log likelihood where it fits, "
+                      "100 replicates) after training, as pavi-viz fit writes it.", "",
+                  "| " + " | ".join(phead) + " |", "|" + "---|" * len(phead)]
+        for run in sorted(posterior, key=lambda r: (r["G"], r["ranks"])):
+            if run.get("failed"):
+                why = "failed: " + run["failed"].splitlines()[-1][:80]
+                lines.append(f"| {run['G']:,} | {run['ranks']} | {why} |" + " |" * (len(phead) - 3))
+                continue
+            same = [r for r in posterior if _ok(r, "posterior") and r["G"] == run["G"]]
+            base = min(same, key=lambda r: r["ranks"])
+            cells = [f"{run['G']:,}", str(run["ranks"]), str(run["draws"]), f"{run['file_mb']:.0f}",
+                     f"{run['write_seconds']:.1f}", " / ".join(f"{r['write_seconds']:.1f}" for r in run["per_rank"]),
+                     _ratio(run["write_seconds"], base["write_seconds"])]
+            lines.append("| " + " | ".join(cells) + " |")
     memory = [r for r in runs if r.get("kind") == "memory"]
     if memory:
         mhead = ["G", "data", "ranks", "model + data MB per rank", "peak RSS MB per rank (fit)",
@@ -448,9 +510,10 @@ def table(report: dict[str, Any]) -> str:
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
-    """Left: elements/s by ranks (a bar per G and R). Middle: time to the tightest level
-    by ranks (hatched at the training time where not reached: a lower bound). Right:
-    each rank's peak RSS against G, one line per R (the highest rank's dashed)."""
+    """Elements/s by ranks (a bar per G and R); time to the tightest level by ranks
+    (hatched at the training time where not reached: a lower bound); each rank's peak
+    RSS against G, one line per R and source (the highest rank's dashed); the seconds
+    of writing the posterior's file by ranks (a bar per G and R)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -464,7 +527,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     sizes = sorted({r["G"] for r in throughput})
     all_ranks = sorted({r["ranks"] for r in runs if r.get("kind")})
     colors = dict(zip(all_ranks, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    fig, axes = plt.subplots(1, 4, figsize=(22, 5))
     width = 0.8 / max(1, len(all_ranks))
     for j, R in enumerate(all_ranks):
         xs, rates, times, missed = [], [], [], []
@@ -511,6 +574,20 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     if memory:
         ax.legend(fontsize=8)
+    ax = axes[3]
+    written = [r for r in runs if _ok(r, "posterior")]
+    posterior_sizes = sorted({r["G"] for r in written})
+    for j, R in enumerate(all_ranks):
+        bars = [(i + (j - (len(all_ranks) - 1) / 2) * width, run["write_seconds"])
+                for i, G in enumerate(posterior_sizes) for run in written if run["G"] == G and run["ranks"] == R]
+        if bars:
+            ax.bar(*zip(*bars), width, color=colors[R], label=f"{R} rank{'s' if R > 1 else ''}")
+    ax.set_xticks(range(len(posterior_sizes)), [f"G = {G:,}" for G in posterior_sizes])
+    ax.set_ylabel("seconds (rank 0: the whole write)")
+    ax.set_title("writing the posterior's file (all processes draw)", fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
+    if written:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -536,6 +613,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="how the memory runs' processes get the data (default: both): example, every process "
                         "builds the whole model; file, from a NetCDF file that rank 0 reads whole and every "
                         "other rank reads its shard of")
+    p.add_argument("--posterior-sizes", type=int, nargs="*", default=[100000],
+                   help="G of the posterior launches (none: skip them; default 100000)")
+    p.add_argument("--posterior-draws", type=int, default=300, help="draws of the posterior launches (default 300)")
     p.add_argument("--levels", type=float, nargs="+", default=list(LEVELS), help="the error levels (default 0.5 0.2 0.1)")
     add_gre_options(p, "fit's seed")
     p.add_argument("--batch", type=int, default=None,

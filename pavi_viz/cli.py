@@ -553,7 +553,7 @@ def _run_fit(args: argparse.Namespace) -> int:
     model = _load_model(args.model, args.option)
     data = _open_data(args.data, model) if args.data else None
 
-    from pavi_viz.inference import CheckpointError, DivergenceError, Posterior
+    from pavi_viz.inference import CheckpointError, DivergenceError
     from pavi_viz.inference.threads import use_threads
     from pavi_viz.inference.trainer import Trainer
     from pavi_viz.inference.training import ERROR, INTERRUPTED, ProgressBar
@@ -656,13 +656,13 @@ def _run_fit(args: argparse.Namespace) -> int:
     state.finished = True
     if args.checkpoint:
         trainer.save(args.checkpoint)
-    if replicas is not None:
-        replicas.leave()
-        if not replicas.leader:
-            return 0
+    leads = replicas is None or replicas.leader  # this process speaks for the run and writes its files
 
     history = state.history
-    if interrupted:
+    if interrupted:  # every process of a run stops (and writes no posterior) together
+        if not leads:
+            replicas.leave()
+            return 0
         message = f"interrupted at step {state.step} of {config.steps}"
         _end_logs(sinks, state, INTERRUPTED, f"{message} (Ctrl-C)")
         if args.checkpoint:
@@ -672,30 +672,41 @@ def _run_fit(args: argparse.Namespace) -> int:
                         f"{shlex.join(command)} (and this run's other options)")
         else:
             message += "; nothing saved (--checkpoint FILE makes a run resumable)"
+        if replicas is not None:
+            replicas.leave()
         print(f"{PROG} fit: {message}", file=sys.stderr)
         return EXIT_INTERRUPTED
 
-    if trainer.converged:
-        print(f"converged at step {state.step} (at most {config.steps}) in {state.elapsed - trained_before:.1f} s: "
-              f"the ELBO stopped improving at the schedule's smallest learning rate")
-    elif trainer.early_stopped:
-        print(f"stopped early at step {state.step} of {config.steps}: the smoothed ELBO did not improve "
-              f"for {config.early_stopping} steps")
-    elif state.step > first:
-        print(f"trained steps {first + 1} to {state.step} of {config.steps} in {state.elapsed - trained_before:.1f} s")
-    else:
-        print(f"nothing to train: the run is at step {state.step}, --steps is {config.steps}")
-    if history:
-        print(f"final ELBO: {state.smoothed_elbo:.6g} (smoothed; last estimate {history.elbo[-1]:.6g})")
-    if args.checkpoint:
-        print(f"checkpoint: {args.checkpoint} (step {state.step})")
+    if leads:
+        if trainer.converged:
+            print(f"converged at step {state.step} (at most {config.steps}) in {state.elapsed - trained_before:.1f} "
+                  f"s: the ELBO stopped improving at the schedule's smallest learning rate")
+        elif trainer.early_stopped:
+            print(f"stopped early at step {state.step} of {config.steps}: the smoothed ELBO did not improve "
+                  f"for {config.early_stopping} steps")
+        elif state.step > first:
+            print(f"trained steps {first + 1} to {state.step} of {config.steps} in "
+                  f"{state.elapsed - trained_before:.1f} s")
+        else:
+            print(f"nothing to train: the run is at step {state.step}, --steps is {config.steps}")
+        if history:
+            print(f"final ELBO: {state.smoothed_elbo:.6g} (smoothed; last estimate {history.elbo[-1]:.6g})")
+        if args.checkpoint:
+            print(f"checkpoint: {args.checkpoint} (step {state.step})")
 
-    posterior = Posterior(state.model, state.family, coords=labels)
     try:
-        posterior.to_netcdf(out, n=args.draws, seed=config.seed)
+        posterior = _write_posterior(out, trainer, replicas, labels, args.draws)
     except OSError as err:
         _end_logs(sinks, state, ERROR, f"cannot write {out}: {err.strerror or err}")
         raise CliError(f"cannot write {str(out)!r}: {err.strerror or err}", EXIT_FAILURE) from err
+    except ReplicaLost as err:
+        _end_logs(sinks, state, ERROR, str(err))
+        raise CliError(f"drawing the posterior: {err}", EXIT_FAILURE) from err
+    finally:
+        if replicas is not None:
+            replicas.leave()
+    if posterior is None:  # a process other than rank 0: its share of the draws is sent
+        return 0
     names = ", ".join(posterior.model.latent_names)
     print(f"wrote {args.draws} posterior draws of {names} to {out}")
     # The check the draws made: the same n, seed and correction reuse their pool.
@@ -712,6 +723,23 @@ def _run_fit(args: argparse.Namespace) -> int:
     if args.summary:
         print(_summary_table(summary, out))
     return 0
+
+
+def _write_posterior(out: Path, trainer: Any, replicas: Any, labels: Any, draws: int) -> Any:
+    """Write the posterior's NetCDF file: this process alone, or (a data-parallel run)
+    every process drawing its shard's share and rank 0 writing
+    (:mod:`~pavi_viz.inference.parallel_posterior`). The posterior written, on the
+    process that wrote it; ``None`` on the others."""
+    from pavi_viz.inference import Posterior
+    from pavi_viz.inference.parallel_posterior import to_netcdf
+
+    state, seed = trainer.state, trainer.config.seed
+    if replicas is None:
+        posterior = Posterior(state.model, state.family, coords=labels)
+        posterior.to_netcdf(out, n=draws, seed=seed)
+        return posterior
+    return to_netcdf(out, state.model, state.family, replicas, trainer.shard, n=draws, seed=seed, coords=labels,
+                     step=state.step)
 
 
 def _launch_replicas(args: argparse.Namespace) -> int:

@@ -25,8 +25,9 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "distributed.py"
 @pytest.mark.timeout(400)
 @pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="needs matplotlib (the bench extra)")
 def test_quick_distributed_benchmark_runs_two_ranks(tmp_path):
-    # G = 2000 for 5 s on 2 processes, then memory at G = 20000 for 3 steps: two torchrun
-    # launches. This checkout's pavi_viz comes first on the path.
+    # G = 2000 for 5 s on 2 processes, memory at G = 20000 for 3 steps from each source of
+    # the data, and the posterior's file at G = 20000: four torchrun launches. This
+    # checkout's pavi_viz comes first on the path.
     root = str(SCRIPT.parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, str(SCRIPT), "--quick", "--ranks", "2", "--out", str(tmp_path)]
@@ -59,6 +60,12 @@ def test_quick_distributed_benchmark_runs_two_ranks(tmp_path):
         # Rank 0 trains on the whole model; rank 1 on its shard of the data alone.
         assert [r["trained_on_its_shard_alone"] for r in run["per_rank"]] == [False, True], source
     assert all("shard" in run["note"] for run in memory.values())
+
+    # The posterior's file, written by both processes: rank 1 drew its shard on its part.
+    (posterior,) = [run for run in report["runs"] if run["kind"] == "posterior"]
+    assert posterior["G"] == 20000 and posterior["draws"] == 50 and posterior["file_mb"] > 0
+    assert [r["held_a_part"] for r in posterior["per_rank"]] == [False, True]
+    assert all(r["write_seconds"] > 0 for r in posterior["per_rank"])
 
     assert report["machine"]["cpu_count"] and report["args"]["quick"] is True
     assert report["table"] in proc.stdout and "| 2,000 | 2 |" in report["table"]

@@ -4,7 +4,8 @@ Modules, from the leaves up: ``config`` (the settings of a fit, :class:`FitConfi
 param alone), ``resolve`` (what the settings mean for one model), ``state`` (the
 records of training), ``families`` and ``objective`` (the ELBO), ``checkpoints``, ``threads``,
 ``trainer`` (one step at a time), ``tensorboard`` (a run's curves for TensorBoard),
-``training`` (:func:`fit`), ``posterior``.
+``training`` (:func:`fit`), ``posterior``, ``parallel_posterior`` (a data-parallel
+run's posterior, drawn by all its processes).
 
 The public names below are loaded on first access (PEP 562), so that
 ``from pavi_viz.inference.config import FitConfig`` (the command line's options)

@@ -93,8 +93,9 @@ class Replicas:
     """This process's place in a data-parallel run: its ``rank`` of ``size`` processes,
     ``local_size`` of which run on this machine.
 
-    Every method but :attr:`leader` and :meth:`shard` is a collective: all processes
-    call it, in the same order.
+    Every method but :attr:`leader`, :meth:`shard` and the point-to-point
+    :meth:`send_to_leader` and :meth:`receive_from` is a collective: all processes call
+    it, in the same order.
     """
 
     rank: int
@@ -161,6 +162,36 @@ class Replicas:
         self._all_reduce([flat], step)
         return list(_unflatten_dense_tensors(flat, list(tensors)))
 
+    def from_leader(self, tensors: Sequence[Tensor], step: int) -> list[Tensor]:
+        """The leader's ``tensors`` (every process gives tensors of the same shapes and
+        dtypes; the others' values are not read)."""
+        if not tensors:
+            return []
+        flat = _flatten_dense_tensors(list(tensors))
+        try:
+            dist.broadcast(flat, 0)
+        except RuntimeError as err:
+            raise ReplicaLost(self.rank, step, err) from err
+        return list(_unflatten_dense_tensors(flat, list(tensors)))
+
+    def send_to_leader(self, value: object, step: int) -> None:
+        """Send ``value`` to the leader, which takes it with :meth:`receive_from` (pickled:
+        the processes' own results, never a user's file). Point to point, not a collective."""
+        try:
+            dist.send_object_list([value], dst=0)
+        except RuntimeError as err:
+            raise ReplicaLost(self.rank, step, err) from err
+
+    def receive_from(self, rank: int, step: int) -> object:
+        """On the leader, what process ``rank`` sends with :meth:`send_to_leader`: the
+        leader takes one process's value at a time, so that it holds one at a time."""
+        box: list[object] = [None]
+        try:
+            dist.recv_object_list(box, src=rank)
+        except RuntimeError as err:
+            raise ReplicaLost(self.rank, step, err) from err
+        return box[0]
+
     def copy_from_leader(self, module: nn.Module, step: int) -> None:
         """Make ``module``'s state (its ``state_dict``: parameters and saved buffers) the
         leader's (rank 0's). It is loaded with ``load_state_dict``, so that a module
@@ -170,13 +201,8 @@ class Replicas:
         names = [name for name, t in state.items() if t.is_floating_point()]
         if not names:
             return
-        tensors = [state[name] for name in names]
-        flat = _flatten_dense_tensors(tensors)
-        try:
-            dist.broadcast(flat, 0)
-        except RuntimeError as err:
-            raise ReplicaLost(self.rank, step, err) from err
-        module.load_state_dict({**state, **dict(zip(names, _unflatten_dense_tensors(flat, tensors), strict=True))})
+        leaders = self.from_leader([state[name] for name in names], step)
+        module.load_state_dict({**state, **dict(zip(names, leaders, strict=True))})
 
     def _all_reduce(self, tensors: list[Tensor], step: int) -> None:
         try:

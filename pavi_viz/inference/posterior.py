@@ -178,6 +178,28 @@ class _Whole:
 
 
 @dataclass(frozen=True)
+class Share:
+    """One process's share of ``n`` draws of q made by the processes of a data-parallel
+    run together (:mod:`~pavi_viz.inference.parallel_posterior`): the elements ``start``
+    to ``stop - 1`` of top-level ``plate`` (in the numbering of the process's model),
+    drawn given the draws of the latents outside ``plate``'s tree.
+
+    Attributes:
+        plate, start, stop: the elements.
+        given: the latents outside ``plate``'s tree, ``n`` draws each, shape
+            ``(n, *shape)`` (the same on every process).
+        counts_outside: whether this process places the given draws and counts the
+            densities of the variables outside ``plate``'s tree (one process does).
+    """
+
+    plate: str
+    start: int
+    stop: int
+    given: dict[str, Tensor]
+    counts_outside: bool
+
+
+@dataclass(frozen=True)
 class _Source:
     """Where one call's ``n`` draws come from.
 
@@ -186,11 +208,13 @@ class _Source:
         check: the importance check that was made (``None``: none).
         whole: the ``n`` draws, whole (PSIS-resampled, or q's own after a failed
             check); ``None``: they are drawn from q chunk by chunk.
+        share: this process's share of draws made by several (``None``: all of them).
     """
 
     generator: torch.Generator | None
     check: ImportanceCheck | None = None
     whole: _Whole | None = None
+    share: Share | None = None
 
 
 @dataclass(frozen=True)
@@ -221,8 +245,10 @@ class _Step:
 
 
 @dataclass(frozen=True)
-class _Gathered:
-    """What a walk gathered, in numpy, full size (:meth:`Posterior._gather`)."""
+class Gathered:
+    """What a walk gathered, in numpy, full size (:meth:`Posterior._gather`); for a
+    :class:`Share`, its elements alone are filled (and its draws' ``lp`` and ``log_q``
+    are sums over them)."""
 
     latents: dict[str, np.ndarray]  # (n, *shape)
     replicated: dict[str, np.ndarray]  # (replicate, *shape)
@@ -258,16 +284,34 @@ class Posterior:
         coords: Mapping[str, Sequence] | None = None,
         correct: Correction = "auto",
     ) -> None:
-        if list(family.model.latent_names) != list(model.latent_names):
-            raise ValueError(
-                f"the family was built for a model with latents {family.model.latent_names}, "
-                f"not {model.latent_names}"
-            )
         if model.part is not None:
             raise ValueError(
                 f"this process holds elements {model.part.start} to {model.part.stop - 1} of plate "
                 f"{model.part.plate!r} of model {model.name!r} only (its shard of a data-parallel run): "
-                "the posterior is drawn by rank 0, which holds the whole model"
+                "the posterior is drawn by rank 0, which holds the whole model, or by all the processes "
+                "together (pavi_viz.inference.parallel_posterior.to_netcdf)"
+            )
+        self._build(model, family, coords, correct)
+
+    @classmethod
+    def for_share(cls, model: CompiledModel, family: VariationalFamily) -> Posterior:
+        """A posterior of ``model``, which may be one process's part of a data-parallel
+        run's model (:func:`~pavi_viz.model.sharding.compile_part`), of which only its
+        :class:`Share` of draws made by all the processes is asked
+        (:mod:`~pavi_viz.inference.parallel_posterior`): its draws are numbered as the
+        part's elements, not the whole model's."""
+        posterior = cls.__new__(cls)
+        posterior._build(model, family, None, "none")
+        return posterior
+
+    def _build(
+        self, model: CompiledModel, family: VariationalFamily, coords: Mapping[str, Sequence] | None,
+        correct: Correction,
+    ) -> None:
+        if list(family.model.latent_names) != list(model.latent_names):
+            raise ValueError(
+                f"the family was built for a model with latents {family.model.latent_names}, "
+                f"not {model.latent_names}"
             )
         clash = [p for p in model.plates.plates if p in RESERVED_DIMS]
         if clash:
@@ -293,7 +337,7 @@ class Posterior:
             if values.shape != (size,):
                 raise ValueError(f"coords of {dim!r} hold {values.shape} values, expected ({size},)")
             self.coords[dim] = values
-        self._plans: dict[tuple[int, int, bool, bool], _Plan] = {}
+        self._plans: dict[tuple, _Plan] = {}
 
     # -- structure --------------------------------------------------------------
     def _dims_of(self, name: str) -> tuple[str, ...]:
@@ -341,26 +385,29 @@ class Posterior:
             math.prod(frame.batch_shape(self.model.plates_of(n))) * self._event_size(n) for n in names
         )
 
-    def _plan(self, n: int, chunk_elements: int, observed: bool, whole: bool) -> _Plan:
+    def _plan(
+        self, n: int, chunk_elements: int, observed: bool, whole: bool, share: Share | None = None
+    ) -> _Plan:
         """The chunks of ``n`` draws; ``observed``: the observed variables' numbers count
-        too; ``whole``: the draws are whole (resampled from a pool) and split by draws only."""
+        too; ``whole``: the draws are whole (resampled from a pool) and split by draws only;
+        ``share``: the chunks run over the share's elements of its plate alone."""
         _check_counts(n, chunk_elements)
-        key = (n, chunk_elements, observed, whole)
+        key = (n, chunk_elements, observed, whole, None if share is None else (share.plate, share.start, share.stop))
         plan = self._plans.get(key)  # (read once: another thread may clear the cache)
         if plan is None:
             if len(self._plans) > 16:
                 self._plans.clear()
-            plan = self._plans[key] = self._make_plan(n, chunk_elements, observed, whole)
+            plan = self._plans[key] = self._make_plan(n, chunk_elements, observed, whole, share)
         return plan
 
-    def _make_plan(self, n: int, bound: int, observed: bool, whole_draws: bool) -> _Plan:
+    def _make_plan(self, n: int, bound: int, observed: bool, whole_draws: bool, share: Share | None) -> _Plan:
         model = self.model
         names = model.latent_names + (model.observed_names if observed else [])
-        # Per top-level plate: the numbers one draw holds for each of its elements, and
-        # for the variables outside its tree.
+        # Per top-level plate (the share's alone, for a share): the numbers one draw holds
+        # for each of its elements, and for the variables outside its tree.
         best: tuple[float, str, np.ndarray, float] | None = None
         for plate in model.plates:
-            if plate.parent is not None:
+            if plate.parent is not None or (share is not None and plate.name != share.plate):
                 continue
             per = np.zeros(plate.size)
             outside = 0.0
@@ -377,33 +424,32 @@ class Posterior:
             if best is None or total > best[0]:
                 best = (total, plate.name, per, outside)
         whole = model.frame()
-        if best is None or best[0] == 0 or n * self._values(whole, names) <= bound or whole_draws:
+        if share is None and (best is None or best[0] == 0 or n * self._values(whole, names) <= bound or whole_draws):
             return self._whole_plan(n, bound, whole, names)
         _, top, per, outside = best
-        worst = float(per.max()) + outside
+        first_element, end = (0, len(per)) if share is None else (share.start, share.stop)
+        worst = float(per[first_element:end].max()) + outside
         group = min(n, max(1, int(bound // worst)))
         budget = bound / group - outside
         cumulative = np.cumsum(per)
         ranges = []
-        start = 0
-        while start < len(per):
+        start = first_element
+        while start < end:
             reached = (cumulative[start - 1] if start else 0.0) + budget
-            stop = max(int(np.searchsorted(cumulative, reached + 1e-9, side="right")), start + 1)
+            stop = min(max(int(np.searchsorted(cumulative, reached + 1e-9, side="right")), start + 1), end)
             ranges.append((start, stop))
             start = stop
         chunks = []
         for part, (start, stop) in enumerate(ranges):
             indices = torch.arange(start, stop, device=model.device)
-            frame = model.frame({top: indices}) if len(ranges) > 1 else whole
+            frame = model.frame({top: indices}) if len(ranges) > 1 or share is not None else whole
             values = self._values(frame, names)
             for first in range(0, n, group):
                 chunks.append(Chunk(frame, part, slice(first, min(n, first + group)), values))
-        if len(ranges) == 1:
+        if len(ranges) == 1 and share is None:
             return _Plan(tuple(chunks), None, ())
-        outside = tuple(
-            name for name in model.variables if not any(self.model.plates.root(q) == top for q in model.plates_of(name))
-        )
-        return _Plan(tuple(chunks), top, outside)
+        in_tree = self._tree_of(top)
+        return _Plan(tuple(chunks), top, tuple(name for name in model.variables if name not in in_tree))
 
     def _whole_plan(self, n: int, bound: int, whole: Frame, names: Sequence[str]) -> _Plan:
         values = self._values(whole, names)
@@ -438,13 +484,16 @@ class Posterior:
                 or their densities).
             replicate: draw the observed variables given the first ``replicate`` draws.
         """
-        plan = self._plan(n, chunk_elements, observed, source.whole is not None)
+        share = source.share
+        plan = self._plan(n, chunk_elements, observed, source.whole is not None, share)
         model = self.model
         fixed = [name for name in model.latent_names if name in plan.outside]
         held: dict[int, dict[str, Tensor]] = {}
         with torch.no_grad():
             for chunk in plan.chunks:
                 known = held.get(chunk.draws.start)
+                if share is not None:  # the share's draws outside its plate's tree come with it
+                    known = {k: v[chunk.draws] for k, v in share.given.items()} if known is None else known
                 if source.whole is not None:
                     values = {name: draws[chunk.draws].to(model.device) for name, draws in source.whole.values.items()}
                     log_q = source.whole.log_q[chunk.draws]
@@ -453,12 +502,15 @@ class Posterior:
                     draw = self.family.sample(chunk.frame, chunk.particles, given=given, generator=source.generator)
                     values = dict(draw.values)
                     log_q = self._unscaled_log_q(draw, chunk)
-                if known is None and fixed:
+                # The variables outside the chunked plate's tree are placed and counted once
+                # for each draw: with its first chunk, and in a share by one process only.
+                counted = chunk.draws.start not in held and (share is None or share.counts_outside)
+                if chunk.draws.start not in held and fixed:
                     # Kept off the device: the other chunks of these draws get them back.
                     held[chunk.draws.start] = {k: values[k].cpu() for k in fixed}
                 count = min(chunk.particles, replicate - chunk.draws.start)
                 replicated = self._replicate(chunk, values, count, source.generator) if count > 0 else {}
-                yield _Step(chunk, values, log_q, replicated, frozenset(plan.outside if known is not None else ()))
+                yield _Step(chunk, values, log_q, replicated, frozenset(() if counted else plan.outside))
 
     def _unscaled_log_q(self, draw: Draw, chunk: Chunk) -> Tensor:
         """A chunk's share of its draws' log q, shape ``(particles,)``, float64 on the CPU.
@@ -659,7 +711,7 @@ class Posterior:
     def _gather(
         self, n: int, chunk_elements: int, source: _Source, latents: Sequence[str], replicate: int = 0,
         stats: bool = False, log_likelihood: bool = False,
-    ) -> _Gathered:
+    ) -> Gathered:
         """Walk through ``n`` draws from ``source`` and gather, full size: the draws of
         ``latents``, the observed variables' replicates given the first ``replicate``
         draws and, with ``stats``, each draw's ``log p(x, theta)`` and log proposal
@@ -667,7 +719,7 @@ class Posterior:
         model = self.model
         dtype = _numpy_dtype(model.dtype)
         observed = model.observed_names
-        got = _Gathered(
+        got = Gathered(
             latents={name: np.empty((n, *self._shape_of(name)), dtype) for name in latents},
             replicated={name: np.empty((replicate, *self._shape_of(name)), dtype) for name in observed if replicate},
             log_likelihood={name: np.empty((n, *model.plate_shape(name)), dtype) for name in observed if log_likelihood},
@@ -879,6 +931,67 @@ class Posterior:
         return self._dataset(out, ("stat",), lead).assign_attrs(draws=n, **_check_attrs(source.check))
 
     # -- export -----------------------------------------------------------------------
+    def resamples(self, n: int, correct: Correction | None = None) -> bool:
+        """Whether ``n`` draws with correction ``correct`` (``None``: the posterior's) are
+        taken from an importance pool of whole draws (see the module's notes), rather
+        than drawn from q chunk by chunk."""
+        correct = self._checked(correct)
+        return correct == "psis" or (correct == "auto" and self._weighable(n))
+
+    def draw_share(
+        self, n: int, share: Share, seed: int | None = None, predictive: int | None = 100,
+        log_likelihood: bool = True, chunk_elements: int = CHUNK_ELEMENTS,
+    ) -> Gathered:
+        """This process's ``share`` of ``n`` draws of q that the processes of a
+        data-parallel run make together (:mod:`~pavi_viz.inference.parallel_posterior`):
+        the latents' draws of its elements, their log likelihood (unless
+        ``log_likelihood`` is False) and the replicates of the observed variables given
+        the first ``min(predictive, n)`` draws (none for ``None``), and the draws' log p
+        and log q summed over its elements, as :meth:`to_datatree` gathers them. The
+        variables outside the share's plate's tree are given (``share.given``), and
+        placed and counted where ``share.counts_outside`` says; their log q is not in
+        ``log_q``. The noise comes from a generator seeded by ``seed``."""
+        generator = None if seed is None else torch.Generator(self.model.device).manual_seed(seed)
+        replicate = 0 if predictive is None else min(predictive, n)
+        return self._gather(n, chunk_elements, _Source(generator, share=share), self.model.latent_names, replicate,
+                            stats=True, log_likelihood=log_likelihood)
+
+    def cut_to_share(self, got: Gathered, share: Share) -> Gathered:
+        """A :meth:`draw_share`'s arrays of the variables in the share's plate's tree, cut
+        to its elements (what another process needs of it: :meth:`add_share`)."""
+        frame = self._share_frame(share.plate, share.start, share.stop)
+        in_tree = self._tree_of(share.plate)
+
+        def cut(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {name: array[(slice(None), *self._positions(frame, name))]
+                    for name, array in arrays.items() if name in in_tree}
+
+        return Gathered(cut(got.latents), cut(got.replicated), cut(got.log_likelihood), got.lp, got.log_q)
+
+    def add_share(self, into: Gathered, share: Gathered, plate: str, start: int, stop: int) -> None:
+        """Place another process's share (:meth:`cut_to_share`: the elements ``start`` to
+        ``stop - 1`` of top-level ``plate`` of this posterior's model) into ``into``, this
+        model's full-size arrays, and add its draws' log p and log q to ``into``'s."""
+        frame = self._share_frame(plate, start, stop)
+        for mine, theirs in ((into.latents, share.latents), (into.log_likelihood, share.log_likelihood),
+                             (into.replicated, share.replicated)):
+            self._place(mine, frame, slice(None), {name: torch.from_numpy(array) for name, array in theirs.items()})
+        into.lp[:] += share.lp
+        into.log_q[:] += share.log_q
+
+    def _share_frame(self, plate: str, start: int, stop: int) -> Frame:
+        return self.model.frame({plate: torch.arange(start, stop, device=self.model.device)})
+
+    def _tree_of(self, plate: str) -> set[str]:
+        """The variables in top-level ``plate``'s tree (in it, or in a plate nested in it)."""
+        return {name for name in self.model.variables
+                if any(self.model.plates.root(q) == plate for q in self.model.plates_of(name))}
+
+    def tree(self, got: Gathered, check: ImportanceCheck | None = None, left_out: str | None = None) -> xr.DataTree:
+        """:meth:`to_datatree`'s ArviZ tree of draws gathered otherwise (several
+        processes' :meth:`draw_share`, put together by :meth:`add_share`)."""
+        return self._tree(got, check, left_out)
+
     def to_datatree(
         self,
         n: int = 1000,
@@ -927,21 +1040,29 @@ class Posterior:
                 is too large to weigh whole draws of it.
         """
         try:
-            import arviz_base
+            import arviz_base  # noqa: F401 - needed by _tree: fail before drawing
         except ImportError as err:
             raise ImportError(f"Posterior.to_datatree needs arviz-base: {_EXTRA_HINT}") from err
         if predictive is not None and predictive < 1:
             raise ValueError(f"predictive must be at least 1 (or None: no predictive draws), not {predictive}")
-        attrs = self._attrs()
-        root = dict(attrs)
-        too_large = self._log_likelihood_too_large(n) if log_likelihood else None
+        too_large = self.log_likelihood_left_out(n) if log_likelihood else None
         if too_large:
-            root["log_likelihood_left_out"] = too_large
             warnings.warn(f"to_datatree leaves the log_likelihood group out: {too_large}", stacklevel=2)
         source = self._source(n, chunk_elements, seed, correct)
         replicate = 0 if predictive is None else min(predictive, n)
         got = self._gather(n, chunk_elements, source, self.model.latent_names, replicate, stats=True,
                            log_likelihood=log_likelihood and not too_large)
+        return self._tree(got, source.check, too_large)
+
+    def _tree(self, got: Gathered, check: ImportanceCheck | None, left_out: str | None) -> xr.DataTree:
+        """:meth:`to_datatree`'s tree of gathered draws, made after ``check`` (``None``:
+        none), the log likelihood left out for the reason ``left_out`` (``None``: kept)."""
+        import arviz_base
+
+        attrs = self._attrs()
+        root = dict(attrs)
+        if left_out:
+            root["log_likelihood_left_out"] = left_out
         sampled = {"posterior": got.latents, "log_likelihood": got.log_likelihood, "posterior_predictive": got.replicated}
         groups = {group: {k: v[None] for k, v in arrays.items()} for group, arrays in sampled.items() if arrays}
         constant = {"observed_data": self.observed_data(), "constant_data": self.constant_data()}
@@ -954,7 +1075,7 @@ class Posterior:
         )
         # Apart from from_dict's dims: a model variable may also be called lp or log_q.
         stats = arviz_base.dict_to_dataset(
-            {"lp": got.lp[None], "log_q": got.log_q[None]}, attrs={**attrs, **_check_attrs(source.check)})
+            {"lp": got.lp[None], "log_q": got.log_q[None]}, attrs={**attrs, **_check_attrs(check)})
         stats["lp"].attrs["description"] = "log p(x, theta) of the draw"
         stats["log_q"].attrs["description"] = (
             "log density of the draw under its proposal: q, or for PSIS-resampled draws the defensive mixture of q "
@@ -962,8 +1083,9 @@ class Posterior:
         tree["sample_stats"] = xr.DataTree(stats)
         return tree
 
-    def _log_likelihood_too_large(self, n: int) -> str | None:
-        """Why a log_likelihood group of ``n`` draws is too large to make, or None."""
+    def log_likelihood_left_out(self, n: int) -> str | None:
+        """Why :meth:`to_datatree` leaves the log_likelihood group of ``n`` draws out (too
+        large to make), or None."""
         elements = sum(math.prod(self.model.plate_shape(name)) for name in self.model.observed_names)
         if n * elements <= LOG_LIKELIHOOD_NUMBERS:
             return None
@@ -990,7 +1112,7 @@ class Posterior:
                 (the optional extra ``pavi-viz[export]`` installs h5netcdf).
             The others: as for :meth:`to_datatree`.
         """
-        engine = engine or _netcdf_engine()
+        engine = engine or netcdf_engine()
         tree = self.to_datatree(n, predictive, chunk_elements, seed, correct, log_likelihood)
         tree.to_netcdf(path, engine=engine)
 
@@ -1004,7 +1126,7 @@ def load_netcdf(path: str | Path, engine: str | None = None) -> xr.DataTree:
     ``posterior`` group holds those draws with dims ``("chain", "draw", ...)``, one
     chain and ``draw`` the ``sample`` index (its attrs the file's, at the root too).
     """
-    with xr.open_datatree(path, engine=engine or _netcdf_engine()) as tree:
+    with xr.open_datatree(path, engine=engine or netcdf_engine()) as tree:
         tree.load()
     if tree.children or "sample" not in tree.dims:
         return tree
@@ -1015,7 +1137,8 @@ def load_netcdf(path: str | Path, engine: str | None = None) -> xr.DataTree:
     return old
 
 
-def _netcdf_engine() -> str:
+def netcdf_engine() -> str:
+    """The NetCDF engine files are written with: the first of :data:`NETCDF_ENGINES` installed."""
     import importlib.util
 
     for engine in NETCDF_ENGINES:

@@ -260,6 +260,47 @@ def test_nproc_with_a_netcdf_data_file_reads_each_shard_on_its_process(tmp_path)
     assert posterior["observed_data"]["x"].shape == (40, 5, 2)
 
 
+@pytest.mark.timeout(400)
+def test_two_processes_draw_the_posterior_together_as_one_process_draws_it(tmp_path):
+    import numpy as np
+
+    # 10^4 groups: too many to weigh whole draws (the draws are q's own, chunk by chunk),
+    # so both processes draw their shard's groups and rank 0 writes.
+    size = ["--option", "G=10000", "--option", "N=5", "--quiet", "--draws", "200"]
+    one = run(fit_command(*size, "--steps", "60", "--checkpoint", "run.pt", "--out", "one.nc"), tmp_path)
+    assert one.returncode == 0, one.stderr
+    # The same family (nothing left to train), its posterior drawn by two processes.
+    two = run(fit_command(*size, "--nproc", "2", "--resume", "run.pt", "--steps", "60", "--out", "two.nc"), tmp_path)
+    assert two.returncode == 0, two.stderr
+    assert "elements 5000 to 9999 of plate 'group', held alone" in two.stderr, two.stderr
+    with xr.open_datatree(tmp_path / "one.nc") as first, xr.open_datatree(tmp_path / "two.nc") as second:
+        trees = [first.load(), second.load()]
+    for group, name in (("posterior", "mu_g"), ("posterior", "mu"), ("log_likelihood", "x")):
+        a, b = (tree[group][name].values[0] for tree in trees)  # (draw, ...)
+        assert a.shape == b.shape == ((200, 10000, 2) if name == "mu_g" else (200, 2) if name == "mu" else (200, 10000, 5))
+        # Each element's mean in the two files agrees within Monte Carlo error (200 draws each):
+        # a group drawn in the wrong place would be off by its posterior's spread.
+        z = (a.mean(0) - b.mean(0)) / np.sqrt((a.var(0) + b.var(0)) / 200)
+        assert np.mean(np.abs(z)) < 1.0 and np.mean(np.abs(z) > 4) < 0.002, (name, np.mean(np.abs(z)))
+        ratio = b.std(0) / a.std(0)
+        assert 0.9 < np.median(ratio) < 1.1, (name, np.median(ratio))
+    replicated = trees[1]["posterior_predictive"]["x"]
+    assert replicated.sizes["draw"] == 100 and bool(np.isfinite(replicated.values).all())
+    # Each draw's log p and log q, summed over both shards' groups and the global latents
+    # counted once, are those of the whole draw (GRE's latents are unconstrained).
+    state = load_checkpoint(tmp_path / "run.pt", pavi_viz.examples.load("gre", G=10000, N=5))
+    model, family = state.model, state.family
+    draws = {name: torch.as_tensor(trees[1]["posterior"][name].values[0][:10]) for name in ("mu", "mu_g")}
+    frame = model.frame()
+    values = {**model.batch_data(frame), **draws}
+    with torch.no_grad():
+        log_q = (family.log_q_unconstrained(("mu",), frame, 10, {}, values, draws["mu"])
+                 + family.log_q_unconstrained(("mu_g",), frame, 10, {"mu": draws["mu"]}, values, draws["mu_g"]).sum(-1))
+    stats = trees[1]["sample_stats"]
+    np.testing.assert_allclose(stats["lp"].values[0][:10], model.log_joint(draws).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(stats["log_q"].values[0][:10], log_q.numpy(), rtol=1e-5)
+
+
 @pytest.mark.timeout(300)
 def test_a_process_that_diverges_ends_the_run_on_every_process_naming_its_rank(tmp_path):
     done = run(fit_command("--option", "G=40", "--option", "N=5", "--quiet", "--nproc", "2", "--steps", "300",

@@ -435,6 +435,17 @@ def _ok(run: dict[str, Any], kind: str) -> bool:
     return run.get("kind") == kind and not run.get("failed")
 
 
+def _fewest_ranks(runs: Sequence[dict[str, Any]], run: dict[str, Any]) -> dict[str, Any]:
+    """The run of ``runs`` with ``run``'s kind and G, on the fewest ranks, that did not fail."""
+    return min((r for r in runs if _ok(r, run["kind"]) and r["G"] == run["G"]), key=lambda r: r["ranks"])
+
+
+def _failed_row(leading: list[str], run: dict[str, Any], width: int) -> str:
+    """A table row of ``width`` cells for a failed launch: its ``leading`` cells, then why."""
+    why = "failed: " + run["failed"].splitlines()[-1][:80]
+    return "| " + " | ".join([*leading, why]) + " |" + " |" * (width - len(leading) - 1)
+
+
 def _ratio(mine: float | None, base: float | None) -> str:
     if mine is None or base is None or not base:
         return "-"
@@ -456,11 +467,9 @@ def table(report: dict[str, Any]) -> str:
     throughput = [r for r in runs if r.get("kind") == "throughput"]
     for run in sorted(throughput, key=lambda r: (r["G"], r["ranks"])):
         if run.get("failed"):
-            why = "failed: " + run["failed"].splitlines()[-1][:80]
-            lines.append(f"| {run['G']:,} | {run['ranks']} | {why} |" + " |" * (len(head) - 3))
+            lines.append(_failed_row([f"{run['G']:,}", str(run["ranks"])], run, len(head)))
             continue
-        same = [r for r in throughput if _ok(r, "throughput") and r["G"] == run["G"]]
-        base = min(same, key=lambda r: r["ranks"])
+        base = _fewest_ranks(throughput, run)
         tight = min(levels)
         mine_hit, base_hit = first_below(run, tight), first_below(base, tight)
         cells = [f"{run['G']:,}", str(run["ranks"]), _num(run.get("steps_per_second"), 1),
@@ -478,11 +487,9 @@ def table(report: dict[str, Any]) -> str:
                   "| " + " | ".join(phead) + " |", "|" + "---|" * len(phead)]
         for run in sorted(posterior, key=lambda r: (r["G"], r["ranks"])):
             if run.get("failed"):
-                why = "failed: " + run["failed"].splitlines()[-1][:80]
-                lines.append(f"| {run['G']:,} | {run['ranks']} | {why} |" + " |" * (len(phead) - 3))
+                lines.append(_failed_row([f"{run['G']:,}", str(run["ranks"])], run, len(phead)))
                 continue
-            same = [r for r in posterior if _ok(r, "posterior") and r["G"] == run["G"]]
-            base = min(same, key=lambda r: r["ranks"])
+            base = _fewest_ranks(posterior, run)
             cells = [f"{run['G']:,}", str(run["ranks"]), str(run["draws"]), f"{run['file_mb']:.0f}",
                      f"{run['write_seconds']:.1f}", " / ".join(f"{r['write_seconds']:.1f}" for r in run["per_rank"]),
                      _ratio(run["write_seconds"], base["write_seconds"])]
@@ -496,8 +503,7 @@ def table(report: dict[str, Any]) -> str:
                   "| " + " | ".join(mhead) + " |", "|" + "---|" * len(mhead)]
         for run in sorted(memory, key=lambda r: (r["G"], _source(r), r["ranks"])):
             if run.get("failed"):
-                why = "failed: " + run["failed"].splitlines()[-1][:80]
-                lines.append(f"| {run['G']:,} | {_source(run)} | {run['ranks']} | {why} |" + " |" * (len(mhead) - 4))
+                lines.append(_failed_row([f"{run['G']:,}", _source(run), str(run["ranks"])], run, len(mhead)))
                 continue
             ranks = run["per_rank"]
             cells = [f"{run['G']:,}", _source(run), str(run["ranks"]),

@@ -585,8 +585,10 @@ def _run_fit(args: argparse.Namespace) -> int:
         held = ""
         if part is not None:
             held = f", read alone from {args.data}" if data is not None else ", held alone"
-        print(f"rank {replicas.rank} of {replicas.size} (process {os.getpid()}): elements {shard.start} to "
-              f"{shard.stop - 1} of plate {shard.plate!r}{held}", file=sys.stderr, flush=True)
+        # One write: the processes share the terminal (print's line and its end are two).
+        sys.stderr.write(f"rank {replicas.rank} of {replicas.size} (process {os.getpid()}): elements {shard.start} "
+                         f"to {shard.stop - 1} of plate {shard.plate!r}{held}\n")
+        sys.stderr.flush()
     if part is not None:
         model = None  # the whole data go: this process trains on its shard, and writes nothing
     state, config = trainer.state, trainer.config
@@ -695,7 +697,7 @@ def _run_fit(args: argparse.Namespace) -> int:
             print(f"checkpoint: {args.checkpoint} (step {state.step})")
 
     try:
-        posterior = _write_posterior(out, trainer, replicas, labels, args.draws)
+        written = _write_posterior(out, trainer, replicas, labels, args.draws)
     except OSError as err:
         _end_logs(sinks, state, ERROR, f"cannot write {out}: {err.strerror or err}")
         raise CliError(f"cannot write {str(out)!r}: {err.strerror or err}", EXIT_FAILURE) from err
@@ -705,16 +707,17 @@ def _run_fit(args: argparse.Namespace) -> int:
     finally:
         if replicas is not None:
             replicas.leave()
-    if posterior is None:  # a process other than rank 0: its share of the draws is sent
+    if written is None:  # a process other than rank 0: its share of the draws is sent
         return 0
+    posterior, tree = written
     names = ", ".join(posterior.model.latent_names)
     print(f"wrote {args.draws} posterior draws of {names} to {out}")
     # The check the draws made: the same n, seed and correction reuse their pool.
     check = posterior.importance_check(n=args.draws, seed=config.seed)
     if check is not None:
         print(_describe_check(check))
-    # The same n and seed as the draws: the summary reuses their importance pool.
-    summary = posterior.summary(n=args.draws, seed=config.seed) if args.summary or log is not None else None
+    # The statistics of the draws written (not drawn again).
+    summary = posterior.summary_of(tree) if args.summary or log is not None else None
     if board is not None:
         board.end(state, trainer.stop_reason)
     if log is not None:
@@ -728,18 +731,22 @@ def _run_fit(args: argparse.Namespace) -> int:
 def _write_posterior(out: Path, trainer: Any, replicas: Any, labels: Any, draws: int) -> Any:
     """Write the posterior's NetCDF file: this process alone, or (a data-parallel run)
     every process drawing its shard's share and rank 0 writing
-    (:mod:`~pavi_viz.inference.parallel_posterior`). The posterior written, on the
-    process that wrote it; ``None`` on the others."""
+    (:mod:`~pavi_viz.inference.parallel_posterior`). On the process that wrote it, the
+    posterior and the tree it wrote; ``None`` on the others."""
     from pavi_viz.inference import Posterior
-    from pavi_viz.inference.parallel_posterior import to_netcdf
+    from pavi_viz.inference.parallel_posterior import to_datatree
+    from pavi_viz.inference.posterior import netcdf_engine
 
     state, seed = trainer.state, trainer.config.seed
     if replicas is None:
         posterior = Posterior(state.model, state.family, coords=labels)
-        posterior.to_netcdf(out, n=draws, seed=seed)
-        return posterior
-    return to_netcdf(out, state.model, state.family, replicas, trainer.shard, n=draws, seed=seed, coords=labels,
-                     step=state.step)
+        drawn = posterior, posterior.to_datatree(draws, seed=seed)
+    else:
+        drawn = to_datatree(state.model, state.family, replicas, trainer.shard, draws, seed, coords=labels,
+                            step=state.step)
+    if drawn is not None:
+        drawn[1].to_netcdf(out, engine=netcdf_engine())
+    return drawn
 
 
 def _launch_replicas(args: argparse.Namespace) -> int:

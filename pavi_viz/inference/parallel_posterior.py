@@ -13,8 +13,9 @@ part of the model (:func:`~pavi_viz.model.sharding.compile_part`), or the whole 
    the replicates of the observed variables, and each draw's log p and log q over its
    elements;
 3. rank 0 takes the shards one at a time, places them in the whole arrays, adds up the
-   draws' log p and log q, and writes the ArviZ tree that
-   :meth:`~pavi_viz.inference.posterior.Posterior.to_netcdf` writes.
+   draws' log p and log q, and makes the ArviZ tree that
+   :meth:`~pavi_viz.inference.posterior.Posterior.to_datatree` makes (:func:`to_datatree`;
+   :func:`to_netcdf` writes it).
 
 So drawing takes each process its shard's share of the time. The draws are q's own:
 where one process would resample them by importance weights (a model small enough to
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import xarray as xr
 
 from pavi_viz.inference.distributed import Replicas
 from pavi_viz.inference.families.base import VariationalFamily
@@ -43,8 +45,7 @@ from pavi_viz.model.compiled import CompiledModel
 from pavi_viz.model.plates import Shard, shard_of
 
 
-def to_netcdf(
-    path: str | Path,
+def to_datatree(
     model: CompiledModel,
     family: VariationalFamily,
     replicas: Replicas,
@@ -56,24 +57,24 @@ def to_netcdf(
     coords: Mapping[str, Sequence] | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
     step: int = 0,
-) -> Posterior | None:
-    """Write the posterior of a data-parallel run to ``path`` (rank 0 writes), its ``n``
-    draws made by all the processes (see the module's notes). Every process calls it,
-    with the model and family it trained, its ``shard``, and the same other arguments.
+) -> tuple[Posterior, xr.DataTree] | None:
+    """The ArviZ tree of a data-parallel run's posterior (:meth:`Posterior.to_datatree`'s),
+    its ``n`` draws made by all the processes (see the module's notes). Every process
+    calls it, with the model and family it trained, its ``shard``, and the same other
+    arguments.
 
     Args:
-        path: the NetCDF file (as :meth:`Posterior.to_netcdf`'s).
         model: this process's model: the whole model (rank 0 holds it), or its part.
         family: the trained family (the same on every process).
         replicas: this process's place in the run.
         shard: this process's shard of the shared plate.
-        n, seed, predictive, coords, chunk_elements: as for :meth:`Posterior.to_netcdf`
+        n, seed, predictive, coords, chunk_elements: as for :meth:`Posterior.to_datatree`
             and :class:`Posterior` (``coords``: rank 0's).
         step: the run's step, named if a process stops answering.
 
     Returns:
-        On rank 0, the posterior it wrote (for summaries, which it draws alone); ``None``
-        on the others.
+        On rank 0, the posterior that drew the tree (for its importance check and
+        :meth:`Posterior.summary_of` the tree) and the tree; ``None`` on the others.
 
     Raises:
         ReplicaLost: another process stopped answering.
@@ -87,9 +88,7 @@ def to_netcdf(
         decided[0], decided[1] = float(not posterior.resamples(n)), float(left_out is None)
     shared, log_likelihood = (bool(flag) for flag in replicas.from_leader([decided], step)[0])
     if not shared:
-        if posterior is not None:
-            posterior.to_netcdf(path, n, predictive, chunk_elements, seed)
-        return posterior
+        return None if posterior is None else (posterior, posterior.to_datatree(n, predictive, chunk_elements, seed))
 
     plate = shard.plate
     outside = [name for name in model.latent_names
@@ -108,7 +107,18 @@ def to_netcdf(
     for rank in range(1, replicas.size):
         theirs = shard_of(plate, size, rank, replicas.size)
         posterior.add_share(got, replicas.receive_from(rank, step), plate, theirs.start, theirs.stop)
-    posterior.tree(got, left_out=left_out).to_netcdf(path, engine=netcdf_engine())
+    return posterior, posterior.tree(got, left_out=left_out)
+
+
+def to_netcdf(path: str | Path, *args: Any, **options: Any) -> Posterior | None:
+    """Write :func:`to_datatree`'s tree to the NetCDF file ``path`` (rank 0 writes; as
+    :meth:`Posterior.to_netcdf` does); its arguments follow ``path``. Rank 0's posterior;
+    ``None`` on the others."""
+    drawn = to_datatree(*args, **options)
+    if drawn is None:
+        return None
+    posterior, tree = drawn
+    tree.to_netcdf(path, engine=netcdf_engine())
     return posterior
 
 
@@ -146,4 +156,4 @@ def _outside_draws(
     return {name: value.cpu() for name, value in zip(outside, shared, strict=True)}, log_q.cpu()
 
 
-__all__ = ["result_to_netcdf", "to_netcdf"]
+__all__ = ["result_to_netcdf", "to_datatree", "to_netcdf"]

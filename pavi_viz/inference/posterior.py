@@ -26,6 +26,12 @@ come along with their outer element; other top-level plates are taken whole); wh
 single element's draws exceed the bound, the draws are split in groups too. See
 :meth:`Posterior.chunks`.
 
+**Shares.** The processes of a data-parallel run draw the chunks of q's draws between
+them (:mod:`~pavi_viz.inference.parallel_posterior`): each walks the chunks of its
+:class:`Share` of the shared plate's elements, given the same draws of the latents
+outside that plate's tree (:meth:`Posterior.draw_share`), and one process puts the
+shares together (:meth:`Posterior.add_share`, :meth:`Posterior.tree`).
+
 **Correction** (``correct=``, :data:`Correction`). Where one pool of ``4 n`` whole
 draws of the model's latents fits :data:`IMPORTANCE_NUMBERS` (they are kept on the
 CPU), the ``n`` draws of every method above can be resampled from that pool by their
@@ -891,12 +897,7 @@ class Posterior:
             were resampled by their weights).
         """
         names = self._names(variables, self.model.latent_names, "latent")
-        levels = [float(q) for q in quantiles]
-        if any(not 0.0 <= q <= 1.0 for q in levels):
-            raise ValueError(f"quantiles must lie in [0, 1], not {levels}")
-        labels = ["mean", "sd", *(_quantile_label(q) for q in levels)]
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"quantiles must be distinct, not {levels}")
+        levels, labels = _levels_and_labels(quantiles)
         dtype = _numpy_dtype(self.model.dtype)
         out = {name: np.empty((len(labels), *self._shape_of(name)), dtype=dtype) for name in names}
         pending: dict[str, list[Tensor]] = {}
@@ -929,6 +930,20 @@ class Posterior:
         flush()
         lead = {"stat": labels, "quantile": ("stat", [math.nan, math.nan, *levels])}
         return self._dataset(out, ("stat",), lead).assign_attrs(draws=n, **_check_attrs(source.check))
+
+    def summary_of(self, tree: xr.DataTree, quantiles: Sequence[float] = (0.05, 0.5, 0.95)) -> xr.Dataset:
+        """:meth:`summary`'s statistics of the draws in ``tree``'s posterior group (a tree of
+        :meth:`to_datatree`, or of a data-parallel run's processes:
+        :mod:`~pavi_viz.inference.parallel_posterior`), without drawing again: the same
+        Dataset, its attrs the tree's importance check."""
+        levels, labels = _levels_and_labels(quantiles)
+        draws = tree["posterior"]
+        out = {name: _stats(torch.from_numpy(np.ascontiguousarray(draws[name].values[0])), levels).numpy()
+               for name in self.model.latent_names}
+        checked = {k: v for k, v in tree["sample_stats"].attrs.items() if k in ("pareto_k", "pareto_k_draws",
+                                                                             "psis_resampled")}
+        lead = {"stat": labels, "quantile": ("stat", [math.nan, math.nan, *levels])}
+        return self._dataset(out, ("stat",), lead).assign_attrs(draws=draws.sizes["draw"], **checked)
 
     # -- export -----------------------------------------------------------------------
     def resamples(self, n: int, correct: Correction | None = None) -> bool:
@@ -1198,6 +1213,21 @@ def _stats(draws: Tensor, levels: Sequence[float]) -> Tensor:
         above = ordered[high.to(draws.device)]
         rows += list(below + fraction.view(shape) * (above - below))
     return torch.stack(rows)
+
+
+def _levels_and_labels(quantiles: Sequence[float]) -> tuple[list[float], list[str]]:
+    """A summary's quantile levels, and its stats' labels (``"mean"``, ``"sd"``, ``"5%"``...).
+
+    Raises:
+        ValueError: a level outside [0, 1], or two the same.
+    """
+    levels = [float(q) for q in quantiles]
+    if any(not 0.0 <= q <= 1.0 for q in levels):
+        raise ValueError(f"quantiles must lie in [0, 1], not {levels}")
+    labels = ["mean", "sd", *(_quantile_label(q) for q in levels)]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"quantiles must be distinct, not {levels}")
+    return levels, labels
 
 
 def _quantile_label(level: float) -> str:

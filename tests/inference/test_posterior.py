@@ -261,6 +261,18 @@ def test_summary_is_the_statistics_of_the_same_draws(bound):
         np.testing.assert_allclose(summary[name].values, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("correct", ["none", "auto"])  # q's draws; draws resampled from a pool
+def test_the_summary_of_a_tree_is_the_summary_of_its_draws(correct):
+    post = posterior("gre", correct=correct)
+    tree = post.to_datatree(80, seed=3, predictive=None)
+    of_tree = post.summary_of(tree)
+    drawn = post.summary(80, seed=3)
+    assert of_tree.attrs == drawn.attrs and list(of_tree["stat"].values) == list(drawn["stat"].values)
+    for name in ("mu", "mu_g"):
+        np.testing.assert_allclose(of_tree[name].values, drawn[name].values, rtol=1e-5, atol=1e-6)
+        assert of_tree[name].dims == drawn[name].dims
+
+
 def test_summary_matches_sample_within_monte_carlo_error():
     post = posterior("mixture")
     n = 3000

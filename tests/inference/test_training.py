@@ -87,6 +87,18 @@ def test_fit_takes_a_compiled_model_and_a_built_family(gre_compiled):
     assert result.state.family_name == "mean-field"
 
 
+def test_fit_takes_a_data_file_whose_data_size_the_plates(tmp_path):
+    from pavi_viz.model.datafile import DataFile
+    from pavi_viz.model.tables import model_to_dataset
+
+    study = pavi_viz.examples.load("gre", G=12, N=4)
+    model_to_dataset(study).to_netcdf(tmp_path / "study.nc", engine="h5netcdf")
+    structure = pavi_viz.examples.load("gre", G=3, N=2)  # its sizes and data give way to the file's
+    result = fit(DataFile.open(structure, tmp_path / "study.nc"), steps=3, seed=0, threads=1)
+    assert result.model.plates["group"].size == 12 and result.steps_done == 3
+    torch.testing.assert_close(result.model.data["x"], study.data["x"])
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "exponential"])
 def test_schedules_warm_up_then_decay_the_learning_rate(gre, schedule):
     lrs = fit(gre, "mean-field", steps=20, lr=0.1, schedule=schedule, progress=False).history.lr

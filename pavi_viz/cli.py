@@ -662,8 +662,9 @@ def _run_fit(args: argparse.Namespace) -> int:
 
     history = state.history
     if interrupted:  # every process of a run stops (and writes no posterior) together
-        if not leads:
+        if replicas is not None:
             replicas.leave()
+        if not leads:
             return 0
         message = f"interrupted at step {state.step} of {config.steps}"
         _end_logs(sinks, state, INTERRUPTED, f"{message} (Ctrl-C)")
@@ -674,8 +675,6 @@ def _run_fit(args: argparse.Namespace) -> int:
                         f"{shlex.join(command)} (and this run's other options)")
         else:
             message += "; nothing saved (--checkpoint FILE makes a run resumable)"
-        if replicas is not None:
-            replicas.leave()
         print(f"{PROG} fit: {message}", file=sys.stderr)
         return EXIT_INTERRUPTED
 

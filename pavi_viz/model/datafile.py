@@ -10,8 +10,9 @@ data-parallel run that trains on a shard of a top-level plate reads only that sh
 slice of each array (:meth:`DataFile.part`): its memory for the data falls with the
 number of processes. A CSV file is read whole, and a shard is cut from it.
 
-Nothing in a file is executed or unpickled. What a read would hold (as float64) is
-checked, before it is read, against the memory the machine has available.
+Nothing in a file is executed or unpickled. What a read would hold (floats as stored,
+other numbers as float64) is checked, before it is read, against the memory the machine
+has available.
 """
 
 from __future__ import annotations
@@ -139,12 +140,19 @@ class DataFile:
     def _check_room(self, dataset: xr.Dataset, model: PlateModel) -> None:
         """Refuse a read of ``model``'s arrays in ``dataset`` that would not fit in memory."""
         names = [item.name for item in data_items(model) if item.name in dataset.variables]
-        needed = sum(8 * int(np.prod(dataset[name].shape)) for name in names)  # read as float64
+        needed = sum(_read_bytes(dataset[name]) for name in names)
         room = self.room if self.room is not None else psutil.virtual_memory().available
         if needed > room:
             raise ModelError(f"{self.path.name}: its data ({', '.join(names)}) take {needed / 2**20:,.1f} MB once read, "
                              f"more than the {room / 2**20:,.1f} MB of memory available; on several processes "
                              f"(pavi-viz fit --nproc N) each reads a shard", culprit=self.path.name)
+
+
+def _read_bytes(array: xr.DataArray) -> int:
+    """The bytes an array takes once read (:func:`~pavi_viz.model.tables.dataset_values`:
+    floats as stored, other numbers as float64)."""
+    itemsize = array.dtype.itemsize if array.dtype.kind == "f" else 8
+    return itemsize * int(np.prod(array.shape))
 
 
 __all__ = ["DataFile"]

@@ -36,7 +36,10 @@ when its length matches.
 :func:`read_table` turns uploaded bytes into a table (refusing large or malformed
 files), :func:`attach_table` attaches a table to a *copy* of a model, and
 :func:`model_to_table` / :func:`model_to_dataset` go the other way. Problems raise a
-:class:`ModelError` naming the plate, variable or column at fault.
+:class:`ModelError` naming the plate, variable or column at fault. A data file on disk,
+read whole or one shard at a time, is :mod:`pavi_viz.model.datafile`'s, from the parts
+here: :func:`open_netcdf` (lazily), :func:`attach_layout` (the plates alone) and
+:func:`dataset_values` (one array, checked).
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def test_bad_data_files_are_refused_naming_the_file(tmp_path):
     with pytest.raises(ModelError, match="broken.nc is not a readable NetCDF-4 file"):
         DataFile.open(model, tmp_path / "broken.nc")
     model_to_dataset(model).to_netcdf(tmp_path / "data.nc", engine="h5netcdf")
-    small = DataFile.open(model, tmp_path / "data.nc", room=400)  # x: 10 * 3 * 2 numbers, 480 bytes as float64
+    small = DataFile.open(model, tmp_path / "data.nc", room=200)  # x: 10 * 3 * 2 float32 numbers, 240 bytes
     small.part("group", 0, 2)
     with pytest.raises(ModelError, match=r"data.nc: its data \(x\) take [\d.]+ MB once read, more than the [\d.]+ MB of memory"):
         small.whole()

@@ -103,6 +103,9 @@ def test_data_become_tensors() -> None:
     assert model.data["y"].dtype == torch.get_default_dtype()
     model.with_data({"y": np.array([3.0, 4.0])})
     assert torch.equal(model.data["y"], torch.tensor([3.0, 4.0]))
+    # Float32 data (a reversed view too) keep their values, in the default dtype.
+    model.with_data({"y": np.array([5.5, 6.25], dtype=np.float32)[::-1]})
+    assert torch.equal(model.data["y"], torch.tensor([6.25, 5.5])) and model.data["y"].dtype == torch.get_default_dtype()
     with pytest.raises(ModelError) as info:
         model.with_data({"y": ["a", "b"]})
     assert info.value.culprit == "y"

@@ -976,9 +976,10 @@ class Posterior:
         to its elements (what another process needs of it: :meth:`add_share`)."""
         frame = self._share_frame(share.plate, share.start, share.stop)
         in_tree = self._tree_of(share.plate)
+        whole = share.start == 0 and share.stop == self.model.plates[share.plate].size  # a part's share: all of it
 
         def cut(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return {name: array[(slice(None), *self._positions(frame, name))]
+            return {name: array if whole else array[(slice(None), *self._positions(frame, name))]
                     for name, array in arrays.items() if name in in_tree}
 
         return Gathered(cut(got.latents), cut(got.replicated), cut(got.log_likelihood), got.lp, got.log_q)

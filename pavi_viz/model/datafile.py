@@ -18,6 +18,7 @@ has available.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,11 @@ class DataFile:
         Raises:
             ModelError: the file does not give a ragged plate's membership.
         """
+        return self._layout.copy()
+
+    @cached_property
+    def _layout(self) -> PlateModel:
+        """:meth:`layout`, read once (the memberships of large ragged plates are long)."""
         if isinstance(self.table, pd.DataFrame):
             return self.whole().with_data({})
         return attach_layout(self.model.copy(), self.table).model
@@ -127,7 +133,7 @@ class DataFile:
         """
         if isinstance(self.table, pd.DataFrame):
             return restrict(self.whole(), plate, start, stop)
-        layout = self.layout()
+        layout = self._layout  # read only here: restrict copies what it keeps
         kept = kept_elements(layout, plate, start, stop)
         part = restrict(layout, plate, start, stop)
         # The indices of a ragged plate's kept members are increasing, as HDF5 reads them.

@@ -1,4 +1,5 @@
-"""Smoke tests of the benchmarks (benchmarks/peers.py, benchmarks/threads.py, benchmarks/accuracy.py): they run end to end.
+"""Smoke tests of the benchmarks (benchmarks/peers.py, benchmarks/threads.py, benchmarks/accuracy.py,
+benchmarks/step_cost.py): they run end to end.
 
 No timing is asserted: only that every method (every thread setting and condition) ran
 and the JSON and PNG were written.
@@ -163,3 +164,20 @@ def test_pareto_k_benchmark_checks_an_example_and_the_glmm_before_and_after(tmp_
         assert run["reweighted"] is False and (run["verdict"] == "far") == (run["pareto_k"] > 0.7)
     assert report["table"].startswith("| example | family | Pareto k | verdict |") and report["table"] in proc.stdout
     assert report["machine"]["cpu_count"]
+
+
+@pytest.mark.long
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="needs the bench extra (matplotlib)")
+def test_step_cost_benchmark_times_every_step_and_writes_its_json_and_plot(tmp_path):
+    script = SCRIPT.parent / "step_cost.py"
+    cmd = [sys.executable, str(script), "--groups", "50", "--warm-up", "1", "--repeats", "3", "--rounds", "2",
+           "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "step_cost.json").read_text())
+    assert [row["family"] for row in report["rows"]] == ["pavi-e"] * 4 + ["mean-field", None]
+    for row in report["rows"]:
+        assert len(row["ms_per_step_rounds"]) == 2 and row["ms_per_step"] == min(row["ms_per_step_rounds"]) > 0
+    assert report["target_ms"] == pytest.approx(1.65) and report["table"] in proc.stdout
+    assert (tmp_path / "step_cost.png").stat().st_size > 1000

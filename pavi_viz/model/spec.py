@@ -418,9 +418,10 @@ def _as_tensors(values: Mapping[str, Any]) -> dict[str, Tensor]:
                 array = value
             else:
                 # Float arrays go to torch in their precision (float32 data are not copied to
-                # float64 first), contiguous (torch takes no negative strides).
+                # float64 first), C-contiguous (torch takes no negative strides; unlike
+                # np.ascontiguousarray, np.asarray keeps a 0-d array 0-d).
                 floats = isinstance(value, np.ndarray) and value.dtype.kind == "f"
-                array = torch.as_tensor(np.ascontiguousarray(value) if floats else np.asarray(value, dtype=float))
+                array = torch.as_tensor(np.asarray(value, order="C") if floats else np.asarray(value, dtype=float))
         except (TypeError, ValueError, OverflowError) as err:
             raise ModelError(f"data {name!r} is not an array of numbers ({err})", culprit=name) from None
         out[name] = array.to(torch.get_default_dtype())

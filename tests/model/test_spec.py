@@ -106,6 +106,8 @@ def test_data_become_tensors() -> None:
     # Float32 data (a reversed view too) keep their values, in the default dtype.
     model.with_data({"y": np.array([5.5, 6.25], dtype=np.float32)[::-1]})
     assert torch.equal(model.data["y"], torch.tensor([6.25, 5.5])) and model.data["y"].dtype == torch.get_default_dtype()
+    model.with_data({"y": np.array([1.0, 2.0])}, truth={"mu": np.float64(0.5) * np.ones(())})
+    assert model.truth["mu"].shape == ()  # a 0-d array stays 0-d
     with pytest.raises(ModelError) as info:
         model.with_data({"y": ["a", "b"]})
     assert info.value.culprit == "y"

@@ -617,10 +617,17 @@ def _run_fit(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
 
     def stopping() -> bool:
-        """Whether to stop before the next step: Ctrl-C here, or on any process of the run."""
-        if replicas is not None and replicas.ranks_where(bool(interrupted), state.step, state.model.device):
+        """Whether to stop before the next step: Ctrl-C here, or on any process of the run.
+        In a run of several processes, only what they agreed on counts: a Ctrl-C heard
+        after the agreement is agreed on before the next step (a process that stopped on
+        its own flag alone, heard during the agreement, left the others in their next
+        step's collectives, where they lost it)."""
+        if replicas is None:
+            return bool(interrupted)
+        agreed = bool(replicas.ranks_where(bool(interrupted), state.step, state.model.device))
+        if agreed:
             interrupted[:] = [True]  # every process stops after the same step
-        return bool(interrupted)
+        return agreed
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     if replicas is not None:

@@ -101,7 +101,6 @@ class StoreFollower:
                 self.hub.publish(Info(run=run.name, model=run.model, family=run.family, parameter_count=None,
                                       total_steps=run.total_steps, device="", torch_threads=0,
                                       settings=dict(run.settings), truth=None, observed=None))
-            self.run = run
             # State changes read first and published last: a run commits its points and
             # its last summary before the change that ends it, so a reader that sees
             # "stopped" has the points and the summary that came before it.
@@ -121,11 +120,14 @@ class StoreFollower:
                 self._publish_state(StateChange(run=run.name, state=run.state, time=run.updated,
                                                 message=f"its process {run.pid} on {run.hostname} ended while "
                                                         f"it trained, at step {run.step:,}"))
+            # Set last: `following` reads it, and a reader that sees the run ended must
+            # find in the hub all that this round read.
+            self.run = run
         except StoreError as err:
-            self.error = err
             self._publish_state(StateChange(run=self.run.name if self.run else str(self.run_id),
                                             state=self._state or "failed", time=time.time(),
                                             message=f"no longer followed: {err}"))
+            self.error = err  # last, as `self.run` above
 
     def _publish_state(self, change: StateChange) -> None:
         self.hub.publish(change)

@@ -168,16 +168,24 @@ def test_pareto_k_benchmark_checks_an_example_and_the_glmm_before_and_after(tmp_
 
 @pytest.mark.long
 @pytest.mark.timeout(120)
-@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="needs the bench extra (matplotlib)")
-def test_step_cost_benchmark_times_every_step_and_writes_its_json_and_plot(tmp_path):
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None or importlib.util.find_spec("numpyro") is None,
+                    reason="needs the bench extra (matplotlib, numpyro)")
+def test_step_cost_benchmark_times_every_step_beside_numpyros_and_writes_its_json_and_plot(tmp_path):
     script = SCRIPT.parent / "step_cost.py"
     cmd = [sys.executable, str(script), "--groups", "50", "--warm-up", "1", "--repeats", "3", "--rounds", "2",
            "--out", str(tmp_path)]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=110)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "step_cost.json").read_text())
-    assert [row["family"] for row in report["rows"]] == ["pavi-e"] * 4 + ["mean-field", None]
-    for row in report["rows"]:
+    rows = report["rows"]
+    assert [row["family"] for row in rows] == ["pavi-e"] * 4 + ["mean-field", None, None]
+    assert rows[-1]["label"].startswith("NumPyro")
+    for row in rows:
         assert len(row["ms_per_step_rounds"]) == 2 and row["ms_per_step"] == min(row["ms_per_step_rounds"]) > 0
-    assert report["target_ms"] == pytest.approx(1.65) and report["table"] in proc.stdout
+    assert report["peer_ms"] == rows[-1]["ms_per_step"] and report["target_ms"] == pytest.approx(3 * report["peer_ms"])
+    # The products read off a step shrink with the flows, and mean-field has none.
+    work = [row["product_multiply_adds"] for row in rows[:4]]
+    assert work == sorted(work, reverse=True) and work[-1] > 0 and all(row["products_ms"] > 0 for row in rows[:4])
+    assert "products_ms" not in rows[4]
+    assert report["table"] in proc.stdout
     assert (tmp_path / "step_cost.png").stat().st_size > 1000

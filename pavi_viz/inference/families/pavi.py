@@ -23,12 +23,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from zuko.distributions import NormalizingFlow
 
 from pavi_viz.inference.encoders import DataEncoder, Level, encodes_per_shard
 from pavi_viz.inference.families.base import Draw, VariationalFamily
 from pavi_viz.inference.families.structure import conditioning, drawn_scale, joint_blocks, prior_loc_scale
-from pavi_viz.inference.flows import make_flow, reset_to_identity, rsample_and_log_prob
+from pavi_viz.inference.flows import draw, make_flow, reset_to_identity
 from pavi_viz.model.compiled import CompiledModel, CompiledVariable
 from pavi_viz.model.plates import Frame, Shard, Total
 
@@ -133,8 +132,8 @@ class PlateAmortizedFamily(VariationalFamily):
         if 0 in batch_shape:  # drawn outer elements without members: nothing to draw
             empty = torch.zeros(particles, *batch_shape, device=self.model.device)
             return empty.unsqueeze(-1).expand(*empty.shape, self.block_size(block)), empty
-        flow, pieces = self._conditioned_flow(block, frame, particles, drawn)
-        u, log_q = rsample_and_log_prob(flow, generator, spread)
+        context, pieces = self._context(block, frame, particles, drawn)
+        u, log_q = draw(self.flows[block_key(block)], context, generator, spread)
         u, log_q = u.reshape(particles, *batch_shape, -1), log_q.reshape(particles, *batch_shape)
         shift, log_scale = self._affine(block, frame, particles, values, pieces, u.shape)
         return shift + log_scale.exp() * u, log_q - log_scale.sum(-1)
@@ -148,18 +147,19 @@ class PlateAmortizedFamily(VariationalFamily):
         values: Mapping[str, Tensor],
         z: Tensor,
     ) -> Tensor:
-        flow, pieces = self._conditioned_flow(block, frame, particles, drawn)
+        context, pieces = self._context(block, frame, particles, drawn)
         shift, log_scale = self._affine(block, frame, particles, values, pieces, z.shape)
         u = (z - shift) * (-log_scale).exp()
+        flow = self.flows[block_key(block)](context)
         log_q = flow.log_prob(u.reshape(-1, u.shape[-1])).reshape(z.shape[:-1])  # the flow's inverse pass
         return log_q - log_scale.sum(-1)
 
-    def _conditioned_flow(
+    def _context(
         self, block: tuple[str, ...], frame: Frame, particles: int, drawn: dict[str, Tensor]
-    ) -> tuple[NormalizingFlow, list[Tensor]]:
-        """The block's flow given its context, batch shape ``(particles * prod(batch_shape),)``,
-        and the context's pieces: the block's encodings, then the draws it is given,
-        each of shape ``(particles, *batch_shape, size)``."""
+    ) -> tuple[Tensor, list[Tensor]]:
+        """The context of the block's flow, shape ``(particles * prod(batch_shape), context)``,
+        and its pieces: the block's encodings, then the draws it is given, each of shape
+        ``(particles, *batch_shape, size)``."""
         plates = self.model.plates_of(block[0])
         batch_shape = frame.batch_shape(plates)
         pieces = [
@@ -170,7 +170,7 @@ class PlateAmortizedFamily(VariationalFamily):
             aligned = frame.align(drawn[name], self.model.plates_of(name), plates, event_rank=1, key=(name, "context"))
             pieces.append(aligned.expand(particles, *batch_shape, aligned.shape[-1]))
         context = torch.cat(pieces, -1)
-        return self.flows[block_key(block)](context.reshape(-1, context.shape[-1])), pieces
+        return context.reshape(-1, context.shape[-1]), pieces
 
     def _affine(
         self,

@@ -185,9 +185,10 @@ _LOG_SLOPE = math.log(1e-3)
 
 
 def _affine_layers(flow: Flow) -> list[MaskedAutoregressiveTransform | ElementWiseTransform] | None:
-    """The layers of an affine MAF of :func:`make_flow`'s with a context, in the order a
-    draw goes through them (zuko's element-wise layers where there is one coordinate),
-    over a diagonal Gaussian base; None for any other flow."""
+    """The layers of an affine MAF of :func:`make_flow`'s, in the order a draw goes
+    through them, over a diagonal Gaussian base; None for any other flow. Over one
+    coordinate zuko's layers are element-wise, and read a context (without one they
+    hold their shift and scale as parameters: zuko's path draws from those)."""
     drawing = flow.transform
     if not (isinstance(drawing, LazyInverse) and isinstance(drawing.transform, LazyComposedTransform)):
         return None

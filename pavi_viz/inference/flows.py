@@ -169,10 +169,9 @@ def draw(flow: Flow, context: Tensor, generator: torch.Generator | None = None,
     u, log_base = gaussian_draw(flow.base.loc.expand(shape), flow.base.scale.expand(shape), generator, spread)
     ladj = torch.zeros((), dtype=u.dtype, device=u.device)
     for layer in layers:
-        if isinstance(layer, ElementWiseTransform):  # one coordinate: the layer reads the context alone
-            shift, scale = layer.hyper(context).unflatten(-1, (-1, layer.total)).unbind(-1)
-        else:
-            shift, scale = layer.hyper(torch.cat((u, context), -1)).unflatten(-1, (-1, layer.total)).unbind(-1)
+        # Over one coordinate a layer is element-wise: it reads the context alone.
+        inputs = context if isinstance(layer, ElementWiseTransform) else torch.cat((u, context), -1)
+        shift, scale = layer.hyper(inputs).unflatten(-1, (-1, layer.total)).unbind(-1)
         log_scale = scale / (1 + abs(scale / _LOG_SLOPE))
         u = u * log_scale.exp() + shift
         ladj = ladj + log_scale.sum(-1)

@@ -22,6 +22,7 @@ import contextlib
 import functools
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,8 +149,7 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
         connection.execute("PRAGMA foreign_keys = ON")
         # WAL: safe against corruption with NORMAL; a power cut may lose the last batches.
         connection.execute("PRAGMA synchronous = NORMAL")
-        if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            connection.execute("PRAGMA journal_mode = WAL")
+        _use_wal(connection)
     except sqlite3.DatabaseError as err:
         connection.close()
         raise StoreError(f"{path} is not a pavi_viz run store ({err})") from err
@@ -157,6 +157,25 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
         connection.close()
         raise
     return connection
+
+
+def _use_wal(connection: sqlite3.Connection) -> None:
+    """Put the store in WAL mode (kept in the file: the first connection to a new store
+    does it). Two connections switching a new store at once each hold a read lock and
+    want the file to themselves; SQLite answers one of them "locked" at once rather
+    than wait for a deadlock (the busy timeout does not apply), so the switch is tried
+    again, for as long as the busy timeout (CI saw a ``pavi-viz fit`` fail so while a
+    reader opened the store it had just made)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 @contextlib.contextmanager

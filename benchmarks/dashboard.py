@@ -11,13 +11,21 @@ One process, three measurements on the same model and settings:
    this process, as ``panel serve`` would serve it) with one headless chromium tab
    watching; steps per second over the same window, read from the run. The ratio
    watched / headless is the dashboard's cost.
-3. **Latency**: a new ELBO point's wall-clock time from its publication by the
+3. **The browser's load** while it watches: the CPU seconds its processes take per
+   second of the window (the page's drawing), and the page's long tasks (those of
+   50 ms or more, reported by the page's ``PerformanceObserver``): the share of the
+   window when the page answers no click, and its longest freeze.
+4. **Latency**: a new ELBO point's wall-clock time from its publication by the
    training thread (the hub record's ``time``) to its arrival in the page's data
    source (recorded in the page by a ``ColumnDataSource`` change listener,
    ``Date.now()`` on the same machine); and from a click on a forest element of a
    1,000-element plate to the detail plot's new title and data in the page.
 
-Run ``python benchmarks/dashboard.py [--seconds 20] [--groups 1000] [--pin] [--out benchmarks/results]``;
+Watched windows are measured for each poll period of ``--poll-ms`` (the dashboard's
+default, :data:`~pavi_viz.ui.dashboard.POLL_PERIOD_MS`, unless given), in turn with the
+headless windows.
+
+Run ``python benchmarks/dashboard.py [--seconds 20] [--groups 1000] [--poll-ms 200 500] [--pin] [--out benchmarks/results]``;
 writes ``dashboard.json`` (``dashboard_pinned.json`` with ``--pin``: this process on CPU 0,
 the browser on CPU 1, as when the visitor's browser runs on their own machine) and
 prints a summary. Needs chromium at /usr/bin/chromium
@@ -37,11 +45,12 @@ from pathlib import Path
 from typing import Any
 
 import panel as pn
+import psutil
 
 from pavi_viz import examples
 from pavi_viz.runner import Point, RunState, TrainingRun
 from pavi_viz.ui.app import App
-from pavi_viz.ui.dashboard import Dashboard
+from pavi_viz.ui.dashboard import POLL_PERIOD_MS, Dashboard
 from pavi_viz.ui.state import DEFAULT_CONFIG, DEFAULT_EXAMPLE, DEFAULT_OPTIONS, DashboardState
 
 CHROMIUM = "/usr/bin/chromium"
@@ -57,6 +66,12 @@ LISTEN = """(name) => {
   const record = () => { const s = source.data.step; if (s.length) window.arrivals.push([Date.now(), s[s.length - 1]]); };
   source.connect(source.streaming, record);
   source.connect(source.change, record);
+}"""
+#: In the page: record the duration of each long task (50 ms or more of the main thread).
+OBSERVE_LONG_TASKS = """() => {
+  window.longTasks = [];
+  new PerformanceObserver((list) => { for (const e of list.getEntries()) window.longTasks.push(e.duration); })
+    .observe({type: "longtask"});
 }"""
 #: In the page: the screen position of row i of the renderer drawing a named source.
 POINT_AT = """([name, i]) => {
@@ -116,6 +131,19 @@ def steps_per_second(run: TrainingRun, warm_up: float, window: float) -> float:
     return (run.progress.step - s0) / (time.perf_counter() - t0)
 
 
+def browser_cpu_seconds() -> float:
+    """CPU seconds (user and system) taken so far by this process's chromium processes."""
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "chrom" in child.name():
+                times = child.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:  # a renderer that ended meanwhile
+            pass
+    return total
+
+
 def headless(model, seconds: float) -> float:
     run = TrainingRun(model, **{**DEFAULT_CONFIG, "steps": 1_000_000}).start()
     try:
@@ -125,7 +153,8 @@ def headless(model, seconds: float) -> float:
 
 
 def watched(
-    model_factory, seconds: float, groups: int, browser_cpus: set[int] | None = None, clicks: bool = True
+    model_factory, seconds: float, groups: int, browser_cpus: set[int] | None = None, clicks: bool = True,
+    poll_ms: int = POLL_PERIOD_MS,
 ) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
@@ -134,7 +163,7 @@ def watched(
     def app():
         state = DashboardState(model_factory())
         state.config.steps = 1_000_000
-        dashboard = Dashboard(state)
+        dashboard = Dashboard(state, poll_period_ms=poll_ms)
         dashboards.append(dashboard)
         return App(dashboard).template()  # the page pavi-viz serve serves
 
@@ -160,9 +189,15 @@ def watched(
             )
             page.evaluate(LISTEN, ELBO_SOURCE)
             page.get_by_role("button", name="Start", exact=True).click()
-            time.sleep(0.5)
+            time.sleep(3.0)  # the first summary drawn
             run = dashboards[-1].state.run
-            out["steps_per_second"] = steps_per_second(run, 2.5, seconds)
+            page.evaluate(OBSERVE_LONG_TASKS)
+            cpu = browser_cpu_seconds()
+            out["steps_per_second"] = steps_per_second(run, 0.0, seconds)
+            out["browser_cpu_share"] = (browser_cpu_seconds() - cpu) / seconds
+            long_tasks = page.evaluate("() => window.longTasks")
+            out["blocked_share"] = sum(long_tasks) / 1000 / seconds
+            out["longest_freeze_s"] = max(long_tasks, default=0.0) / 1000
             arrivals = page.evaluate("() => window.arrivals")
             published = {r.step: r.time for r in run.hub.since(0).records if isinstance(r, Point)}
             out["point_latency"] = [at / 1000 - published[step] for at, step in arrivals if step in published]
@@ -183,6 +218,10 @@ def click_latency(page, groups: int, count: int = 15) -> dict[str, Any]:
     """Pause (the forest holds still), click ``count`` forest rows, time each redraw of
     the detail view in the page."""
     page.get_by_role("button", name="Pause", exact=True).click()
+    # The paused run's summary drawn: the forest has its rows.
+    page.wait_for_function("([name, n]) => { const s = Bokeh.documents[0].get_model_by_name(name); "
+                           "return s && s.data.mean && s.data.mean.length >= n; }",
+                           arg=[FOREST_SOURCE, 5 + count], timeout=60_000)
     page.wait_for_timeout(1000)
     page.evaluate("() => document.addEventListener('pointerdown', () => { window.clicked = performance.now(); }, true)")
     times = []
@@ -206,11 +245,28 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
+def watched_summary(windows: list[dict[str, Any]], headless_median: float) -> dict[str, Any]:
+    """The watched windows of one poll period: their throughputs and its ratio to the
+    headless median, the browser's load (medians; the longest freeze of all) and the
+    ELBO points' latencies."""
+    steps = [w["steps_per_second"] for w in windows]
+    return {
+        "steps_per_second": [round(x, 2) for x in steps],
+        "throughput_ratio": statistics.median(steps) / headless_median,
+        "browser_cpu_share": statistics.median(w["browser_cpu_share"] for w in windows),
+        "blocked_share": statistics.median(w["blocked_share"] for w in windows),
+        "longest_freeze_s": max(w["longest_freeze_s"] for w in windows),
+        "point_latency_s": _stats([d for w in windows for d in w["point_latency"]]),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="measurement window per throughput (s)")
     parser.add_argument("--groups", type=int, default=1000, help="G of the GRE model watched for click latency")
     parser.add_argument("--rounds", type=int, default=3, help="alternating headless / watched windows")
+    parser.add_argument("--poll-ms", type=int, nargs="+", default=[POLL_PERIOD_MS],
+                        help="the dashboard's poll periods to watch with (ms), each in turn")
     parser.add_argument("--pin", action="store_true",
                         help="run this process (server and training) on CPU 0 and the browser on CPU 1, as when "
                              "the browser runs on the visitor's machine; by default they share every CPU")
@@ -227,19 +283,19 @@ def main(argv: list[str] | None = None) -> int:
         browser_cpus = {1}
     report["pinned"] = args.pin
     # Headless and watched windows alternate, so that a change of the machine's speed
-    # (other work, a shared host) weighs on both alike; the ratio compares medians.
-    heads, watches = [], []
+    # (other work, a shared host) weighs on both alike; ratios compare medians.
+    heads: list[float] = []
+    watches: dict[int, list[dict[str, Any]]] = {ms: [] for ms in args.poll_ms}
     for _ in range(args.rounds):
         heads.append(headless(model, args.seconds))
-        watches.append(watched(lambda: examples.load(DEFAULT_EXAMPLE, **DEFAULT_OPTIONS), args.seconds,
-                               DEFAULT_OPTIONS["G"], browser_cpus, clicks=False))
+        for ms in args.poll_ms:
+            watches[ms].append(watched(lambda: examples.load(DEFAULT_EXAMPLE, **DEFAULT_OPTIONS), args.seconds,
+                                       DEFAULT_OPTIONS["G"], browser_cpus, clicks=False, poll_ms=ms))
     report["headless_steps_per_second"] = [round(h, 2) for h in heads]
-    report["watched_steps_per_second"] = [round(w["steps_per_second"], 2) for w in watches]
-    report["point_latency_s"] = _stats([d for w in watches for d in w["point_latency"]])
-    report["throughput_ratio"] = statistics.median(report["watched_steps_per_second"]) / statistics.median(
-        report["headless_steps_per_second"])
+    report["watched"] = {str(ms): watched_summary(windows, statistics.median(heads)) for ms, windows in watches.items()}
     options = {**DEFAULT_OPTIONS, "G": args.groups}
-    large = watched(lambda: examples.load(DEFAULT_EXAMPLE, **options), 5.0, args.groups, browser_cpus)
+    large = watched(lambda: examples.load(DEFAULT_EXAMPLE, **options), 5.0, args.groups, browser_cpus,
+                    poll_ms=args.poll_ms[0])
     large.pop("point_latency")
     report["large_plate"] = large
     report["load_average_after"] = os.getloadavg()
@@ -248,9 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / ("dashboard_pinned.json" if args.pin else "dashboard.json")
     path.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
-    print(f"\nthroughput watched / headless (medians of {args.rounds}): {report['throughput_ratio']:.2f}; "
-          f"point latency median {report['point_latency_s']['median']:.3f} s "
-          f"(max {report['point_latency_s']['max']:.3f}); click to detail on {args.groups} elements: "
+    for ms, summary in report["watched"].items():
+        print(f"poll every {ms} ms: throughput watched / headless {summary['throughput_ratio']:.2f}; browser CPU "
+              f"{summary['browser_cpu_share']:.2f} s/s; page blocked {summary['blocked_share']:.0%} of the time, "
+              f"longest freeze {summary['longest_freeze_s']:.2f} s; point latency median "
+              f"{summary['point_latency_s']['median']:.3f} s (max {summary['point_latency_s']['max']:.3f})")
+    print(f"click to detail on {args.groups} elements: "
           f"median {report['large_plate']['click_to_detail_s']['median'] * 1000:.0f} ms "
           f"(max {report['large_plate']['click_to_detail_s']['max'] * 1000:.0f}); wrote {path}")
     return 0

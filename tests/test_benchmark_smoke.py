@@ -1,5 +1,5 @@
 """Smoke tests of the benchmarks (benchmarks/peers.py, benchmarks/threads.py, benchmarks/accuracy.py,
-benchmarks/step_cost.py): they run end to end.
+benchmarks/step_cost.py, benchmarks/dashboard.py): they run end to end.
 
 No timing is asserted: only that every method (every thread setting and condition) ran
 and the JSON and PNG were written.
@@ -189,3 +189,20 @@ def test_step_cost_benchmark_times_every_step_beside_numpyros_and_writes_its_jso
     assert "products_ms" not in rows[4]
     assert report["table"] in proc.stdout
     assert (tmp_path / "step_cost.png").stat().st_size > 1000
+
+
+@pytest.mark.long
+@pytest.mark.timeout(600)
+def test_dashboard_benchmark_measures_the_browsers_load_for_each_poll_period(tmp_path):
+    script = SCRIPT.parent / "dashboard.py"
+    cmd = [sys.executable, str(script), "--seconds", "3", "--rounds", "1", "--groups", "60", "--poll-ms", "200", "500",
+           "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=500)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "dashboard.json").read_text())
+    assert list(report["watched"]) == ["200", "500"]
+    for watched in report["watched"].values():
+        assert watched["throughput_ratio"] > 0 and watched["browser_cpu_share"] > 0  # the page drew the fit
+        assert 0 <= watched["blocked_share"] <= 1 and watched["longest_freeze_s"] >= 0
+        assert watched["point_latency_s"]["n"] > 0
+    assert report["large_plate"]["click_to_detail_s"]["n"] > 0

@@ -15,6 +15,18 @@ periodic callback (every :data:`POLL_PERIOD_MS` ms, on the session's event loop)
 streams the new ELBO points. The training thread never touches a Bokeh object. A
 served session's run is stopped when the session is destroyed (the tab closed).
 
+The page's cost: everything one poll changes (the ELBO's two sources and its range
+guide, the progress bar and its text, a summary's views) goes to the page in one
+message (Panel's ``unlocked()``), which the page applies in one task, with one
+repaint of the ELBO plot; one message per change cost the page a task, a layout or a
+repaint each, up to three repaints of the ELBO plot a poll. The page itself skips
+BokehJS's rewrites of unchanged stylesheets
+(:class:`~pavi_viz.ui.views.steady_styles.SteadyStyles`), which made each repaint
+recompute the page's styles about ten times. What is left: BokehJS lays the page out
+again at once for each change that may resize a view, and a run's first summary
+brings a dozen (first texts of the posterior views' panes, the forest's height):
+their task holds the page for about 3 s on this project's 2-core machine, once a run.
+
 Pacing: the dashboard runs in the training process, so every millisecond its views
 spend redrawing is taken from training (the GIL). ELBO points are cheap (a
 ``ColumnDataSource.stream`` of a few rows); a posterior summary redraws every
@@ -37,6 +49,8 @@ import time
 from typing import Any
 
 import panel as pn
+import param
+from panel.io import unlocked
 from panel.viewable import Viewer
 
 from pavi_viz import __version__, examples
@@ -54,6 +68,7 @@ from pavi_viz.ui.views import (
     TrainingControls,
 )
 from pavi_viz.ui.views.figures import one_recompute
+from pavi_viz.ui.views.steady_styles import SteadyStyles
 from pavi_viz.ui.views.text import markdown
 
 LOG = logging.getLogger(__name__)
@@ -88,6 +103,7 @@ class Dashboard(Viewer):
     Args:
         state: what the dashboard shows and drives (default: a new state on the
             bundled default model). A state belongs to one dashboard.
+        poll_period_ms: milliseconds between two polls (default :data:`POLL_PERIOD_MS`).
 
     Attributes:
         state: the :class:`DashboardState`.
@@ -97,6 +113,9 @@ class Dashboard(Viewer):
         controls, elbo, exports, diagram, global_marginals, forest, detail, predictive:
             the views (:mod:`pavi_viz.ui.views`).
     """
+
+    poll_period_ms = param.Integer(default=POLL_PERIOD_MS, bounds=(50, None), constant=True,
+                                   doc="Milliseconds between two polls of the run.")
 
     def __init__(self, state: DashboardState | None = None, **params: Any) -> None:
         super().__init__(**params)
@@ -124,6 +143,7 @@ class Dashboard(Viewer):
         self.detail = DetailView(self.state)
         self.predictive = PredictiveCheck(self.state)
         self.stamp = PosteriorStamp(self.state)
+        self.steady_styles = SteadyStyles()
         self._callback: pn.io.callbacks.PeriodicCallback | None = None
         #: Seconds the last summaries took to apply (a moving average; None before the first).
         self.summary_cost: float | None = None
@@ -136,13 +156,15 @@ class Dashboard(Viewer):
     def main(self) -> list[Any]:
         """The diagram and the ELBO side by side, the posterior views below: the global
         variables and the selected element's density, the forest of a plated variable,
-        and the selected element's posterior predictive check."""
+        and the selected element's posterior predictive check (and, unseen, the page's
+        :class:`~pavi_viz.ui.views.steady_styles.SteadyStyles`)."""
         return [
             pn.Row(self.diagram, self.elbo, sizing_mode="stretch_width"),
             self.stamp,
             pn.Row(self.global_marginals, self.detail, sizing_mode="stretch_width"),
             self.forest,
             self.predictive,
+            self.steady_styles,
         ]
 
     def __panel__(self) -> pn.viewable.Viewable:
@@ -185,14 +207,15 @@ class Dashboard(Viewer):
         """Read the run's new records and stream its new ELBO points (the session's loop
         only); apply a posterior summary when its time has come, and pace the next one
         from what this one cost (see the module's docstring)."""
-        started = time.perf_counter()
-        with one_recompute(self.elbo.figure.document):  # the page it is shown in, if any
-            polled = self.state.poll()
-        if polled.new_summary:
-            cost = time.perf_counter() - started
-            self.summary_cost = cost if self.summary_cost is None else 0.5 * (self.summary_cost + cost)
-            self.state.summary_interval = max(MIN_SUMMARY_INTERVAL, self.summary_cost / SUMMARY_SHARE)
-        self.elbo.push(polled)
+        with unlocked():  # what the poll changes, in one message to the page
+            started = time.perf_counter()
+            with one_recompute(self.elbo.figure.document):  # the page it is shown in, if any
+                polled = self.state.poll()
+            if polled.new_summary:
+                cost = time.perf_counter() - started
+                self.summary_cost = cost if self.summary_cost is None else 0.5 * (self.summary_cost + cost)
+                self.state.summary_interval = max(MIN_SUMMARY_INTERVAL, self.summary_cost / SUMMARY_SHARE)
+            self.elbo.push(polled)
         return polled
 
     async def _poll(self) -> None:
@@ -204,7 +227,7 @@ class Dashboard(Viewer):
         return self._callback is not None
 
     def start_polling(self) -> None:
-        """Poll every :data:`POLL_PERIOD_MS` ms on this session's event loop: a served
+        """Poll every ``poll_period_ms`` ms on this session's event loop: a served
         session's, or a notebook kernel's running loop. Elsewhere (a script, a test)
         nothing would run the callback: call :meth:`poll` instead. Idempotent."""
         if self._callback is not None:
@@ -213,7 +236,7 @@ class Dashboard(Viewer):
         served = doc is not None and doc.session_context is not None
         if not served and not _loop_running():
             return
-        self._callback = pn.state.add_periodic_callback(self._poll, period=POLL_PERIOD_MS)
+        self._callback = pn.state.add_periodic_callback(self._poll, period=self.poll_period_ms)
         if served:
             pn.state.on_session_destroyed(self._session_destroyed)
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -102,6 +103,10 @@ SHOWN_COLUMN = "([name, column]) => {" + FIND_VIEWS + """
 }"""
 
 
+#: How long a click or a wait on a page may take before the test fails.
+ACTION_TIMEOUT_MS = 60_000
+
+
 class Page:
     """A browser tab (its own context: its own cookies, so its own Panel session) that
     records the page's console errors and uncaught exceptions, with helpers that read
@@ -109,14 +114,26 @@ class Page:
 
     def __init__(self, browser, screenshots: Path, name: str) -> None:
         self.context = browser.new_context(viewport={"width": 1600, "height": 1800})
+        # Clicks and waits get a generous minute, not Playwright's 30 s: on a shared 2-core
+        # CI machine a page that renders a live fit can take that long to take a click.
+        self.context.set_default_timeout(ACTION_TIMEOUT_MS)
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url}"))
+        #: The events of each document patch the page received from the server, in order
+        #: (recorded while a Playwright call runs: the synchronous API delivers them then).
+        self.patches: list[list[dict]] = []
+        self.page.on("websocket", lambda socket: socket.on("framereceived", self._record_patch))
         self.screenshots = screenshots
         self.name = name
         self.shots = 0
+
+    def _record_patch(self, frame: str | bytes) -> None:
+        # A Bokeh message is several frames: a patch's content frame holds its events.
+        if isinstance(frame, str) and frame.startswith('{"events":'):
+            self.patches.append(json.loads(frame)["events"])
 
     def shot(self, what: str) -> Path:
         """Save a screenshot ``<test>-<n>-<what>.png``; its path."""

@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from pavi_viz.ui.views.steady_styles import INSTALLED
+
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(240)]
 
 ELBO = "pavi-elbo-source"
@@ -71,6 +73,48 @@ def test_start_streams_the_elbo_and_stop_ends_the_run(dashboard_server, open_pag
     assert page.rows(ELBO) == stopped  # no more points once stopped
     page.shot("stopped")
     assert page.errors == []
+
+
+#: In the page: count the ELBO source's streams (one per poll that brought points).
+COUNT_STREAMS = """(name) => {
+  window.streams = 0;
+  const source = Bokeh.documents[0].get_model_by_name(name);
+  source.connect(source.streaming, () => { window.streams += 1; });
+}"""
+
+
+def test_each_poll_of_a_live_fit_reaches_the_page_as_one_patch(dashboard_server, open_page):
+    # A poll changes the ELBO's two sources and its range guide, the progress bar and
+    # its text: sent one by one, each is a message, a task and a layout or a repaint.
+    page = open_page(dashboard_server.url)
+    page.page.evaluate(COUNT_STREAMS, ELBO)
+    page.press("Start")
+    page.page.wait_for_function("() => window.streams >= 3", timeout=120_000)
+    patches, streams = len(page.patches), page.page.evaluate("() => window.streams")
+    page.page.wait_for_function("(n) => window.streams >= n", arg=streams + 15, timeout=120_000)
+    patches, streams = len(page.patches) - patches, page.page.evaluate("() => window.streams") - streams
+    page.press("Stop")
+    wait_state(page, "stopped")
+    # Besides one patch a poll: a poll that brought a summary but no point, the Stop's.
+    assert patches <= streams + 3, f"{patches} patches for {streams} polls that streamed points"
+    assert page.errors == []
+
+
+def test_a_stylesheet_rewritten_with_the_text_it_holds_is_left_alone(dashboard_server, open_page):
+    # BokehJS rewrites each renderer's position stylesheet at every paint; each rewrite
+    # makes the browser recompute the page's styles at BokehJS's next colour lookup.
+    page = open_page(dashboard_server.url)
+    page.page.wait_for_function(INSTALLED, timeout=60_000)
+    mutations = page.page.evaluate("""() => {
+      const sheet = new (Bokeh.require("core/dom").InlineStyleSheet)(":host { width: 10px; }");
+      const observer = new MutationObserver(() => {});
+      observer.observe(sheet.el, {childList: true, characterData: true, subtree: true});
+      sheet.replace(":host { width: 10px; }");
+      const unchanged = observer.takeRecords().length;
+      sheet.replace(":host { width: 20px; }");
+      return [unchanged, observer.takeRecords().length > 0, sheet.css];
+    }""")
+    assert mutations == [0, True, ":host { width: 20px; }"]
 
 
 def test_clicking_a_plate_element_updates_the_detail_plot(dashboard_server, open_page):

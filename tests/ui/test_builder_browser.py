@@ -19,7 +19,7 @@ from playwright.sync_api import expect
 from pavi_viz import examples
 from pavi_viz.model.tables import model_to_table, write_table
 
-pytestmark = [pytest.mark.ui, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.ui, pytest.mark.timeout(300)]
 
 NODES = "pavi-diagram-nodes"
 ELBO = "pavi-elbo-source"

@@ -11,6 +11,9 @@
   predictive draws for the selected plate element.
 - :class:`PosteriorStamp` (:mod:`.stamp`): the step and run the posterior views show,
   and whether the fit looks settled.
+
+Not a view: :class:`~pavi_viz.ui.views.steady_styles.SteadyStyles`, unseen in the
+dashboard's page, keeps BokehJS from restyling the page when a plot repaints unchanged.
 """
 
 from pavi_viz.ui.views.controls import TrainingControls

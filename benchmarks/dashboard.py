@@ -189,7 +189,7 @@ def watched(
             )
             page.evaluate(LISTEN, ELBO_SOURCE)
             page.get_by_role("button", name="Start", exact=True).click()
-            time.sleep(3.0)  # the first summary drawn
+            time.sleep(3.0)  # past the run's start-up; the window sees its first summary drawn
             run = dashboards[-1].state.run
             page.evaluate(OBSERVE_LONG_TASKS)
             cpu = browser_cpu_seconds()

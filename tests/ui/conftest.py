@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import time
@@ -122,18 +121,18 @@ class Page:
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url}"))
-        #: The events of each document patch the page received from the server, in order
-        #: (recorded while a Playwright call runs: the synchronous API delivers them then).
-        self.patches: list[list[dict]] = []
-        self.page.on("websocket", lambda socket: socket.on("framereceived", self._record_patch))
+        #: The document patches the page received from the server so far (counted while a
+        #: Playwright call runs: the synchronous API delivers the frames then).
+        self.patches = 0
+        self.page.on("websocket", lambda socket: socket.on("framereceived", self._count_patch))
         self.screenshots = screenshots
         self.name = name
         self.shots = 0
 
-    def _record_patch(self, frame: str | bytes) -> None:
+    def _count_patch(self, frame: str | bytes) -> None:
         # A Bokeh message is several frames: a patch's content frame holds its events.
         if isinstance(frame, str) and frame.startswith('{"events":'):
-            self.patches.append(json.loads(frame)["events"])
+            self.patches += 1
 
     def shot(self, what: str) -> Path:
         """Save a screenshot ``<test>-<n>-<what>.png``; its path."""

@@ -90,9 +90,9 @@ def test_each_poll_of_a_live_fit_reaches_the_page_as_one_patch(dashboard_server,
     page.page.evaluate(COUNT_STREAMS, ELBO)
     page.press("Start")
     page.page.wait_for_function("() => window.streams >= 3", timeout=120_000)
-    patches, streams = len(page.patches), page.page.evaluate("() => window.streams")
+    patches, streams = page.patches, page.page.evaluate("() => window.streams")
     page.page.wait_for_function("(n) => window.streams >= n", arg=streams + 15, timeout=120_000)
-    patches, streams = len(page.patches) - patches, page.page.evaluate("() => window.streams") - streams
+    patches, streams = page.patches - patches, page.page.evaluate("() => window.streams") - streams
     page.press("Stop")
     wait_state(page, "stopped")
     # Besides one patch a poll: a poll that brought a summary but no point, the Stop's.
